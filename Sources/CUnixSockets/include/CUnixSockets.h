@@ -1,0 +1,66 @@
+// C shim for UnixSockets: what Swift cannot reach directly.
+// CMSG_* macros as functions, `struct ucred` and the calls and constants glibc hides behind
+// _GNU_SOURCE. Nothing here keeps state; every function is a thin pass-through.
+#ifndef C_UNIX_SOCKETS_H
+#define C_UNIX_SOCKETS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/uio.h>
+#include <sys/stat.h>
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/file.h>
+#include <fcntl.h>
+
+#ifdef __linux__
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
+#include <linux/unix_diag.h>
+#endif
+
+/// Mirror of Linux `struct ucred` (hidden behind _GNU_SOURCE); checked by _Static_assert in shim.c.
+typedef struct uds_ucred {
+    pid_t pid;
+    uid_t uid;
+    gid_t gid;
+} uds_ucred;
+
+// Constants that need _GNU_SOURCE or are Linux-only (values fixed by the kernel ABI; asserted in shim.c).
+extern const int UDS_SO_PEERCRED;
+extern const int UDS_SO_PASSCRED;
+extern const int UDS_SO_PEERGROUPS;
+extern const int UDS_SO_PEERPIDFD;
+extern const int UDS_SCM_RIGHTS;
+extern const int UDS_SCM_CREDENTIALS;
+extern const int UDS_MSG_CMSG_CLOEXEC;
+extern const int UDS_MSG_NOSIGNAL;
+extern const int UDS_SOCK_CLOEXEC;
+extern const int UDS_SOCK_NONBLOCK;
+extern const int UDS_CLONE_FS;
+extern const int UDS_SPLICE_F_MOVE;
+extern const int UDS_SPLICE_F_NONBLOCK;
+extern const int UDS_POLLRDHUP;
+
+// CMSG_* as functions.
+struct cmsghdr *uds_cmsg_firsthdr(const struct msghdr *msg);
+struct cmsghdr *uds_cmsg_nxthdr(const struct msghdr *msg, const struct cmsghdr *cmsg);
+unsigned char *uds_cmsg_data(const struct cmsghdr *cmsg);
+size_t uds_cmsg_len(size_t length);
+size_t uds_cmsg_space(size_t length);
+
+// Calls glibc declares only under _GNU_SOURCE. Thin pass-throughs; errno is left as the call set it.
+int uds_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags);
+int uds_unshare(int flags);
+int uds_pipe2(int fds[2], int flags);
+ssize_t uds_splice(int fd_in, int fd_out, size_t len, unsigned int flags);
+
+/// errno of the calling thread (read in exactly one Swift helper).
+int uds_errno(void);
+void uds_set_errno(int value);
+
+#endif

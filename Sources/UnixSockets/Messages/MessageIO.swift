@@ -1,0 +1,349 @@
+import CUnixSockets
+import Synchronization
+import SystemPackage
+
+/// What one recvmsg returned, before ownership and truncation checks.
+struct RawReceived {
+    var count: Int
+    var flags: CInt
+    var descriptors: [CInt]
+    var credentials: UnixCredentials?
+    var sender: UnixAddress?
+}
+
+/// The most descriptors one message can carry (SCM_MAX_FD is 253 on Linux).
+let maximumDescriptorsPerMessage = 253
+
+extension SocketCore {
+    // MARK: sendmsg
+
+    /// One sendmsg(2) of `bytes` with SCM_RIGHTS and SCM_CREDENTIALS control data, to `destination` if given.
+    static func sendmsgOnce(
+        _ fd: CInt, _ bytes: UnsafeRawBufferPointer, descriptors: UnsafeBufferPointer<CInt>,
+        credentials: UnixCredentials?, destination: (UnsafePointer<sockaddr>, socklen_t)?
+    ) -> Result<IOResult<Int>, Errno> {
+        let rightsSpace = descriptors.isEmpty ? 0 : uds_cmsg_space(descriptors.count * MemoryLayout<CInt>.size)
+        let credentialsSpace = credentials == nil ? 0 : uds_cmsg_space(MemoryLayout<uds_ucred>.size)
+        let space = rightsSpace + credentialsSpace
+        var iov = iovec(iov_base: UnsafeMutableRawPointer(mutating: bytes.baseAddress), iov_len: bytes.count)
+        return withUnsafeMutablePointer(to: &iov) { iovPointer in
+            var message = msghdr()
+            message.msg_iov = iovPointer
+            message.msg_iovlen = 1
+            if let destination {
+                message.msg_name = UnsafeMutableRawPointer(mutating: destination.0)
+                message.msg_namelen = destination.1
+            }
+            if space == 0 { return system_sendmsg(fd, &message, SystemConstants.msgNoSignal) }
+            return withUnsafeTemporaryAllocation(byteCount: space, alignment: 8) { control in
+                control.initializeMemory(as: UInt8.self, repeating: 0)
+                message.msg_control = control.baseAddress
+                message.msg_controllen = space
+                var header = uds_cmsg_firsthdr(&message)
+                if !descriptors.isEmpty, let cmsg = header {
+                    cmsg.pointee.cmsg_level = SystemConstants.solSocket
+                    cmsg.pointee.cmsg_type = SystemConstants.scmRights
+                    cmsg.pointee.cmsg_len = uds_cmsg_len(descriptors.count * MemoryLayout<CInt>.size)
+                    UnsafeMutableRawPointer(uds_cmsg_data(cmsg)).copyMemory(
+                        from: descriptors.baseAddress!, byteCount: descriptors.count * MemoryLayout<CInt>.size)
+                    header = uds_cmsg_nxthdr(&message, cmsg)
+                }
+                if let credentials, let cmsg = header {
+                    cmsg.pointee.cmsg_level = SystemConstants.solSocket
+                    cmsg.pointee.cmsg_type = SystemConstants.scmCredentials
+                    cmsg.pointee.cmsg_len = uds_cmsg_len(MemoryLayout<uds_ucred>.size)
+                    var raw = credentials.raw
+                    UnsafeMutableRawPointer(uds_cmsg_data(cmsg)).copyMemory(
+                        from: &raw, byteCount: MemoryLayout<uds_ucred>.size)
+                }
+                return system_sendmsg(fd, &message, SystemConstants.msgNoSignal)
+            }
+        }
+    }
+
+    /// Checks a descriptor list before any syscall.
+    func checkDescriptors(_ count: Int, operation: String) throws(UnixSocketError) {
+        if count > maximumDescriptorsPerMessage {
+            throw UnixSocketError(
+                .invalidArgument, operation: operation, address: address,
+                detail: "\(count) descriptors in one message; the kernel takes at most \(maximumDescriptorsPerMessage)")
+        }
+    }
+
+    /// Sends one whole message (seqpacket, datagram), optionally to `destination` (unconnected datagram).
+    /// EMSGSIZE names the limit. An unconnected send to a full receiver is retried with back-off.
+    func sendMessage(
+        _ bytes: UnsafeRawBufferPointer, descriptors: [CInt], credentials: UnixCredentials?,
+        to destination: UnixAddress?, timeout: Duration?
+    ) throws(UnixSocketError) {
+        let operation = destination == nil ? "send" : "sendto"
+        try checkDescriptors(descriptors.count, operation: operation)
+        if type == .seqPacket && bytes.isEmpty {
+            throw UnixSocketError(
+                .invalidArgument, operation: operation, address: address,
+                detail: "an empty seqpacket message would read like end-of-stream at the peer")
+        }
+        do throws(UnixSocketError) {
+            try descriptors.withUnsafeBufferPointer { (fds) throws(UnixSocketError) in
+                if let destination {
+                    try destination.withSockAddr(operation: operation) { (name, length) throws(UnixSocketError) in
+                        do throws(UnixSocketError) {
+                            _ = try backingOff(operation, timeout: timeout) { fd in
+                                Self.sendmsgOnce(
+                                    fd, bytes, descriptors: fds, credentials: credentials, destination: (name, length))
+                            }
+                        } catch {
+                            guard error.code == .system else { throw error }
+                            throw UnixSocketError(.system, operation: operation, address: destination, errno: error.errno)
+                        }
+                    }
+                } else {
+                    _ = try blocking(operation, events: SystemConstants.pollOut, timeout: timeout) { fd in
+                        Self.sendmsgOnce(fd, bytes, descriptors: fds, credentials: credentials, destination: nil)
+                    }
+                }
+            }
+        } catch {
+            guard error.errno == .messageTooLong else { throw error }
+            throw messageTooLong(bytes.count, operation: operation, address: destination ?? address)
+        }
+    }
+
+    /// The EMSGSIZE error with the limit: SO_SNDBUF - 32 (the kernel reports the doubled buffer).
+    func messageTooLong(_ size: Int, operation: String, address: UnixAddress?) -> UnixSocketError {
+        let buffer = (try? getOption(SystemConstants.solSocket, SystemConstants.soSndBuf, operation: operation)) ?? 0
+        let limit = buffer > 32 ? " (the limit is \(buffer - 32) bytes: SO_SNDBUF - 32)" : ""
+        return UnixSocketError(
+            .system, operation: operation, address: address, errno: .messageTooLong,
+            detail: "message of \(size) bytes is too long\(limit)")
+    }
+
+    /// Stream send with descriptors: they ride on the first sendmsg only (which must carry a payload byte);
+    /// the rest of the bytes follow without them.
+    func sendStream(_ bytes: UnsafeRawBufferPointer, descriptors: [CInt], timeout: Duration?) throws(UnixSocketError) {
+        try checkDescriptors(descriptors.count, operation: "sendmsg")
+        if !descriptors.isEmpty && bytes.isEmpty {
+            throw UnixSocketError(
+                .invalidArgument, operation: "sendmsg", address: address,
+                detail: "descriptors on a stream need at least one payload byte (the kernel drops them otherwise)")
+        }
+        var sent = 0
+        if !descriptors.isEmpty {
+            sent = try descriptors.withUnsafeBufferPointer { (fds) throws(UnixSocketError) -> Int in
+                try blocking("sendmsg", events: SystemConstants.pollOut, timeout: timeout) { fd in
+                    Self.sendmsgOnce(fd, bytes, descriptors: fds, credentials: nil, destination: nil)
+                }
+            }
+        }
+        try writeAll(UnsafeRawBufferPointer(rebasing: bytes[sent...]), timeout: timeout)
+    }
+
+    /// Writes every byte, looping over short writes; EINTR is retried, EAGAIN waited on.
+    func writeAll(_ bytes: UnsafeRawBufferPointer, timeout: Duration?) throws(UnixSocketError) {
+        var offset = 0
+        while offset < bytes.count {
+            offset += try blocking("send", events: SystemConstants.pollOut, timeout: timeout) { fd in
+                system_send(fd, UnsafeRawBufferPointer(rebasing: bytes[offset...]), SystemConstants.msgNoSignal)
+            }
+        }
+    }
+
+    // MARK: recvmsg
+
+    /// One recvmsg(2) into `buffer` with room for `maxDescriptors` and (when SO_PASSCRED is on) credentials.
+    static func recvmsgOnce(
+        _ fd: CInt, _ buffer: UnsafeMutableRawBufferPointer, maxDescriptors: Int, credentials: Bool,
+        wantSender: Bool, flags: CInt
+    ) -> Result<IOResult<RawReceived>, Errno> {
+        let rightsSpace = maxDescriptors > 0 ? uds_cmsg_space(maxDescriptors * MemoryLayout<CInt>.size) : 0
+        let credentialsSpace = credentials ? uds_cmsg_space(MemoryLayout<uds_ucred>.size) : 0
+        let space = rightsSpace + credentialsSpace
+        var iov = iovec(iov_base: buffer.baseAddress, iov_len: buffer.count)
+        var name = sockaddr_un()
+        return withUnsafeMutablePointer(to: &iov) { iovPointer in
+            withUnsafeMutablePointer(to: &name) { namePointer in
+                var message = msghdr()
+                message.msg_iov = iovPointer
+                message.msg_iovlen = 1
+                if wantSender {
+                    message.msg_name = UnsafeMutableRawPointer(namePointer)
+                    message.msg_namelen = socklen_t(MemoryLayout<sockaddr_un>.size)
+                }
+                let allFlags = flags | SystemConstants.msgCmsgCloexec
+                return withUnsafeTemporaryAllocation(byteCount: max(space, 1), alignment: 8) { control in
+                    if space > 0 {
+                        message.msg_control = control.baseAddress
+                        message.msg_controllen = space
+                    }
+                    switch system_recvmsg(fd, &message, allFlags) {
+                    case .failure(let errno): return .failure(errno)
+                    case .success(.wouldBlock): return .success(.wouldBlock)
+                    case .success(.done(let count)):
+                        var received = RawReceived(
+                            count: count, flags: message.msg_flags, descriptors: [], credentials: nil, sender: nil)
+                        if wantSender {
+                            received.sender = UnixAddress(sockaddr: namePointer.pointee, length: message.msg_namelen)
+                        }
+                        if space > 0 && message.msg_controllen > 0 {
+                            parseControl(&message, into: &received)
+                        }
+                        return .success(.done(received))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads every control message (several SCM_RIGHTS, credentials in any order), bounded by msg_controllen.
+    private static func parseControl(_ message: inout msghdr, into received: inout RawReceived) {
+        var header = uds_cmsg_firsthdr(&message)
+        let dataOffset = uds_cmsg_len(0)
+        while let cmsg = header {
+            let length = Int(cmsg.pointee.cmsg_len)
+            if length < dataOffset { break }
+            guard let data = UnsafeRawPointer(uds_cmsg_data(cmsg)) else { break }
+            let payload = length - dataOffset
+            if cmsg.pointee.cmsg_level == SystemConstants.solSocket {
+                if cmsg.pointee.cmsg_type == SystemConstants.scmRights {
+                    let count = payload / MemoryLayout<CInt>.size
+                    for index in 0..<count {
+                        received.descriptors.append(
+                            data.loadUnaligned(fromByteOffset: index * MemoryLayout<CInt>.size, as: CInt.self))
+                    }
+                } else if cmsg.pointee.cmsg_type == SystemConstants.scmCredentials,
+                    payload >= MemoryLayout<uds_ucred>.size
+                {
+                    received.credentials = UnixCredentials(data.loadUnaligned(as: uds_ucred.self))
+                }
+            }
+            header = uds_cmsg_nxthdr(&message, cmsg)
+        }
+    }
+
+    /// Receives one message (or, on a stream, what is there) with its descriptors and credentials.
+    /// MSG_CTRUNC and (for messages) MSG_TRUNC are errors; every descriptor that arrived is closed then.
+    func receiveMessage(
+        into buffer: UnsafeMutableRawBufferPointer, maxDescriptors: Int, wantSender: Bool, timeout: Duration?,
+        operation: String = "receive"
+    ) throws(UnixSocketError) -> (count: Int, descriptors: [OwnedDescriptor], credentials: UnixCredentials?,
+        sender: UnixAddress?)
+    {
+        if maxDescriptors < 0 || maxDescriptors > maximumDescriptorsPerMessage {
+            throw UnixSocketError(
+                .invalidArgument, operation: operation, address: address,
+                detail: "maxDescriptors must be 0...\(maximumDescriptorsPerMessage)")
+        }
+        let isMessage = type != .stream
+        let flags = isMessage ? SystemConstants.msgTrunc : 0
+        let credentials = passCredentials.load(ordering: .relaxed)
+        let raw = try blocking(operation, events: SystemConstants.pollIn, timeout: timeout) { fd in
+            Self.recvmsgOnce(
+                fd, buffer, maxDescriptors: maxDescriptors, credentials: credentials, wantSender: wantSender,
+                flags: flags)
+        }
+        let owned = raw.descriptors.map(OwnedDescriptor.init)
+        if raw.flags & SystemConstants.msgCtrunc != 0 {
+            owned.forEach { $0.close() }
+            throw UnixSocketError(
+                .controlTruncated, operation: operation, address: address,
+                detail: "control data was cut (MSG_CTRUNC): room for \(maxDescriptors) descriptors; "
+                    + "the \(owned.count) that arrived were closed")
+        }
+        if isMessage && raw.count > buffer.count {
+            owned.forEach { $0.close() }
+            throw UnixSocketError(
+                .messageTruncated, operation: operation, address: address,
+                detail: "a message of \(raw.count) bytes did not fit in \(buffer.count) bytes (MSG_TRUNC); "
+                    + "it was discarded")
+        }
+        return (raw.count, owned, raw.credentials, raw.sender)
+    }
+
+    /// Receives one message into a new array of at most `maxBytes`.
+    func receiveMessage(
+        maxBytes: Int, maxDescriptors: Int, wantSender: Bool, timeout: Duration?
+    ) throws(UnixSocketError) -> UnixMessage {
+        if maxBytes < 0 {
+            throw UnixSocketError(.invalidArgument, operation: "receive", address: address, detail: "maxBytes < 0")
+        }
+        var result: (count: Int, descriptors: [OwnedDescriptor], credentials: UnixCredentials?, sender: UnixAddress?)?
+        var failure: UnixSocketError?
+        let bytes = [UInt8](unsafeUninitializedCapacity: max(maxBytes, 1)) { storage, initialized in
+            do throws(UnixSocketError) {
+                let value = try receiveMessage(
+                    into: UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(storage)[..<maxBytes]),
+                    maxDescriptors: maxDescriptors, wantSender: wantSender, timeout: timeout)
+                result = value
+                initialized = value.count
+            } catch {
+                failure = error
+                initialized = 0
+            }
+        }
+        if let failure { throw failure }
+        let value = result!  // set whenever failure is nil
+        return UnixMessage(
+            bytes: bytes, descriptors: value.descriptors, credentials: value.credentials, sender: value.sender)
+    }
+
+    /// The size of the next message without consuming it (MSG_PEEK | MSG_TRUNC; no descriptors installed).
+    func nextMessageSize(timeout: Duration?) throws(UnixSocketError) -> Int {
+        var byte: UInt8 = 0
+        return try withUnsafeMutableBytes(of: &byte) { (buffer) throws(UnixSocketError) -> Int in
+            try blocking("peek", events: SystemConstants.pollIn, timeout: timeout) { fd in
+                system_recv(fd, buffer, SystemConstants.msgPeek | SystemConstants.msgTrunc)
+            }
+        }
+    }
+
+    /// Reads what is there (at least one byte, or 0 at EOF) into `buffer`.
+    @inline(__always)
+    func readSome(_ buffer: UnsafeMutableRawBufferPointer, timeout: Duration?) throws(UnixSocketError) -> Int {
+        try blocking("recv", events: SystemConstants.pollIn, timeout: timeout) { fd in
+            system_recv(fd, buffer, 0)
+        }
+    }
+
+    /// Turns on SO_PASSCRED: every later receive carries the sender's credentials.
+    func enableCredentials() throws(UnixSocketError) {
+        try setOption(SystemConstants.solSocket, SystemConstants.soPassCred, 1, operation: "setsockopt SO_PASSCRED")
+        passCredentials.store(true, ordering: .relaxed)
+    }
+
+    /// SO_PEERCRED, plus SO_PEERGROUPS when `groups` is true.
+    func peerCredentials(groups: Bool) throws(UnixSocketError) -> UnixCredentials {
+        try withDescriptor("getsockopt SO_PEERCRED") { (fd) throws(UnixSocketError) -> UnixCredentials in
+            var raw = uds_ucred()
+            var length = socklen_t(MemoryLayout<uds_ucred>.size)
+            if case .failure(let errno) = system_getsockopt(
+                fd, SystemConstants.solSocket, SystemConstants.soPeerCred, &raw, &length)
+            {
+                throw mapError("getsockopt SO_PEERCRED", errno)
+            }
+            var credentials = UnixCredentials(raw)
+            if groups && credentials.isKnown {
+                credentials.groups = try Self.peerGroups(fd, address: address)
+            }
+            return credentials
+        }
+    }
+
+    private static func peerGroups(_ fd: CInt, address: UnixAddress?) throws(UnixSocketError) -> [UInt32] {
+        var capacity = 64
+        while true {
+            var groups = [UInt32](repeating: 0, count: capacity)
+            var length = socklen_t(capacity * MemoryLayout<UInt32>.size)
+            let result = groups.withUnsafeMutableBytes { raw in
+                system_getsockopt(fd, SystemConstants.solSocket, SystemConstants.soPeerGroups, raw.baseAddress!, &length)
+            }
+            switch result {
+            case .success:
+                return Array(groups.prefix(Int(length) / MemoryLayout<UInt32>.size))
+            case .failure(.outOfRange) where Int(length) > capacity * MemoryLayout<UInt32>.size:
+                capacity = Int(length) / MemoryLayout<UInt32>.size
+            case .failure(let errno):
+                throw .system("getsockopt SO_PEERGROUPS", errno, address: address)
+            }
+        }
+    }
+}

@@ -1,0 +1,399 @@
+import CUnixSockets
+import Synchronization
+import SystemPackage
+
+/// The kind of a Unix domain socket.
+public enum UnixSocketType: String, Sendable, Hashable, CaseIterable {
+    /// A byte stream (SOCK_STREAM).
+    case stream
+    /// Ordered, reliable messages with boundaries (SOCK_SEQPACKET).
+    case seqPacket = "seqpacket"
+    /// Datagrams (SOCK_DGRAM); reliable and ordered on Unix sockets, with boundaries.
+    case datagram = "dgram"
+
+    var system: SocketType {
+        switch self {
+        case .stream: .stream
+        case .seqPacket: .seqPacket
+        case .datagram: .datagram
+        }
+    }
+}
+
+/// Which direction(s) `shutdown` closes.
+public enum ShutdownDirection: Sendable {
+    /// No more receives (SHUT_RD).
+    case read
+    /// No more sends: the peer reads EOF (SHUT_WR).
+    case write
+    /// Both (SHUT_RDWR).
+    case both
+}
+
+/// A point in time after which a blocking call gives up.
+struct Deadline {
+    let end: UInt64
+
+    /// Nil for no timeout; a zero or negative timeout is invalid input.
+    static func after(_ timeout: Duration?, operation: String) throws(UnixSocketError) -> Deadline? {
+        guard let timeout else { return nil }
+        let (seconds, attoseconds) = timeout.components
+        guard seconds > 0 || (seconds == 0 && attoseconds > 0) else {
+            throw UnixSocketError(
+                .invalidArgument, operation: operation, detail: "the timeout must be positive (got \(timeout))")
+        }
+        let nanoseconds = UInt64(seconds) &* 1_000_000_000 &+ UInt64(attoseconds / 1_000_000_000)
+        return Deadline(end: system_monotonicNanoseconds() &+ nanoseconds)
+    }
+
+    /// Milliseconds left, rounded up; 0 once passed.
+    var remainingMilliseconds: CInt {
+        let now = system_monotonicNanoseconds()
+        guard end > now else { return 0 }
+        return CInt(clamping: (end - now + 999_999) / 1_000_000)
+    }
+
+    var hasPassed: Bool { system_monotonicNanoseconds() >= end }
+}
+
+/// The one owner of a socket descriptor. Threads borrow the number through `withDescriptor`; `close`
+/// closes it exactly once: at once when nobody is using it, else after the last user returns (in-flight
+/// waiters are woken by a shutdown and see `.closed`), so a reused descriptor number is never touched.
+final class SocketCore: Sendable {
+    private struct State {
+        var fd: CInt
+        var users = 0
+        var closed = false
+    }
+
+    private let state: Mutex<State>
+    /// The socket's type.
+    let type: UnixSocketType
+    /// The address used in error messages (bound or connected address), if known.
+    let address: UnixAddress?
+    /// Whether SO_PASSCRED is on (receives then reserve room for SCM_CREDENTIALS).
+    let passCredentials = Atomic<Bool>(false)
+    /// Called with the descriptor just before it is closed (the async reactor deregisters here).
+    let closeHooks = Mutex<[@Sendable (CInt) -> Void]>([])
+    /// Called after the descriptor is closed (a listener unlinks its socket file here).
+    let afterClose = Mutex<(@Sendable () -> Void)?>(nil)
+
+    init(adopting fd: CInt, type: UnixSocketType, address: UnixAddress?) {
+        self.state = Mutex(State(fd: fd))
+        self.type = type
+        self.address = address
+    }
+
+    deinit {
+        // Nobody can be using it (users hold a reference); close quietly if still open.
+        let fd = state.withLock { state -> CInt? in state.closed ? nil : state.fd }
+        if let fd { finishClose(fd) }
+    }
+
+    /// Creates a new socket of `type` (CLOEXEC, non-blocking).
+    static func make(_ type: UnixSocketType, address: UnixAddress?, operation: String) throws(UnixSocketError)
+        -> SocketCore
+    {
+        switch system_socket(SystemConstants.afUnix, type.system.flags, 0) {
+        case .success(let fd): return SocketCore(adopting: fd, type: type, address: address)
+        case .failure(let errno): throw .system(operation, errno, address: address)
+        }
+    }
+
+    /// Creates a connected pair (socketpair).
+    static func pair(_ type: UnixSocketType) throws(UnixSocketError) -> (SocketCore, SocketCore) {
+        var fds: (CInt, CInt) = (-1, -1)
+        let result = withUnsafeMutableBytes(of: &fds) { raw in
+            system_socketpair(type.system.flags, raw.baseAddress!.assumingMemoryBound(to: CInt.self))
+        }
+        if case .failure(let errno) = result { throw .system("socketpair", errno) }
+        return (
+            SocketCore(adopting: fds.0, type: type, address: nil), SocketCore(adopting: fds.1, type: type, address: nil)
+        )
+    }
+
+    var isClosed: Bool { state.withLock { $0.closed } }
+
+    func closedError(_ operation: String) -> UnixSocketError {
+        UnixSocketError(.closed, operation: operation, address: address, detail: "the socket is closed")
+    }
+
+    /// Lends the descriptor to `body`; throws `.closed` if the socket is closed.
+    @inline(__always)
+    func withDescriptor<R>(_ operation: String, _ body: (CInt) throws(UnixSocketError) -> R) throws(UnixSocketError)
+        -> R
+    {
+        let fd = state.withLock { state -> CInt in
+            if state.closed { return -1 }
+            state.users += 1
+            return state.fd
+        }
+        if fd < 0 { throw closedError(operation) }
+        defer { endUse() }
+        return try body(fd)
+    }
+
+    private func endUse() {
+        let fd = state.withLock { state -> CInt? in
+            state.users -= 1
+            return state.closed && state.users == 0 ? state.fd : nil
+        }
+        if let fd { finishClose(fd) }
+    }
+
+    /// Closes the descriptor once. Later calls do nothing. Waiters in other threads are woken.
+    func close() {
+        let action = state.withLock { state -> (CInt, Bool)? in
+            if state.closed { return nil }
+            state.closed = true
+            return (state.fd, state.users == 0)
+        }
+        guard let (fd, now) = action else { return }
+        if now {
+            finishClose(fd)
+        } else {
+            // Wake threads blocked in poll on it; the last of them closes.
+            _ = system_shutdown(fd, SystemConstants.shutBoth)
+        }
+    }
+
+    private func finishClose(_ fd: CInt) {
+        for hook in closeHooks.withLock({ $0 }) { hook(fd) }
+        if case .failure(let errno) = system_close(fd) {
+            precondition(errno != .badFileDescriptor, "UnixSockets closed a descriptor it did not own: \(fd)")
+        }
+        if let after = afterClose.withLock({ $0 }) { after() }
+    }
+
+    /// Gives the descriptor away: the socket is closed afterwards, but the descriptor stays open.
+    func release(_ operation: String = "release") throws(UnixSocketError) -> CInt {
+        let fd = state.withLock { state -> CInt? in
+            if state.closed || state.users > 0 { return nil }
+            state.closed = true
+            return state.fd
+        }
+        guard let fd else {
+            throw UnixSocketError(
+                .closed, operation: operation, address: address,
+                detail: "the socket is closed or in use by another thread")
+        }
+        for hook in closeHooks.withLock({ $0 }) { hook(fd) }
+        return fd
+    }
+
+    // MARK: Blocking I/O
+
+    /// Waits with poll(2) until the descriptor is ready for `events` or the deadline passes.
+    func wait(_ fd: CInt, events: Int16, deadline: Deadline?, operation: String) throws(UnixSocketError) {
+        var entry = pollfd(fd: fd, events: events, revents: 0)
+        while true {
+            let timeout = deadline?.remainingMilliseconds ?? -1
+            if timeout == 0 {
+                throw UnixSocketError(.timedOut, operation: operation, address: address, detail: "timed out")
+            }
+            switch system_poll(&entry, 1, timeout) {
+            case .success(0): continue  // timeout re-checked above
+            case .success:
+                if isClosed { throw closedError(operation) }
+                return
+            case .failure(.interrupted): continue
+            case .failure(let errno): throw .system("poll", errno, address: address)
+            }
+        }
+    }
+
+    /// Tries `attempt`; on EAGAIN waits for `events` with poll, then tries again, until the deadline.
+    @inline(__always)
+    func blocking<R>(
+        _ operation: String, events: Int16, timeout: Duration?,
+        _ attempt: (CInt) -> Result<IOResult<R>, Errno>
+    ) throws(UnixSocketError) -> R {
+        try withDescriptor(operation) { (fd) throws(UnixSocketError) -> R in
+            var deadline: Deadline?
+            var deadlineSet = false
+            while true {
+                switch attempt(fd) {
+                case .success(.done(let value)): return value
+                case .success(.wouldBlock):
+                    if !deadlineSet {
+                        deadline = try Deadline.after(timeout, operation: operation)
+                        deadlineSet = true
+                    }
+                    try wait(fd, events: events, deadline: deadline, operation: operation)
+                case .failure(let errno): throw mapError(operation, errno)
+                }
+            }
+        }
+    }
+
+    /// Retries `attempt` with a short exponential back-off while it reports EAGAIN: for the two cases
+    /// where poll reports ready at once (connect to a full backlog, unconnected sendto to a full receiver).
+    func backingOff<R>(
+        _ operation: String, timeout: Duration?, _ attempt: (CInt) -> Result<IOResult<R>, Errno>
+    ) throws(UnixSocketError) -> R {
+        try withDescriptor(operation) { (fd) throws(UnixSocketError) -> R in
+            let deadline = try Deadline.after(timeout, operation: operation)
+            var pause = 20_000  // 20 us, doubling up to 5 ms
+            while true {
+                switch attempt(fd) {
+                case .success(.done(let value)): return value
+                case .success(.wouldBlock):
+                    if let deadline, deadline.hasPassed {
+                        throw UnixSocketError(
+                            .timedOut, operation: operation, address: address, errno: .resourceTemporarilyUnavailable,
+                            detail: operation == "connect"
+                                ? "the server's backlog stayed full" : "the receiver's queue stayed full")
+                    }
+                    if isClosed { throw closedError(operation) }
+                    system_nanosleep(nanoseconds: pause)
+                    pause = min(pause * 2, 5_000_000)
+                case .failure(let errno): throw mapError(operation, errno)
+                }
+            }
+        }
+    }
+
+    /// Maps an errno to the public error; EBADF/EFAULT/ENOTSOCK on our own descriptor is our bug.
+    func mapError(_ operation: String, _ errno: Errno) -> UnixSocketError {
+        precondition(
+            errno != .badAddress && errno != .notSocket,
+            "UnixSockets bug: \(operation) on its own descriptor failed with \(errno)")
+        if errno == .badFileDescriptor && isClosed { return closedError(operation) }
+        return .system(operation, errno, address: address)
+    }
+
+    // MARK: Options and addresses
+
+    func getOption(_ level: CInt, _ name: CInt, operation: String) throws(UnixSocketError) -> CInt {
+        try withDescriptor(operation) { (fd) throws(UnixSocketError) -> CInt in
+            var value: CInt = 0
+            var length = socklen_t(MemoryLayout<CInt>.size)
+            if case .failure(let errno) = system_getsockopt(fd, level, name, &value, &length) {
+                throw mapError(operation, errno)
+            }
+            return value
+        }
+    }
+
+    func setOption(_ level: CInt, _ name: CInt, _ value: CInt, operation: String) throws(UnixSocketError) {
+        try withDescriptor(operation) { (fd) throws(UnixSocketError) in
+            var value = value
+            if case .failure(let errno) = system_setsockopt(fd, level, name, &value, socklen_t(MemoryLayout<CInt>.size)) {
+                throw mapError(operation, errno)
+            }
+        }
+    }
+
+    func localAddress() throws(UnixSocketError) -> UnixAddress {
+        try withDescriptor("getsockname") { (fd) throws(UnixSocketError) -> UnixAddress in
+            try Self.readAddress("getsockname", address: address) { system_getsockname(fd, $0, $1) }
+        }
+    }
+
+    func peerAddress() throws(UnixSocketError) -> UnixAddress {
+        try withDescriptor("getpeername") { (fd) throws(UnixSocketError) -> UnixAddress in
+            try Self.readAddress("getpeername", address: address) { system_getpeername(fd, $0, $1) }
+        }
+    }
+
+    static func readAddress(
+        _ operation: String, address: UnixAddress?,
+        _ call: (UnsafeMutablePointer<sockaddr>, UnsafeMutablePointer<socklen_t>) -> Result<CInt, Errno>
+    ) throws(UnixSocketError) -> UnixAddress {
+        var storage = sockaddr_un()
+        var length = socklen_t(MemoryLayout<sockaddr_un>.size)
+        let result = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { call($0, &length) }
+        }
+        if case .failure(let errno) = result { throw .system(operation, errno, address: address) }
+        return UnixAddress(sockaddr: storage, length: length)
+    }
+
+    func shutdown(_ direction: ShutdownDirection) throws(UnixSocketError) {
+        let how =
+            switch direction {
+            case .read: SystemConstants.shutRead
+            case .write: SystemConstants.shutWrite
+            case .both: SystemConstants.shutBoth
+            }
+        try withDescriptor("shutdown") { (fd) throws(UnixSocketError) in
+            if case .failure(let errno) = system_shutdown(fd, how) { throw mapError("shutdown", errno) }
+        }
+    }
+
+    /// Connects to `address`, retrying a full backlog (EAGAIN) with back-off until the deadline.
+    func connect(to address: UnixAddress, timeout: Duration?) throws(UnixSocketError) {
+        try address.withSockAddr(operation: "connect") { (pointer, length) throws(UnixSocketError) in
+            do throws(UnixSocketError) {
+                _ = try backingOff("connect", timeout: timeout) { fd in system_connect(fd, pointer, length) }
+            } catch let error where error.code == .system {
+                // Name the address we dialled, not the socket's own.
+                throw UnixSocketError(.system, operation: "connect", address: address, errno: error.errno)
+            } catch {
+                throw UnixSocketError(
+                    error.code, operation: "connect", address: address, errno: error.errno, detail: error.detail)
+            }
+        }
+    }
+
+    /// Plain bind (datagram sockets, autobind, abstract names). Listeners on paths use `SocketFile`.
+    func bind(to address: UnixAddress) throws(UnixSocketError) {
+        try address.withSockAddr(operation: "bind") { (pointer, length) throws(UnixSocketError) in
+            try withDescriptor("bind") { (fd) throws(UnixSocketError) in
+                if case .failure(let errno) = system_bind(fd, pointer, length) {
+                    throw .system("bind", errno, address: address)
+                }
+            }
+        }
+    }
+
+    /// Reads the `SO_TYPE` of a descriptor (to check an adopted one).
+    static func socketType(of fd: CInt) -> Result<UnixSocketType?, Errno> {
+        var value: CInt = 0
+        var length = socklen_t(MemoryLayout<CInt>.size)
+        switch system_getsockopt(fd, SystemConstants.solSocket, SystemConstants.soType, &value, &length) {
+        case .failure(let errno): return .failure(errno)
+        case .success:
+            switch value {
+            case SocketType.stream.rawValue: return .success(.stream)
+            case SocketType.seqPacket.rawValue: return .success(.seqPacket)
+            case SocketType.datagram.rawValue: return .success(.datagram)
+            default: return .success(nil)
+            }
+        }
+    }
+
+    /// Adopts a descriptor handed in by the caller: checks it is an AF_UNIX socket of `type` and makes it
+    /// non-blocking (a socket the caller created for us; inherited stdin/stdout are never adopted).
+    static func adopt(_ descriptor: FileDescriptor, type: UnixSocketType, operation: String) throws(UnixSocketError)
+        -> SocketCore
+    {
+        let fd = descriptor.rawValue
+        switch socketType(of: fd) {
+        case .failure(let errno): throw .system(operation, errno)
+        case .success(let actual) where actual != type:
+            throw UnixSocketError(
+                .invalidArgument, operation: operation,
+                detail: "descriptor \(fd) is a \(actual?.rawValue ?? "non-Unix") socket, not \(type.rawValue)")
+        case .success: break
+        }
+        var storage = sockaddr_un()
+        var length = socklen_t(MemoryLayout<sockaddr_un>.size)
+        let family = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { system_getsockname(fd, $0, &length) }
+        }
+        if case .failure(let errno) = family { throw .system(operation, errno) }
+        guard storage.sun_family == sa_family_t(AF_UNIX) else {
+            throw UnixSocketError(.invalidArgument, operation: operation, detail: "descriptor \(fd) is not a Unix socket")
+        }
+        switch system_fcntl(fd, F_GETFL) {
+        case .failure(let errno): throw .system(operation, errno)
+        case .success(let flags) where flags & O_NONBLOCK == 0:
+            if case .failure(let errno) = system_fcntl(fd, F_SETFL, flags | O_NONBLOCK) {
+                throw .system(operation, errno)
+            }
+        case .success: break
+        }
+        return SocketCore(adopting: fd, type: type, address: UnixAddress(sockaddr: storage, length: length))
+    }
+}

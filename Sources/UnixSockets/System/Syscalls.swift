@@ -1,0 +1,331 @@
+// The ONLY file of UnixSockets that calls libc. One `system_*` wrapper per syscall; errno is read in
+// `valueOrErrno` alone; EINTR is retried on every call but `close`; EAGAIN is returned as a value.
+import CUnixSockets
+import SystemPackage
+import Synchronization
+
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#elseif canImport(Musl)
+@preconcurrency import Musl
+#endif
+
+// MARK: - Results
+
+/// The outcome of a syscall that may would-block: EAGAIN is a value, not an error.
+enum IOResult<Value> {
+    case done(Value)
+    case wouldBlock
+}
+
+/// Runs `body`, reads errno once on failure, retries EINTR when asked, consults the test mock.
+@inline(__always)
+func valueOrErrno<T: FixedWidthInteger>(
+    _ name: StaticString, retryOnInterrupt: Bool = true, _ body: () -> T
+) -> Result<T, Errno> {
+    while true {
+        if SyscallMock.isActive, let forced = SyscallMock.next(for: name) {
+            if forced == .interrupted && retryOnInterrupt { continue }
+            return .failure(forced)
+        }
+        let value = body()
+        if value != -1 { return .success(value) }
+        let errno = Errno(rawValue: uds_errno())
+        if errno == .interrupted && retryOnInterrupt { continue }
+        return .failure(errno)
+    }
+}
+
+/// Same as `valueOrErrno`, but EAGAIN/EWOULDBLOCK becomes `.wouldBlock`.
+@inline(__always)
+func ioResultOrErrno<T: FixedWidthInteger>(_ name: StaticString, _ body: () -> T) -> Result<IOResult<T>, Errno> {
+    switch valueOrErrno(name, body) {
+    case .success(let value): return .success(.done(value))
+    case .failure(let errno) where errno == .resourceTemporarilyUnavailable || errno == .wouldBlock:
+        return .success(.wouldBlock)
+    case .failure(let errno): return .failure(errno)
+    }
+}
+
+// MARK: - Test hook
+
+/// A syscall mock for tests: queue errnos that the next calls of a named wrapper, on the calling thread,
+/// return instead of calling the kernel (EINTR is then retried like a real one). Inactive, it costs one
+/// atomic load per syscall.
+package enum SyscallMock {
+    private static let active = Atomic<Int>(0)
+    private static let queues = Mutex<[UInt: [String: [Errno]]]>([:])
+
+    static var isActive: Bool { active.load(ordering: .relaxed) > 0 }
+
+    /// Runs `body` with the given errnos queued for this thread: `[("recv", [.interrupted, .interrupted])]`.
+    package static func with<R>(_ plan: [(String, [Errno])], _ body: () throws -> R) rethrows -> R {
+        let thread = UInt(bitPattern: Int(bitPattern: UInt(pthread_self())))
+        queues.withLock { queues in
+            var mine: [String: [Errno]] = [:]
+            for (name, errnos) in plan { mine[name, default: []] += errnos }
+            queues[thread] = mine
+        }
+        active.add(1, ordering: .relaxed)
+        defer {
+            active.subtract(1, ordering: .relaxed)
+            _ = queues.withLock { $0.removeValue(forKey: thread) }
+        }
+        return try body()
+    }
+
+    /// Errnos left unconsumed for `name` on this thread.
+    package static func remaining(_ name: String) -> Int {
+        let thread = UInt(bitPattern: Int(bitPattern: UInt(pthread_self())))
+        return queues.withLock { $0[thread]?[name]?.count ?? 0 }
+    }
+
+    static func next(for name: StaticString) -> Errno? {
+        let thread = UInt(bitPattern: Int(bitPattern: UInt(pthread_self())))
+        let key = name.description
+        return queues.withLock { queues in
+            guard var errnos = queues[thread]?[key], !errnos.isEmpty else { return nil }
+            let first = errnos.removeFirst()
+            queues[thread]?[key] = errnos
+            return first
+        }
+    }
+}
+
+// MARK: - Constants
+
+enum SocketType: CInt, Sendable {
+    case stream = 1
+    case datagram = 2
+    case seqPacket = 5
+
+    var flags: CInt { rawValue | UDS_SOCK_CLOEXEC | UDS_SOCK_NONBLOCK }
+}
+
+enum SystemConstants {
+    static let afUnix = CInt(AF_UNIX)
+    static let msgNoSignal = UDS_MSG_NOSIGNAL
+    static let msgCmsgCloexec = UDS_MSG_CMSG_CLOEXEC
+    static let msgTrunc = CInt(MSG_TRUNC)
+    static let msgCtrunc = CInt(MSG_CTRUNC)
+    static let msgPeek = CInt(MSG_PEEK)
+    static let msgDontWait = CInt(MSG_DONTWAIT)
+    static let solSocket = CInt(SOL_SOCKET)
+    static let scmRights = UDS_SCM_RIGHTS
+    static let scmCredentials = UDS_SCM_CREDENTIALS
+    static let soPeerCred = UDS_SO_PEERCRED
+    static let soPassCred = UDS_SO_PASSCRED
+    static let soPeerGroups = UDS_SO_PEERGROUPS
+    static let soSndBuf = CInt(SO_SNDBUF)
+    static let soRcvBuf = CInt(SO_RCVBUF)
+    static let soType = CInt(SO_TYPE)
+    static let soAcceptConn = CInt(SO_ACCEPTCONN)
+    static let pollIn = Int16(POLLIN)
+    static let pollOut = Int16(POLLOUT)
+    static let pollRdHup = Int16(UDS_POLLRDHUP)
+    static let shutRead = CInt(SHUT_RD)
+    static let shutWrite = CInt(SHUT_WR)
+    static let shutBoth = CInt(SHUT_RDWR)
+    static let somaxconn = CInt(SOMAXCONN)
+    static let sunPathCapacity = MemoryLayout.size(ofValue: sockaddr_un().sun_path)
+    static let sunPathOffset = MemoryLayout<sockaddr_un>.offset(of: \sockaddr_un.sun_path)!
+}
+
+// MARK: - Sockets
+
+func system_socket(_ domain: CInt, _ type: CInt, _ proto: CInt) -> Result<CInt, Errno> {
+    valueOrErrno("socket") { socket(domain, type, proto) }
+}
+
+func system_socketpair(_ type: CInt, _ fds: UnsafeMutablePointer<CInt>) -> Result<CInt, Errno> {
+    valueOrErrno("socketpair") { socketpair(AF_UNIX, type, 0, fds) }
+}
+
+func system_bind(_ fd: CInt, _ addr: UnsafePointer<sockaddr>, _ len: socklen_t) -> Result<CInt, Errno> {
+    valueOrErrno("bind") { bind(fd, addr, len) }
+}
+
+func system_listen(_ fd: CInt, _ backlog: CInt) -> Result<CInt, Errno> {
+    valueOrErrno("listen") { listen(fd, backlog) }
+}
+
+/// connect(2). EINTR is retried (for AF_UNIX the kernel completes or fails a connect synchronously).
+func system_connect(_ fd: CInt, _ addr: UnsafePointer<sockaddr>, _ len: socklen_t) -> Result<IOResult<CInt>, Errno> {
+    ioResultOrErrno("connect") { connect(fd, addr, len) }
+}
+
+func system_accept4(
+    _ fd: CInt, _ addr: UnsafeMutablePointer<sockaddr>?, _ len: UnsafeMutablePointer<socklen_t>?, _ flags: CInt
+) -> Result<IOResult<CInt>, Errno> {
+    ioResultOrErrno("accept4") { uds_accept4(fd, addr, len, flags) }
+}
+
+func system_getsockname(
+    _ fd: CInt, _ addr: UnsafeMutablePointer<sockaddr>, _ len: UnsafeMutablePointer<socklen_t>
+) -> Result<CInt, Errno> {
+    valueOrErrno("getsockname") { getsockname(fd, addr, len) }
+}
+
+func system_getpeername(
+    _ fd: CInt, _ addr: UnsafeMutablePointer<sockaddr>, _ len: UnsafeMutablePointer<socklen_t>
+) -> Result<CInt, Errno> {
+    valueOrErrno("getpeername") { getpeername(fd, addr, len) }
+}
+
+func system_getsockopt(
+    _ fd: CInt, _ level: CInt, _ name: CInt, _ value: UnsafeMutableRawPointer, _ len: UnsafeMutablePointer<socklen_t>
+) -> Result<CInt, Errno> {
+    valueOrErrno("getsockopt") { getsockopt(fd, level, name, value, len) }
+}
+
+func system_setsockopt(
+    _ fd: CInt, _ level: CInt, _ name: CInt, _ value: UnsafeRawPointer, _ len: socklen_t
+) -> Result<CInt, Errno> {
+    valueOrErrno("setsockopt") { setsockopt(fd, level, name, value, len) }
+}
+
+func system_shutdown(_ fd: CInt, _ how: CInt) -> Result<CInt, Errno> {
+    valueOrErrno("shutdown") { shutdown(fd, how) }
+}
+
+/// close(2): never retried. Linux releases the descriptor even when close reports EINTR.
+func system_close(_ fd: CInt) -> Result<CInt, Errno> {
+    valueOrErrno("close", retryOnInterrupt: false) { close(fd) }
+}
+
+func system_recv(_ fd: CInt, _ buffer: UnsafeMutableRawBufferPointer, _ flags: CInt) -> Result<IOResult<Int>, Errno> {
+    ioResultOrErrno("recv") { recv(fd, buffer.baseAddress, buffer.count, flags) }
+}
+
+func system_send(_ fd: CInt, _ buffer: UnsafeRawBufferPointer, _ flags: CInt) -> Result<IOResult<Int>, Errno> {
+    ioResultOrErrno("send") { send(fd, buffer.baseAddress, buffer.count, flags) }
+}
+
+func system_recvmsg(_ fd: CInt, _ message: UnsafeMutablePointer<msghdr>, _ flags: CInt) -> Result<IOResult<Int>, Errno> {
+    ioResultOrErrno("recvmsg") { recvmsg(fd, message, flags) }
+}
+
+func system_sendmsg(_ fd: CInt, _ message: UnsafePointer<msghdr>, _ flags: CInt) -> Result<IOResult<Int>, Errno> {
+    ioResultOrErrno("sendmsg") { sendmsg(fd, message, flags) }
+}
+
+// MARK: - Files and descriptors
+
+func system_read(_ fd: CInt, _ buffer: UnsafeMutableRawBufferPointer) -> Result<IOResult<Int>, Errno> {
+    ioResultOrErrno("read") { read(fd, buffer.baseAddress, buffer.count) }
+}
+
+func system_write(_ fd: CInt, _ buffer: UnsafeRawBufferPointer) -> Result<IOResult<Int>, Errno> {
+    ioResultOrErrno("write") { write(fd, buffer.baseAddress, buffer.count) }
+}
+
+func system_poll(_ fds: UnsafeMutablePointer<pollfd>, _ count: Int, _ timeoutMilliseconds: CInt) -> Result<CInt, Errno> {
+    // EINTR is not retried here: the caller recomputes the remaining time and polls again.
+    valueOrErrno("poll", retryOnInterrupt: false) { poll(fds, nfds_t(count), timeoutMilliseconds) }
+}
+
+func system_fcntl(_ fd: CInt, _ command: CInt, _ value: CInt) -> Result<CInt, Errno> {
+    valueOrErrno("fcntl") { fcntl(fd, command, value) }
+}
+
+func system_fcntl(_ fd: CInt, _ command: CInt) -> Result<CInt, Errno> {
+    valueOrErrno("fcntl") { fcntl(fd, command) }
+}
+
+func system_lstat(_ path: UnsafePointer<CChar>, _ info: UnsafeMutablePointer<stat>) -> Result<CInt, Errno> {
+    valueOrErrno("lstat") { lstat(path, info) }
+}
+
+func system_fstat(_ fd: CInt, _ info: UnsafeMutablePointer<stat>) -> Result<CInt, Errno> {
+    valueOrErrno("fstat") { fstat(fd, info) }
+}
+
+func system_unlink(_ path: UnsafePointer<CChar>) -> Result<CInt, Errno> {
+    valueOrErrno("unlink") { unlink(path) }
+}
+
+func system_open(_ path: UnsafePointer<CChar>, _ flags: CInt, _ mode: mode_t = 0) -> Result<CInt, Errno> {
+    valueOrErrno("open") { open(path, flags | O_CLOEXEC, mode) }
+}
+
+func system_fchmod(_ fd: CInt, _ mode: mode_t) -> Result<CInt, Errno> {
+    valueOrErrno("fchmod") { fchmod(fd, mode) }
+}
+
+func system_flock(_ fd: CInt, _ operation: CInt) -> Result<CInt, Errno> {
+    valueOrErrno("flock") { flock(fd, operation) }
+}
+
+func system_unshare(_ flags: CInt) -> Result<CInt, Errno> {
+    valueOrErrno("unshare") { uds_unshare(flags) }
+}
+
+/// umask(2) cannot fail; it returns the previous mask. Used only on a thread with its own fs context.
+func system_umask(_ mask: mode_t) -> mode_t { umask(mask) }
+
+func system_pipe2(_ fds: UnsafeMutablePointer<CInt>, _ flags: CInt) -> Result<CInt, Errno> {
+    valueOrErrno("pipe2") { uds_pipe2(fds, flags) }
+}
+
+func system_splice(_ from: CInt, _ to: CInt, _ length: Int, _ flags: UInt32) -> Result<IOResult<Int>, Errno> {
+    ioResultOrErrno("splice") { uds_splice(from, to, length, flags) }
+}
+
+func system_getpid() -> CInt { getpid() }
+func system_getuid() -> UInt32 { getuid() }
+func system_getgid() -> UInt32 { getgid() }
+func system_geteuid() -> UInt32 { geteuid() }
+
+func system_nanosleep(nanoseconds: Int) {
+    var request = timespec(tv_sec: nanoseconds / 1_000_000_000, tv_nsec: nanoseconds % 1_000_000_000)
+    var remaining = timespec()
+    while nanosleep(&request, &remaining) == -1 && uds_errno() == EINTR { request = remaining }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds.
+func system_monotonicNanoseconds() -> UInt64 {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
+}
+
+/// Runs `body` on a new OS thread and waits for it (used for a bind under a thread-private umask).
+func system_runOnFreshThread(_ body: @escaping @Sendable () -> Void) -> Result<Void, Errno> {
+    final class Box: @unchecked Sendable {  // handed to exactly one thread, read once
+        let body: @Sendable () -> Void
+        init(_ body: @escaping @Sendable () -> Void) { self.body = body }
+    }
+    let box = Unmanaged.passRetained(Box(body)).toOpaque()
+    var thread = pthread_t()
+    let status = pthread_create(&thread, nil, { raw in
+        let box = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()
+        box.body()
+        return nil
+    }, box)
+    if status != 0 {
+        Unmanaged<Box>.fromOpaque(box).release()
+        return .failure(Errno(rawValue: status))
+    }
+    pthread_join(thread, nil)
+    return .success(())
+}
+
+// MARK: - epoll and eventfd (the async reactor)
+
+func system_epoll_create() -> Result<CInt, Errno> {
+    valueOrErrno("epoll_create1") { epoll_create1(CInt(EPOLL_CLOEXEC)) }
+}
+
+func system_epoll_ctl(_ epfd: CInt, _ op: CInt, _ fd: CInt, _ event: UnsafeMutablePointer<epoll_event>?) -> Result<CInt, Errno> {
+    valueOrErrno("epoll_ctl") { epoll_ctl(epfd, op, fd, event) }
+}
+
+func system_epoll_wait(_ epfd: CInt, _ events: UnsafeMutablePointer<epoll_event>, _ max: CInt, _ timeout: CInt)
+    -> Result<CInt, Errno>
+{
+    valueOrErrno("epoll_wait") { epoll_wait(epfd, events, max, timeout) }
+}
+
+func system_eventfd() -> Result<CInt, Errno> {
+    valueOrErrno("eventfd") { eventfd(0, CInt(EFD_CLOEXEC | EFD_NONBLOCK)) }
+}

@@ -1,0 +1,34 @@
+import Foundation
+import SystemPackage
+import Testing
+@testable import UnixSockets
+
+/// A short temporary directory (socket paths hold 107 bytes), removed by `cleanup()`.
+struct TempDir {
+    let path: String
+
+    init() throws {
+        var template = Array("/tmp/uds-XXXXXX".utf8CString)
+        let made = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
+        guard made != nil else { throw UnixSocketError(.system, operation: "mkdtemp") }
+        path = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    func file(_ name: String) -> String { path + "/" + name }
+    func address(_ name: String) -> UnixAddress { UnixAddress(stringLiteral: file(name)) }
+
+    func cleanup() { try? FileManager.default.removeItem(atPath: path) }
+}
+
+/// A unique abstract name for this test run.
+func uniqueAbstract(_ tag: String = "t") -> UnixAddress {
+    let name = "uds-test-\(getpid())-\(tag)-\(UInt64.random(in: 0...UInt64.max))"
+    return try! UnixAddress("@" + name)  // ASCII, well under 107 bytes
+}
+
+/// The number of open descriptors of this process.
+func openDescriptorCount() -> Int {
+    (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1
+}
+
+func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
