@@ -132,19 +132,28 @@ public struct UnixAddress: Hashable, Sendable, CustomStringConvertible, Expressi
         return nil
     }
 
-    /// Calls `body` with a `sockaddr_un` for this address and its exact length (paths: with the NUL;
-    /// abstract: leading NUL + the name's bytes, no padding; unnamed: the family alone).
-    func withSockAddr<R>(
-        operation: String, _ body: (UnsafePointer<sockaddr>, socklen_t) throws(UnixSocketError) -> R
-    ) throws(UnixSocketError) -> R {
+    /// A `sockaddr_un` for this address with its exact length (paths: with the NUL; abstract: leading NUL
+    /// + the name's bytes, no padding; unnamed: the family alone).
+    struct SockAddr {
+        var storage = sockaddr_un()
+        var length = socklen_t(0)
+
+        func withSockAddr<R>(_ body: (UnsafePointer<sockaddr>, socklen_t) -> R) -> R {
+            withUnsafePointer(to: storage) { pointer in
+                pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, length) }
+            }
+        }
+    }
+
+    /// The `sockaddr_un` form, or `.invalidAddress` (for an invalid literal) before any syscall.
+    func sockAddr(operation: String) throws(UnixSocketError) -> SockAddr {
         if let invalidReason {
             throw UnixSocketError(.invalidAddress, operation: operation, address: self, detail: invalidReason)
         }
-        var storage = sockaddr_un()
-        storage.sun_family = sa_family_t(AF_UNIX)
-        let offset = MemoryLayout<sockaddr_un>.offset(of: \sockaddr_un.sun_path)!
-        var length = offset
-        withUnsafeMutableBytes(of: &storage.sun_path) { raw in
+        var result = SockAddr()
+        result.storage.sun_family = sa_family_t(AF_UNIX)
+        var length = MemoryLayout<sockaddr_un>.offset(of: \sockaddr_un.sun_path)!
+        withUnsafeMutableBytes(of: &result.storage.sun_path) { raw in
             switch kind {
             case .path(let bytes):
                 raw.copyBytes(from: bytes)
@@ -157,11 +166,18 @@ public struct UnixAddress: Hashable, Sendable, CustomStringConvertible, Expressi
                 break
             }
         }
-        return try withUnsafePointer(to: &storage) { (pointer) throws(UnixSocketError) -> R in
-            try pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { (address) throws(UnixSocketError) -> R in
-                try body(address, socklen_t(length))
-            }
-        }
+        result.length = socklen_t(length)
+        return result
+    }
+
+    /// Calls `body` with the `sockaddr_un` of this address and its exact length.
+    func withSockAddr<R>(
+        operation: String, _ body: (UnsafePointer<sockaddr>, socklen_t) throws(UnixSocketError) -> R
+    ) throws(UnixSocketError) -> R {
+        let address = try sockAddr(operation: operation)
+        return try address.withSockAddr { pointer, length in
+            Result { () throws(UnixSocketError) -> R in try body(pointer, length) }
+        }.get()
     }
 
     /// Reads an address the kernel returned. The length is honoured (abstract names may hold any byte)

@@ -241,6 +241,16 @@ extension SocketCore {
                 fd, buffer, maxDescriptors: maxDescriptors, credentials: credentials, wantSender: wantSender,
                 flags: flags)
         }
+        let (count, owned) = try checkReceived(
+            raw, capacity: buffer.count, maxDescriptors: maxDescriptors, operation: operation)
+        return (count, owned, raw.credentials, raw.sender)
+    }
+
+    /// Wraps received descriptors in owners at once; MSG_CTRUNC and (for messages) MSG_TRUNC become errors
+    /// after closing every descriptor that arrived.
+    func checkReceived(_ raw: RawReceived, capacity: Int, maxDescriptors: Int, operation: String)
+        throws(UnixSocketError) -> (Int, [OwnedDescriptor])
+    {
         let owned = raw.descriptors.map(OwnedDescriptor.init)
         if raw.flags & SystemConstants.msgCtrunc != 0 {
             owned.forEach { $0.close() }
@@ -249,14 +259,14 @@ extension SocketCore {
                 detail: "control data was cut (MSG_CTRUNC): room for \(maxDescriptors) descriptors; "
                     + "the \(owned.count) that arrived were closed")
         }
-        if isMessage && raw.count > buffer.count {
+        if type != .stream && raw.count > capacity {
             owned.forEach { $0.close() }
             throw UnixSocketError(
                 .messageTruncated, operation: operation, address: address,
-                detail: "a message of \(raw.count) bytes did not fit in \(buffer.count) bytes (MSG_TRUNC); "
+                detail: "a message of \(raw.count) bytes did not fit in \(capacity) bytes (MSG_TRUNC); "
                     + "it was discarded")
         }
-        return (raw.count, owned, raw.credentials, raw.sender)
+        return (raw.count, owned)
     }
 
     /// Receives one message into a new array of at most `maxBytes`.

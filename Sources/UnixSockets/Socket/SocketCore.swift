@@ -75,6 +75,8 @@ final class SocketCore: Sendable {
     let passCredentials = Atomic<Bool>(false)
     /// Called with the descriptor just before it is closed (the async reactor deregisters here).
     let closeHooks = Mutex<[@Sendable (CInt) -> Void]>([])
+    /// The async reactor registration, made on the first async wait.
+    let asyncRegistration = Mutex<Registration?>(nil)
     /// Called after the descriptor is closed (a listener unlinks its socket file here).
     let afterClose = Mutex<(@Sendable () -> Void)?>(nil)
 

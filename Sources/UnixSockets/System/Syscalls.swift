@@ -329,3 +329,26 @@ func system_epoll_wait(_ epfd: CInt, _ events: UnsafeMutablePointer<epoll_event>
 func system_eventfd() -> Result<CInt, Errno> {
     valueOrErrno("eventfd") { eventfd(0, CInt(EFD_CLOEXEC | EFD_NONBLOCK)) }
 }
+
+/// Starts a detached OS thread running `body` (the reactor). Returns false if the thread could not start.
+func system_startDetachedThread(_ body: @escaping @Sendable () -> Void) -> Bool {
+    final class Box: @unchecked Sendable {  // handed to exactly one thread, read once
+        let body: @Sendable () -> Void
+        init(_ body: @escaping @Sendable () -> Void) { self.body = body }
+    }
+    let box = Unmanaged.passRetained(Box(body)).toOpaque()
+    var thread = pthread_t()
+    let status = pthread_create(&thread, nil, { raw in
+        Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue().body()
+        return nil
+    }, box)
+    if status != 0 {
+        Unmanaged<Box>.fromOpaque(box).release()
+        return false
+    }
+    pthread_detach(thread)
+    return true
+}
+
+/// An identifier of the calling OS thread.
+func system_currentThreadID() -> UInt { UInt(pthread_self()) }

@@ -1,0 +1,299 @@
+import CUnixSockets
+import Synchronization
+
+/// Readiness of one registered descriptor, and the tasks waiting on it.
+///
+/// Readiness is latched as a sequence number per direction: a waiter reads the number before its
+/// syscall and suspends only if no event arrived since, so a wake-up between EAGAIN and the wait is
+/// never lost. The descriptor is registered edge-triggered for input and output at once.
+final class Registration: Sendable {
+    struct Waiter {
+        let id: UInt64
+        let continuation: UnsafeContinuation<Void, any Error>
+    }
+
+    struct State {
+        var readSequence: UInt64 = 0
+        var writeSequence: UInt64 = 0
+        var readers: [Waiter] = []
+        var writers: [Waiter] = []
+        var closedError: UnixSocketError?
+    }
+
+    let id: UInt64
+    let fd: CInt
+    let state = Mutex(State())
+
+    init(id: UInt64, fd: CInt) {
+        self.id = id
+        self.fd = fd
+    }
+
+    /// The current sequence number of a direction.
+    func sequence(writing: Bool) -> UInt64 {
+        state.withLock { writing ? $0.writeSequence : $0.readSequence }
+    }
+
+    /// Called by the reactor thread with the epoll event mask: bumps the sequences and takes the waiters.
+    func fire(readable: Bool, writable: Bool) -> [Waiter] {
+        state.withLock { state in
+            var woken: [Waiter] = []
+            if readable {
+                state.readSequence &+= 1
+                woken += state.readers
+                state.readers.removeAll(keepingCapacity: true)
+            }
+            if writable {
+                state.writeSequence &+= 1
+                woken += state.writers
+                state.writers.removeAll(keepingCapacity: true)
+            }
+            return woken
+        }
+    }
+
+    /// Marks the registration closed and takes every waiter, to be resumed with `error`.
+    func close(with error: UnixSocketError) -> [Waiter] {
+        state.withLock { state in
+            state.closedError = error
+            defer {
+                state.readers.removeAll()
+                state.writers.removeAll()
+            }
+            return state.readers + state.writers
+        }
+    }
+}
+
+/// The one epoll reactor thread of the process: async socket operations try their syscall first and
+/// only on EAGAIN wait here. It is also a `TaskExecutor`: tasks that prefer it
+/// (`withTaskExecutorPreference(UnixReactor.shared)`) run on the reactor thread itself, so a ready socket
+/// resumes its task without a thread hop (the lowest latency; keep such tasks short, as on any event loop).
+public final class UnixReactor: TaskExecutor, @unchecked Sendable {
+    // @unchecked: `epollFD` and `wakeFD` are immutable after init; all mutable state is behind Mutexes;
+    // `events` is touched only by the reactor thread.
+
+    /// The process-wide reactor, started on first use.
+    public static let shared = UnixReactor()
+
+    private let epollFD: CInt
+    private let wakeFD: CInt
+    private let registrations = Mutex<[UInt64: Registration]>([:])
+    private let nextID = Atomic<UInt64>(1)
+    private let jobs = Mutex<JobQueue>(JobQueue())
+    private let timers = Mutex<Timers>(Timers())
+    private let threadID = Atomic<UInt>(0)
+
+    private struct JobQueue {
+        var jobs: [UnownedJob] = []
+        var sleeping = false
+    }
+
+    private struct Timers {
+        var deadlines: [UInt64: (end: UInt64, fire: @Sendable () -> Void)] = [:]
+        var earliest: UInt64 = .max
+    }
+
+    private init() {
+        guard case .success(let epollFD) = system_epoll_create(), case .success(let wakeFD) = system_eventfd() else {
+            // Without epoll or eventfd (out of descriptors at start-up) no async operation could work.
+            preconditionFailure("UnixSockets: cannot create the epoll reactor (epoll_create1/eventfd failed)")
+        }
+        self.epollFD = epollFD
+        self.wakeFD = wakeFD
+        var event = epoll_event()
+        event.events = UInt32(EPOLLIN.rawValue)
+        event.data.u64 = 0
+        _ = system_epoll_ctl(epollFD, EPOLL_CTL_ADD, wakeFD, &event)
+        let started = system_startDetachedThread { [self] in run() }
+        precondition(started, "UnixSockets: cannot start the reactor thread")
+    }
+
+    /// Whether the caller runs on the reactor thread.
+    var isReactorThread: Bool { threadID.load(ordering: .relaxed) == system_currentThreadID() }
+
+    // MARK: Registration
+
+    /// Registers `fd` edge-triggered for input, output and peer hang-up.
+    func register(_ fd: CInt) throws(UnixSocketError) -> Registration {
+        let registration = Registration(id: nextID.wrappingAdd(1, ordering: .relaxed).oldValue, fd: fd)
+        registrations.withLock { $0[registration.id] = registration }
+        var event = epoll_event()
+        event.events = UInt32(EPOLLIN.rawValue | EPOLLOUT.rawValue | EPOLLRDHUP.rawValue) | UInt32(EPOLLET.rawValue)
+        event.data.u64 = registration.id
+        if case .failure(let errno) = system_epoll_ctl(epollFD, EPOLL_CTL_ADD, fd, &event) {
+            _ = registrations.withLock { $0.removeValue(forKey: registration.id) }
+            throw .system("epoll_ctl", errno)
+        }
+        return registration
+    }
+
+    /// Removes the registration before its descriptor is closed and wakes its waiters with `error`.
+    func deregister(_ registration: Registration, error: UnixSocketError) {
+        _ = system_epoll_ctl(epollFD, EPOLL_CTL_DEL, registration.fd, nil)
+        _ = registrations.withLock { $0.removeValue(forKey: registration.id) }
+        for waiter in registration.close(with: error) { waiter.continuation.resume(throwing: error) }
+    }
+
+    // MARK: Waiting
+
+    /// Suspends until an event for the direction arrives after `sequence`, the deadline passes (throws
+    /// `.timedOut`), the task is cancelled (`CancellationError`) or the socket is closed (`.closed`).
+    func wait(
+        _ registration: Registration, writing: Bool, after sequence: UInt64, deadline: Deadline?, operation: String,
+        address: UnixAddress?
+    ) async throws {
+        let waiterID = nextID.wrappingAdd(1, ordering: .relaxed).oldValue
+        try await withTaskCancellationHandler {
+            try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Void, any Error>) in
+                let immediate: (any Error)?? = registration.state.withLock { state in
+                    if let closed = state.closedError { return .some(closed) }
+                    let current = writing ? state.writeSequence : state.readSequence
+                    if current != sequence { return .some(nil) }
+                    if Task.isCancelled { return .some(CancellationError()) }
+                    let waiter = Registration.Waiter(id: waiterID, continuation: continuation)
+                    if writing { state.writers.append(waiter) } else { state.readers.append(waiter) }
+                    return .none
+                }
+                switch immediate {
+                case .some(.some(let error)): continuation.resume(throwing: error)
+                case .some(.none): continuation.resume()
+                case .none:
+                    if let deadline {
+                        addTimer(id: waiterID, end: deadline.end) { [registration] in
+                            Self.resumeWaiter(
+                                registration, id: waiterID,
+                                error: UnixSocketError(
+                                    .timedOut, operation: operation, address: address, detail: "timed out"))
+                        }
+                    }
+                }
+            }
+        } onCancel: {
+            Self.resumeWaiter(registration, id: waiterID, error: CancellationError())
+        }
+        if deadline != nil { removeTimer(id: waiterID) }
+    }
+
+    private static func resumeWaiter(_ registration: Registration, id: UInt64, error: any Error) {
+        let waiter = registration.state.withLock { state -> Registration.Waiter? in
+            if let index = state.readers.firstIndex(where: { $0.id == id }) { return state.readers.remove(at: index) }
+            if let index = state.writers.firstIndex(where: { $0.id == id }) { return state.writers.remove(at: index) }
+            return nil
+        }
+        waiter?.continuation.resume(throwing: error)
+    }
+
+    // MARK: Timers (deadlines of waiting operations)
+
+    private func addTimer(id: UInt64, end: UInt64, fire: @escaping @Sendable () -> Void) {
+        let earlier = timers.withLock { timers -> Bool in
+            timers.deadlines[id] = (end, fire)
+            if end < timers.earliest {
+                timers.earliest = end
+                return true
+            }
+            return false
+        }
+        if earlier && !isReactorThread { wake() }
+    }
+
+    private func removeTimer(id: UInt64) {
+        _ = timers.withLock { $0.deadlines.removeValue(forKey: id) }
+    }
+
+    /// Fires expired timers; returns the epoll timeout (ms) until the next one, or -1.
+    private func runTimers() -> CInt {
+        let now = system_monotonicNanoseconds()
+        let (expired, earliest) = timers.withLock { timers -> ([@Sendable () -> Void], UInt64) in
+            guard timers.earliest <= now else { return ([], timers.earliest) }
+            var expired: [@Sendable () -> Void] = []
+            var earliest = UInt64.max
+            for (id, timer) in timers.deadlines {
+                if timer.end <= now {
+                    expired.append(timer.fire)
+                    timers.deadlines.removeValue(forKey: id)
+                } else {
+                    earliest = min(earliest, timer.end)
+                }
+            }
+            timers.earliest = earliest
+            return (expired, earliest)
+        }
+        for fire in expired { fire() }
+        if earliest == .max { return -1 }
+        return CInt(clamping: (earliest - min(now, earliest) + 999_999) / 1_000_000)
+    }
+
+    // MARK: Executor
+
+    /// Runs `job` on the reactor thread.
+    public func enqueue(_ job: consuming ExecutorJob) {
+        let unowned = UnownedJob(job)
+        let mustWake = jobs.withLock { queue -> Bool in
+            queue.jobs.append(unowned)
+            return queue.sleeping
+        }
+        if mustWake { wake() }
+    }
+
+    private func wake() {
+        var one: UInt64 = 1
+        _ = withUnsafeBytes(of: &one) { system_write(wakeFD, $0) }
+    }
+
+    // MARK: The loop
+
+    private func run() {
+        threadID.store(system_currentThreadID(), ordering: .relaxed)
+        let capacity = 256
+        let events = UnsafeMutablePointer<epoll_event>.allocate(capacity: capacity)
+        var batch: [UnownedJob] = []
+        var woken: [Registration.Waiter] = []
+        while true {
+            // Run what is queued (tasks resumed onto this executor).
+            batch = jobs.withLock { queue in
+                let taken = queue.jobs
+                queue.jobs.removeAll(keepingCapacity: true)
+                queue.sleeping = taken.isEmpty
+                return taken
+            }
+            for job in batch { job.runSynchronously(on: asUnownedTaskExecutor()) }
+            batch.removeAll(keepingCapacity: true)
+            var timeout = runTimers()
+            if !jobs.withLock({ queue in
+                if queue.jobs.isEmpty {
+                    queue.sleeping = true
+                    return true
+                }
+                queue.sleeping = false
+                return false
+            }) {
+                timeout = 0
+            }
+            let count: CInt
+            switch system_epoll_wait(epollFD, events, CInt(capacity), timeout) {
+            case .success(let value): count = value
+            case .failure: count = 0
+            }
+            jobs.withLock { $0.sleeping = false }
+            for index in 0..<Int(count) {
+                let event = events[index]
+                let id = event.data.u64
+                if id == 0 {
+                    var value: UInt64 = 0
+                    _ = withUnsafeMutableBytes(of: &value) { system_read(wakeFD, $0) }
+                    continue
+                }
+                guard let registration = registrations.withLock({ $0[id] }) else { continue }
+                let mask = event.events
+                let errorBits = UInt32(EPOLLERR.rawValue | EPOLLHUP.rawValue)
+                let readable = mask & (UInt32(EPOLLIN.rawValue | EPOLLRDHUP.rawValue) | errorBits) != 0
+                let writable = mask & (UInt32(EPOLLOUT.rawValue) | errorBits) != 0
+                woken += registration.fire(readable: readable, writable: writable)
+            }
+            for waiter in woken { waiter.continuation.resume() }
+            woken.removeAll(keepingCapacity: true)
+        }
+    }
+}

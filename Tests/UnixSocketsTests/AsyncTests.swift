@@ -1,0 +1,114 @@
+import Foundation
+import SystemPackage
+import Testing
+@testable import UnixSockets
+
+@Suite struct AsyncTests {
+    @Test func streamEchoManyClients() async throws {
+        let address = uniqueAbstract("async-echo")
+        let listener = try UnixStreamListener.bind(address)
+        defer { listener.close() }
+        let server = Task {
+            try await withThrowingDiscardingTaskGroup { group in
+                for try await connection in listener.connections {
+                    group.addTask {
+                        defer { connection.close() }
+                        while true {
+                            let chunk = try await connection.read(maxBytes: 4096)
+                            if chunk.isEmpty { return }
+                            try await connection.write(all: chunk)
+                        }
+                    }
+                }
+            }
+        }
+        try await withThrowingTaskGroup(of: Bool.self) { group in
+            for client in 0..<50 {
+                group.addTask {
+                    let stream = try await UnixStream.connect(to: address, timeout: .seconds(10))
+                    defer { stream.close() }
+                    var ok = true
+                    for round in 0..<20 {
+                        let payload = Array("client \(client) round \(round)".utf8)
+                        try await stream.write(all: payload)
+                        let echoed = try await stream.read(exactly: payload.count, timeout: .seconds(10))
+                        if echoed != payload { ok = false }
+                    }
+                    return ok
+                }
+            }
+            for try await ok in group { #expect(ok) }
+        }
+        listener.close()
+        _ = try? await server.value
+    }
+
+    @Test func cancellationWakesReader() async throws {
+        let (a, b) = try UnixStream.pair()
+        defer { a.close(); b.close() }
+        let reader = Task { try await a.read(maxBytes: 16) }
+        try await Task.sleep(for: .milliseconds(50))
+        reader.cancel()
+        await #expect(throws: CancellationError.self) { try await reader.value }
+    }
+
+    @Test func closeWakesWaiterWithClosedError() async throws {
+        let (a, b) = try UnixStream.pair()
+        defer { b.close() }
+        let reader = Task { try await a.read(maxBytes: 16) }
+        try await Task.sleep(for: .milliseconds(50))
+        a.close()
+        do {
+            _ = try await reader.value
+            Issue.record("read returned after close")
+        } catch let error as UnixSocketError {
+            #expect(error.code == .closed)
+        }
+    }
+
+    @Test func asyncTimeout() async throws {
+        let (a, b) = try UnixSeqPacket.pair()
+        defer { a.close(); b.close() }
+        do {
+            _ = try await a.receive(timeout: .milliseconds(30))
+            Issue.record("receive returned without data")
+        } catch let error as UnixSocketError {
+            #expect(error.code == .timedOut)
+        }
+    }
+
+    @Test func reactorExecutorEcho() async throws {
+        let (a, b) = try UnixSeqPacket.pair()
+        defer { a.close(); b.close() }
+        let echo = Task {
+            try await withTaskExecutorPreference(UnixReactor.shared) {
+                for _ in 0..<100 {
+                    let message = try await b.receive()
+                    try await b.send(message.bytes)
+                }
+            }
+        }
+        try await withTaskExecutorPreference(UnixReactor.shared) {
+            for index in 0..<100 {
+                let payload = Array("message \(index)".utf8)
+                try await a.send(payload)
+                #expect(try await a.receive(timeout: .seconds(10)).bytes == payload)
+            }
+        }
+        try await echo.value
+    }
+
+    @Test func datagramAsyncWithDescriptors() async throws {
+        let server = try UnixDatagram.bind(uniqueAbstract("adg"))
+        let client = try UnixDatagram.bind(.autobind)
+        defer { server.close(); client.close() }
+        let fd = try FileDescriptor.open("/dev/null", .readOnly, options: .closeOnExec)
+        defer { try? fd.close() }
+        let receiving = Task { try await server.receive(timeout: .seconds(10)) }
+        try await client.send(Array("hi".utf8), to: try server.local, descriptors: [fd])
+        let message = try await receiving.value
+        #expect(message.bytes == Array("hi".utf8))
+        #expect(message.descriptors.count == 1)
+        #expect(message.sender == (try client.local))
+    }
+}
