@@ -232,6 +232,11 @@ func system_fcntl(_ fd: CInt, _ command: CInt) -> Result<CInt, Errno> {
     valueOrErrno("fcntl") { fcntl(fd, command) }
 }
 
+/// dup(2) with CLOEXEC (fcntl F_DUPFD_CLOEXEC).
+func system_dupCloexec(_ fd: CInt) -> Result<CInt, Errno> {
+    valueOrErrno("fcntl") { fcntl(fd, UDS_F_DUPFD_CLOEXEC, 0) }
+}
+
 func system_lstat(_ path: UnsafePointer<CChar>, _ info: UnsafeMutablePointer<stat>) -> Result<CInt, Errno> {
     valueOrErrno("lstat") { lstat(path, info) }
 }
