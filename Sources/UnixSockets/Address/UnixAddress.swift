@@ -157,7 +157,9 @@ public struct UnixAddress: Hashable, Sendable, CustomStringConvertible, Expressi
             switch kind {
             case .path(let bytes):
                 raw.copyBytes(from: bytes)
-                length += bytes.count + 1  // the NUL (storage is zeroed; 107 bytes + NUL fill 108)
+                // The NUL (storage is zeroed; 107 bytes + NUL fill 108). A 108-byte path the kernel reported
+                // for a peer has no room for it: pass exactly the structure, as the kernel expects.
+                length += min(bytes.count + 1, raw.count)
             case .abstract(let bytes):
                 raw[0] = 0
                 UnsafeMutableRawBufferPointer(rebasing: raw[1...]).copyBytes(from: bytes)

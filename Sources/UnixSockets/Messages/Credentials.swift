@@ -28,11 +28,20 @@ public struct UnixCredentials: Sendable, Hashable, CustomStringConvertible {
     }
 
     init(_ raw: uds_ucred) {
+        // pid 0 with the overflow ids (65534): the kernel attached no credentials (a message sent before
+        // SO_PASSCRED was on, or an unmappable peer). That is unknown, not the user "nobody".
+        if raw.pid <= 0 && raw.uid == Self.overflowID && raw.gid == Self.overflowID {
+            self.init(pid: nil, uid: nil, gid: nil)
+            return
+        }
         self.init(
             pid: raw.pid > 0 ? raw.pid : nil,
             uid: raw.uid == UInt32.max ? nil : raw.uid,
             gid: raw.gid == UInt32.max ? nil : raw.gid)
     }
+
+    /// The kernel's default overflow uid/gid (`/proc/sys/kernel/overflowuid`): what it reports for none.
+    static let overflowID: UInt32 = 65534
 
     var raw: uds_ucred {
         uds_ucred(pid: pid ?? 0, uid: uid ?? UInt32.max, gid: gid ?? UInt32.max)

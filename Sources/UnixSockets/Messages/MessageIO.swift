@@ -77,6 +77,11 @@ extension SocketCore {
         to destination: UnixAddress?, timeout: Duration?
     ) throws(UnixSocketError) {
         let operation = destination == nil ? "send" : "sendto"
+        if destination?.isUnnamed == true {
+            throw UnixSocketError(
+                .invalidAddress, operation: operation, address: destination,
+                detail: "cannot send to an unnamed address (the peer is not bound; it cannot be answered)")
+        }
         try checkDescriptors(descriptors.count, operation: operation)
         if type == .seqPacket && bytes.isEmpty {
             throw UnixSocketError(
@@ -252,7 +257,8 @@ extension SocketCore {
         throws(UnixSocketError) -> (Int, [OwnedDescriptor])
     {
         let owned = raw.descriptors.map(OwnedDescriptor.init)
-        if raw.flags & SystemConstants.msgCtrunc != 0 {
+        // CMSG_SPACE pads an odd count, so one descriptor more than asked can fit: over the cap is truncation too.
+        if raw.flags & SystemConstants.msgCtrunc != 0 || owned.count > maxDescriptors {
             owned.forEach { $0.close() }
             throw UnixSocketError(
                 .controlTruncated, operation: operation, address: address,

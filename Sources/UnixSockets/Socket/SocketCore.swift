@@ -154,8 +154,10 @@ final class SocketCore: Sendable {
         if now {
             finishClose(fd)
         } else {
-            // Wake threads blocked in poll on it; the last of them closes.
+            // Wake threads blocked in poll on it; the last of them closes the descriptor. The socket file
+            // goes now: a process may exit right after close() returns.
             _ = system_shutdown(fd, SystemConstants.shutBoth)
+            runAfterClose()
         }
     }
 
@@ -164,7 +166,16 @@ final class SocketCore: Sendable {
         if case .failure(let errno) = system_close(fd) {
             precondition(errno != .badFileDescriptor, "UnixSockets closed a descriptor it did not own: \(fd)")
         }
-        if let after = afterClose.withLock({ $0 }) { after() }
+        runAfterClose()
+    }
+
+    /// Runs the after-close action once (a listener's socket-file removal).
+    private func runAfterClose() {
+        let after = afterClose.withLock { slot -> (@Sendable () -> Void)? in
+            defer { slot = nil }
+            return slot
+        }
+        after?()
     }
 
     /// Gives the descriptor away: the socket is closed afterwards, but the descriptor stays open.
@@ -210,7 +221,9 @@ final class SocketCore: Sendable {
         _ operation: String, events: Int16, timeout: Duration?,
         _ attempt: (CInt) -> Result<IOResult<R>, Errno>
     ) throws(UnixSocketError) -> R {
-        try withDescriptor(operation) { (fd) throws(UnixSocketError) -> R in
+        // A zero or negative timeout is invalid input even when the call would not have to wait.
+        if let timeout, timeout <= .zero { _ = try Deadline.after(timeout, operation: operation) }
+        return try withDescriptor(operation) { (fd) throws(UnixSocketError) -> R in
             var deadline: Deadline?
             var deadlineSet = false
             while true {

@@ -68,7 +68,7 @@ enum SocketFile {
         if let existing = try lstatInfo(path, operation: "bind", address: address) {
             guard existing.isSocket else {
                 throw UnixSocketError(
-                    .notASocket, operation: "bind", address: address, errno: .addressInUse,
+                    .notASocket, operation: "bind", address: address,
                     detail: "the path exists and is not a socket; it was left untouched")
             }
             switch isBound(device: existing.device, inode: existing.inode) {
@@ -189,9 +189,12 @@ enum SocketFile {
                         let attributeType = Int32(read16(buffer, attribute + 2))
                         if attributeLength < 4 || attribute + attributeLength > end { break }
                         if attributeType == UNIX_DIAG_VFS && attributeLength >= 12 {
-                            let boundInode = UInt64(read32(buffer, attribute + 4))
+                            // udiag_vfs_ino is 32 bits wide: compare the low 32 bits of lstat's inode.
+                            let boundInode = read32(buffer, attribute + 4)
                             let boundDevice = decodeKernelDevice(read32(buffer, attribute + 8))
-                            if boundInode == inode && boundDevice == wantedDevice { found = true }
+                            if boundInode == UInt32(truncatingIfNeeded: inode) && boundDevice == wantedDevice {
+                                found = true
+                            }
                         }
                         attribute += (attributeLength + 3) & ~3
                     }
@@ -210,9 +213,10 @@ enum SocketFile {
         UInt16(bytes[offset]) | UInt16(bytes[offset + 1]) << 8
     }
 
-    /// The kernel's new_encode_dev form, as (major, minor).
+    /// The kernel's internal dev_t (`sb->s_dev`, MAJOR << 20 | MINOR: what UNIX_DIAG_VFS reports, not the
+    /// new_encode_dev form), as (major, minor).
     static func decodeKernelDevice(_ device: UInt32) -> (UInt32, UInt32) {
-        ((device & 0xfff00) >> 8, (device & 0xff) | ((device >> 12) & 0xfff00))
+        (device >> 20, device & 0xF_FFFF)
     }
 
     /// glibc's dev_t, as (major, minor).
