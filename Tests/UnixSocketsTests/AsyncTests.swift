@@ -3,12 +3,12 @@ import SystemPackage
 import Testing
 @testable import UnixSockets
 
-@Suite struct AsyncTests {
+@Suite(.onReactor) struct AsyncTests {
     @Test func streamEchoManyClients() async throws {
         let address = uniqueAbstract("async-echo")
         let listener = try UnixStreamListener.bind(address)
         defer { listener.close() }
-        let server = Task {
+        let server = Task(executorPreference: UnixReactor.shared) {
             try await withThrowingDiscardingTaskGroup { group in
                 for try await connection in listener.connections {
                     group.addTask {
@@ -46,7 +46,7 @@ import Testing
     @Test func cancellationWakesReader() async throws {
         let (a, b) = try UnixStream.pair()
         defer { a.close(); b.close() }
-        let reader = Task { try await a.read(maxBytes: 16) }
+        let reader = Task(executorPreference: UnixReactor.shared) { try await a.read(maxBytes: 16) }
         try await Task.sleep(for: .milliseconds(50))
         reader.cancel()
         await #expect(throws: CancellationError.self) { try await reader.value }
@@ -55,7 +55,7 @@ import Testing
     @Test func closeWakesWaiterWithClosedError() async throws {
         let (a, b) = try UnixStream.pair()
         defer { b.close() }
-        let reader = Task { try await a.read(maxBytes: 16) }
+        let reader = Task(executorPreference: UnixReactor.shared) { try await a.read(maxBytes: 16) }
         try await Task.sleep(for: .milliseconds(50))
         a.close()
         do {
@@ -80,7 +80,7 @@ import Testing
     @Test func reactorExecutorEcho() async throws {
         let (a, b) = try UnixSeqPacket.pair()
         defer { a.close(); b.close() }
-        let echo = Task {
+        let echo = Task(executorPreference: UnixReactor.shared) {
             try await withTaskExecutorPreference(UnixReactor.shared) {
                 for _ in 0..<100 {
                     let message = try await b.receive()
@@ -104,7 +104,7 @@ import Testing
         defer { server.close(); client.close() }
         let fd = try FileDescriptor.open("/dev/null", .readOnly, options: .closeOnExec)
         defer { try? fd.close() }
-        let receiving = Task { try await server.receive(timeout: .seconds(10)) }
+        let receiving = Task(executorPreference: UnixReactor.shared) { try await server.receive(timeout: .seconds(10)) }
         try await client.send(Array("hi".utf8), to: try server.local, descriptors: [fd])
         let message = try await receiving.value
         #expect(message.bytes == Array("hi".utf8))

@@ -59,7 +59,7 @@ func checksum(_ bytes: [UInt8]) -> UInt64 {
         } throws: { ($0 as? UnixSocketError)?.code == .frameTooLarge }
     }
 
-    @Test func descriptorsTravelWithTheirFrame() async throws {
+    @Test(.onReactor) func descriptorsTravelWithTheirFrame() async throws {
         let (a, b) = try UnixStream.pair()
         defer { a.close(); b.close() }
         let sender = FramedStream(a)
@@ -119,14 +119,14 @@ func checksum(_ bytes: [UInt8]) -> UInt64 {
     }
 }
 
-@Suite struct ServerTests {
+@Suite(.onReactor) struct ServerTests {
     @Test func thousandClientsHundredFramesEach() async throws {
         // One process, 1,000 clients + 1,000 server sides: needs ~2,100 descriptors (limit here is higher).
         let address = uniqueAbstract("server-1000")
         var configuration = UnixServerConfiguration()
         configuration.maxConnections = 2000
         let server = try UnixServer(address: address, configuration: configuration)
-        let serving = Task {
+        let serving = Task(executorPreference: UnixReactor.shared) {
             try await server.run { connection in
                 while let frame = try await connection.receive() {
                     // Echo, and say how many descriptors came with the frame.
@@ -173,7 +173,7 @@ func checksum(_ bytes: [UInt8]) -> UInt64 {
         var configuration = UnixServerConfiguration()
         configuration.maxOutboundFrames = 8
         let server = try UnixServer(address: address, configuration: configuration)
-        let serving = Task {
+        let serving = Task(executorPreference: UnixReactor.shared) {
             try await server.run { connection in
                 while let frame = try await connection.receive() {
                     if frame.payload == Array("flood".utf8) {
@@ -215,7 +215,7 @@ func checksum(_ bytes: [UInt8]) -> UInt64 {
         defer { dir.cleanup() }
         let address = dir.address("graceful.sock")
         let server = try UnixServer(address: address)
-        let serving = Task {
+        let serving = Task(executorPreference: UnixReactor.shared) {
             try await server.run { connection in
                 while let frame = try await connection.receive() {
                     try connection.send(frame.payload)
@@ -240,7 +240,7 @@ func checksum(_ bytes: [UInt8]) -> UInt64 {
         var configuration = UnixServerConfiguration()
         configuration.maxConnectionsPerUID = 2
         let server = try UnixServer(address: address, configuration: configuration)
-        let serving = Task {
+        let serving = Task(executorPreference: UnixReactor.shared) {
             try await server.run { connection in
                 while let frame = try await connection.receive() { try connection.send(frame.payload) }
             }
@@ -265,7 +265,7 @@ func checksum(_ bytes: [UInt8]) -> UInt64 {
     @Test func cancellationMidTransferEndsTheServer() async throws {
         let address = uniqueAbstract("server-cancel")
         let server = try UnixServer(address: address)
-        let serving = Task {
+        let serving = Task(executorPreference: UnixReactor.shared) {
             try await server.run { connection in
                 while let frame = try await connection.receive() { try connection.send(frame.payload) }
             }

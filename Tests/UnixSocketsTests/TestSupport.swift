@@ -32,3 +32,25 @@ func openDescriptorCount() -> Int {
 }
 
 func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
+
+/// Runs a test (or every test of a suite) with the reactor as its task executor.
+///
+/// Swift Testing runs synchronous tests on the cooperative pool, which has one thread per core (two here).
+/// Many tests block a thread on purpose (blocking sockets, child processes), and async tests running beside
+/// them could then wait for a pool thread longer than their own timeouts. On the reactor's thread they do
+/// not depend on the pool. (Unstructured `Task {}`s do not inherit the preference: use
+/// `Task(executorPreference: UnixReactor.shared)`.)
+struct OnReactorTrait: TestTrait, SuiteTrait, TestScoping {
+    var isRecursive: Bool { true }
+
+    func provideScope(
+        for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void
+    ) async throws {
+        try await withTaskExecutorPreference(UnixReactor.shared) { try await function() }
+    }
+}
+
+extension Trait where Self == OnReactorTrait {
+    /// Run on the reactor executor (see `OnReactorTrait`).
+    static var onReactor: Self { Self() }
+}

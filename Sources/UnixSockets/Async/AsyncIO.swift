@@ -25,7 +25,9 @@ extension SocketCore {
         _ operation: String, writing: Bool, timeout: Duration?,
         _ attempt: (CInt) -> Result<IOResult<R>, Errno>
     ) async throws -> R {
-        var registration: Registration?
+        // A registration made by an earlier wait is used from the first attempt on: its sequence is read
+        // before the syscall, so a first EAGAIN waits at once instead of repeating the syscall.
+        var registration: Registration? = asyncRegistration.withLock { $0 }
         var sequence: UInt64 = 0
         var deadline: Deadline?
         var deadlineSet = false
@@ -81,7 +83,7 @@ extension SocketCore {
                     .timedOut, operation: operation, address: address, errno: .resourceTemporarilyUnavailable,
                     detail: operation == "connect" ? "the server's backlog stayed full" : "the receiver's queue stayed full")
             }
-            try await Task.sleep(for: .nanoseconds(pause))
+            try await UnixReactor.sleep(nanoseconds: UInt64(pause))
             pause = min(pause * 2, 5_000_000)
         }
     }
@@ -194,6 +196,7 @@ extension SocketCore {
     }
 
     func asyncAccept(flags: CInt, timeout: Duration?) async throws -> CInt {
+        _ = try? self.registration()  // start the reactor and register while descriptors are still free
         var pause: UInt64 = 10_000_000
         while true {
             do {
@@ -204,7 +207,7 @@ extension SocketCore {
                 where error.errno == .tooManyOpenFiles || error.errno == .tooManyOpenFilesInSystem
             {
                 // Out of descriptors: pause accepting (no busy loop), resume when some are freed.
-                try await Task.sleep(for: .nanoseconds(pause))
+                try await UnixReactor.sleep(nanoseconds: UInt64(pause))
                 pause = min(pause * 2, 200_000_000)
             }
         }

@@ -1,5 +1,6 @@
 import CUnixSockets
 import Synchronization
+import SystemPackage
 
 /// Readiness of one registered descriptor, and the tasks waiting on it.
 ///
@@ -70,14 +71,14 @@ final class Registration: Sendable {
 /// (`withTaskExecutorPreference(UnixReactor.shared)`) run on the reactor thread itself, so a ready socket
 /// resumes its task without a thread hop (the lowest latency; keep such tasks short, as on any event loop).
 public final class UnixReactor: TaskExecutor, @unchecked Sendable {
-    // @unchecked: `epollFD` and `wakeFD` are immutable after init; all mutable state is behind Mutexes;
-    // `events` is touched only by the reactor thread.
+    // @unchecked only for the TaskExecutor conformance's sake: all mutable state is in Atomics and Mutexes.
 
     /// The process-wide reactor, started on first use.
     public static let shared = UnixReactor()
 
-    private let epollFD: CInt
-    private let wakeFD: CInt
+    private let epollFD = Atomic<CInt>(-1)
+    private let wakeFD = Atomic<CInt>(-1)
+    private let startLock = Mutex<Void>(())
     private let registrations = Mutex<[UInt64: Registration]>([:])
     private let nextID = Atomic<UInt64>(1)
     private let jobs = Mutex<JobQueue>(JobQueue())
@@ -94,19 +95,38 @@ public final class UnixReactor: TaskExecutor, @unchecked Sendable {
         var earliest: UInt64 = .max
     }
 
-    private init() {
-        guard case .success(let epollFD) = system_epoll_create(), case .success(let wakeFD) = system_eventfd() else {
-            // Without epoll or eventfd (out of descriptors at start-up) no async operation could work.
-            preconditionFailure("UnixSockets: cannot create the epoll reactor (epoll_create1/eventfd failed)")
+    private init() {}
+
+    /// Creates the epoll descriptor, the wake-up eventfd and the thread on first use. Out of descriptors
+    /// (EMFILE) this throws, and a later call tries again: the reactor never takes the process down.
+    private func start() throws(UnixSocketError) {
+        if epollFD.load(ordering: .acquiring) >= 0 { return }
+        try startLock.withLock { (_) throws(UnixSocketError) in
+            if epollFD.load(ordering: .acquiring) >= 0 { return }
+            let epoll: CInt
+            switch system_epoll_create() {
+            case .success(let fd): epoll = fd
+            case .failure(let errno): throw .system("epoll_create1", errno)
+            }
+            let wake: CInt
+            switch system_eventfd() {
+            case .success(let fd): wake = fd
+            case .failure(let errno):
+                _ = system_close(epoll)
+                throw .system("eventfd", errno)
+            }
+            var event = epoll_event()
+            event.events = UInt32(EPOLLIN.rawValue)
+            event.data.u64 = 0
+            _ = system_epoll_ctl(epoll, EPOLL_CTL_ADD, wake, &event)
+            wakeFD.store(wake, ordering: .releasing)
+            guard system_startDetachedThread({ [self] in run(epoll: epoll, wake: wake) }) else {
+                _ = system_close(wake)
+                _ = system_close(epoll)
+                throw .system("pthread_create", .resourceTemporarilyUnavailable)
+            }
+            epollFD.store(epoll, ordering: .releasing)
         }
-        self.epollFD = epollFD
-        self.wakeFD = wakeFD
-        var event = epoll_event()
-        event.events = UInt32(EPOLLIN.rawValue)
-        event.data.u64 = 0
-        _ = system_epoll_ctl(epollFD, EPOLL_CTL_ADD, wakeFD, &event)
-        let started = system_startDetachedThread { [self] in run() }
-        precondition(started, "UnixSockets: cannot start the reactor thread")
     }
 
     /// Whether the caller runs on the reactor thread.
@@ -116,12 +136,13 @@ public final class UnixReactor: TaskExecutor, @unchecked Sendable {
 
     /// Registers `fd` edge-triggered for input, output and peer hang-up.
     func register(_ fd: CInt) throws(UnixSocketError) -> Registration {
+        try start()
         let registration = Registration(id: nextID.wrappingAdd(1, ordering: .relaxed).oldValue, fd: fd)
         registrations.withLock { $0[registration.id] = registration }
         var event = epoll_event()
         event.events = UInt32(EPOLLIN.rawValue | EPOLLOUT.rawValue | EPOLLRDHUP.rawValue) | UInt32(EPOLLET.rawValue)
         event.data.u64 = registration.id
-        if case .failure(let errno) = system_epoll_ctl(epollFD, EPOLL_CTL_ADD, fd, &event) {
+        if case .failure(let errno) = system_epoll_ctl(epollFD.load(ordering: .acquiring), EPOLL_CTL_ADD, fd, &event) {
             _ = registrations.withLock { $0.removeValue(forKey: registration.id) }
             throw .system("epoll_ctl", errno)
         }
@@ -130,7 +151,7 @@ public final class UnixReactor: TaskExecutor, @unchecked Sendable {
 
     /// Removes the registration before its descriptor is closed and wakes its waiters with `error`.
     func deregister(_ registration: Registration, error: UnixSocketError) {
-        _ = system_epoll_ctl(epollFD, EPOLL_CTL_DEL, registration.fd, nil)
+        _ = system_epoll_ctl(epollFD.load(ordering: .acquiring), EPOLL_CTL_DEL, registration.fd, nil)
         _ = registrations.withLock { $0.removeValue(forKey: registration.id) }
         for waiter in registration.close(with: error) { waiter.continuation.resume(throwing: error) }
     }
@@ -184,6 +205,56 @@ public final class UnixReactor: TaskExecutor, @unchecked Sendable {
         waiter?.continuation.resume(throwing: error)
     }
 
+    /// Sleeps on the reactor's own timers (used for back-off): unlike `Task.sleep` it needs no new
+    /// descriptor, so it works when the process is out of them (EMFILE), where Dispatch's lazily created
+    /// timer machinery would fail. Falls back to `Task.sleep` if the reactor cannot start.
+    static func sleep(nanoseconds: UInt64) async throws {
+        let reactor = UnixReactor.shared
+        guard (try? reactor.start()) != nil else {
+            try await Task.sleep(nanoseconds: nanoseconds)
+            return
+        }
+        let id = reactor.nextID.wrappingAdd(1, ordering: .relaxed).oldValue
+        let sleeper = Sleeper()
+        try await withTaskCancellationHandler {
+            try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Void, any Error>) in
+                sleeper.set(continuation)
+                reactor.addTimer(id: id, end: system_monotonicNanoseconds() &+ nanoseconds) { sleeper.resume(nil) }
+            }
+        } onCancel: {
+            reactor.removeTimer(id: id)
+            sleeper.resume(CancellationError())
+        }
+    }
+
+    /// A continuation resumed exactly once, by a timer or by cancellation, whichever comes first.
+    private final class Sleeper: Sendable {
+        private let state = Mutex<(continuation: UnsafeContinuation<Void, any Error>?, early: (any Error)??)>((nil, nil))
+
+        func set(_ continuation: UnsafeContinuation<Void, any Error>) {
+            let early = state.withLock { state -> (any Error)?? in
+                if let early = state.early { return early }
+                state.continuation = continuation
+                return nil
+            }
+            if let early { early.map { continuation.resume(throwing: $0) } ?? continuation.resume() }
+        }
+
+        func resume(_ error: (any Error)?) {
+            let continuation = state.withLock { state -> UnsafeContinuation<Void, any Error>? in
+                guard let continuation = state.continuation else {
+                    if state.early == nil { state.early = .some(error) }
+                    return nil
+                }
+                state.continuation = nil
+                state.early = .some(error)
+                return continuation
+            }
+            guard let continuation else { return }
+            if let error { continuation.resume(throwing: error) } else { continuation.resume() }
+        }
+    }
+
     // MARK: Timers (deadlines of waiting operations)
 
     private func addTimer(id: UInt64, end: UInt64, fire: @escaping @Sendable () -> Void) {
@@ -230,6 +301,11 @@ public final class UnixReactor: TaskExecutor, @unchecked Sendable {
     /// Runs `job` on the reactor thread.
     public func enqueue(_ job: consuming ExecutorJob) {
         let unowned = UnownedJob(job)
+        if (try? start()) == nil {
+            // The reactor cannot start (out of descriptors): run the job on the global executor instead.
+            globalConcurrentExecutor.enqueue(unowned)
+            return
+        }
         let mustWake = jobs.withLock { queue -> Bool in
             queue.jobs.append(unowned)
             return queue.sleeping
@@ -239,12 +315,12 @@ public final class UnixReactor: TaskExecutor, @unchecked Sendable {
 
     private func wake() {
         var one: UInt64 = 1
-        _ = withUnsafeBytes(of: &one) { system_write(wakeFD, $0) }
+        _ = withUnsafeBytes(of: &one) { system_write(wakeFD.load(ordering: .acquiring), $0) }
     }
 
     // MARK: The loop
 
-    private func run() {
+    private func run(epoll epollFD: CInt, wake wakeFD: CInt) {
         threadID.store(system_currentThreadID(), ordering: .relaxed)
         let capacity = 256
         let events = UnsafeMutablePointer<epoll_event>.allocate(capacity: capacity)
