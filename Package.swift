@@ -35,6 +35,7 @@ let package = Package(
                 "UnixSockets",
                 "CBaseline",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "SystemPackage", package: "swift-system"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -1,0 +1,117 @@
+import CUnixSockets
+import SystemPackage
+
+/// Zero-copy moves between a stream socket and a pipe (splice(2)), and the few facts about an inherited
+/// descriptor the CLI needs to choose a copy strategy. Package access: the `uds` tool's fast path.
+///
+/// The socket is non-blocking, which makes the kernel treat the whole splice as non-blocking (the pipe
+/// side included), so EAGAIN can come from either side: the wait polls the pipe first, then the socket.
+/// The pipe's own O_NONBLOCK flag is never changed (it belongs to an open file shared with other processes).
+package enum InheritedDescriptor {
+    /// What kind of file a descriptor is.
+    package enum Kind: Sendable, Equatable {
+        case pipe, regularFile, socket, characterDevice, other
+    }
+
+    /// The kind of file behind `fd` (fstat), or nil if it is not open.
+    package static func kind(of fd: FileDescriptor) -> Kind? {
+        var info = stat()
+        guard case .success = system_fstat(fd.rawValue, &info) else { return nil }
+        switch info.st_mode & mode_t(S_IFMT) {
+        case mode_t(S_IFIFO): return .pipe
+        case mode_t(S_IFREG): return .regularFile
+        case mode_t(S_IFSOCK): return .socket
+        case mode_t(S_IFCHR): return .characterDevice
+        default: return .other
+        }
+    }
+
+    /// Whether O_NONBLOCK is set on the open file behind `fd` (read only; never changed here).
+    package static func isNonBlocking(_ fd: FileDescriptor) -> Bool {
+        guard case .success(let flags) = system_fcntl(fd.rawValue, F_GETFL) else { return false }
+        return flags & O_NONBLOCK != 0
+    }
+
+    /// Waits until `fd` is readable (or hung up). For an inherited descriptor someone else made non-blocking.
+    package static func waitReadable(_ fd: FileDescriptor) {
+        wait(fd.rawValue, events: SystemConstants.pollIn)
+    }
+
+    /// Waits until `fd` is writable (or hung up).
+    package static func waitWritable(_ fd: FileDescriptor) {
+        wait(fd.rawValue, events: SystemConstants.pollOut)
+    }
+
+    static func wait(_ fd: CInt, events: Int16) {
+        var entry = pollfd(fd: fd, events: events, revents: 0)
+        while true {
+            switch system_poll(&entry, 1, -1) {
+            case .success: return
+            case .failure(.interrupted): continue
+            case .failure: return  // the next I/O call reports the problem
+            }
+        }
+    }
+}
+
+extension UnixStream {
+    /// Moves up to `maxBytes` from this socket into `pipe` without copying through user space.
+    /// - Returns: the bytes moved; 0 when the peer closed its side (EOF).
+    /// - Throws: ``UnixSocketError`` (EINVAL when the pipe end cannot take a splice; EPIPE if its reader left).
+    ///   The corresponding C function is `splice`.
+    package func splice(into pipe: FileDescriptor, maxBytes: Int) throws(UnixSocketError) -> Int {
+        try core.withDescriptor("splice") { (fd) throws(UnixSocketError) -> Int in
+            while true {
+                switch system_splice(fd, pipe.rawValue, maxBytes, UInt32(UDS_SPLICE_F_MOVE)) {
+                case .success(.done(let count)): return count
+                case .success(.wouldBlock):
+                    // Either the pipe is full or the socket is empty: wait for the pipe, then the socket.
+                    InheritedDescriptor.wait(pipe.rawValue, events: SystemConstants.pollOut)
+                    try core.wait(fd, events: SystemConstants.pollIn, deadline: nil, operation: "splice")
+                case .failure(let errno): throw core.mapError("splice", errno)
+                }
+            }
+        }
+    }
+
+    /// Moves up to `maxBytes` from `pipe` into this socket without copying through user space.
+    /// - Returns: the bytes moved; 0 when the pipe is at end of file (no writer left).
+    /// - Throws: ``UnixSocketError`` (EPIPE when the peer closed). Unlike every other send of this library,
+    ///   the kernel's splice into a socket has no MSG_NOSIGNAL: the caller must ignore SIGPIPE (the `uds`
+    ///   process does). The corresponding C function is `splice`.
+    package func splice(from pipe: FileDescriptor, maxBytes: Int) throws(UnixSocketError) -> Int {
+        try core.withDescriptor("splice") { (fd) throws(UnixSocketError) -> Int in
+            while true {
+                switch system_splice(pipe.rawValue, fd, maxBytes, UInt32(UDS_SPLICE_F_MOVE)) {
+                case .success(.done(let count)): return count
+                case .success(.wouldBlock):
+                    InheritedDescriptor.wait(pipe.rawValue, events: SystemConstants.pollIn)
+                    try core.wait(fd, events: SystemConstants.pollOut, deadline: nil, operation: "splice")
+                case .failure(let errno): throw core.mapError("splice", errno)
+                }
+            }
+        }
+    }
+}
+
+extension SocketCore {
+    /// Whether both directions are shut (POLLHUP): the peer closed entirely, not just its write side.
+    func isHungUp() -> Bool {
+        (try? withDescriptor("poll") { (fd) throws(UnixSocketError) -> Bool in
+            var entry = pollfd(fd: fd, events: 0, revents: 0)
+            guard case .success(let ready) = system_poll(&entry, 1, 0), ready > 0 else { return false }
+            return entry.revents & Int16(POLLHUP) != 0
+        }) ?? true
+    }
+}
+
+extension UnixStream {
+    /// Whether the peer closed entirely (POLLHUP), as opposed to shutting down only its write side: after
+    /// its EOF, nothing more can be sent. Package access: the CLI's end rule.
+    package var isHungUp: Bool { core.isHungUp() }
+}
+
+extension UnixSeqPacket {
+    /// Whether the peer closed entirely (POLLHUP). Package access: the CLI's end rule.
+    package var isHungUp: Bool { core.isHungUp() }
+}

@@ -1,0 +1,272 @@
+import ArgumentParser
+import Synchronization
+import UnixSockets
+
+struct Listen: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Serve like nc -lU: accept one peer, socket -> stdout and stdin -> socket.",
+        discussion: """
+            Binds ADDRESS with safe socket-file rules (a stale socket file is replaced, a live one or a \
+            non-socket is an error), accepts one peer and copies both ways at once. On stdin EOF the write \
+            side is shut down and reading goes on; it exits 0 once the peer's EOF has arrived and everything \
+            received is written out. The socket file is removed on exit, SIGINT and SIGTERM included.
+
+            With -t dgram it prints every datagram it receives until SIGINT/SIGTERM. With -k it serves \
+            clients concurrently until SIGINT/SIGTERM (their data goes to stdout; stdin is unused).
+
+            Examples:
+              uds listen /tmp/app.sock > received.bin
+              uds listen -k --echo --mode 660 /tmp/echo.sock
+              uds listen -t dgram --lines @log
+              uds listen --allow-uid 1000 -v /tmp/private.sock
+            """)
+
+    @Argument(help: "The path or @abstract-name to bind.", transform: parseAddress)
+    var address: UnixAddress
+
+    @Option(name: .shortAndLong, help: "Socket type: stream, seqpacket or dgram.")
+    var type: SocketKind = .stream
+
+    @Flag(name: .shortAndLong, help: "Serve clients concurrently until SIGINT/SIGTERM.")
+    var keepOpen = false
+
+    @Flag(help: "Send every byte or message back to whoever sent it (prints nothing; stdin unused).")
+    var echo = false
+
+    @Option(help: "The socket file's exact permission bits, in octal, whatever the umask.", transform: parseMode)
+    var mode: UInt32?
+
+    @Flag(help: "Messages: each stdin line is one message; each received message is printed with a newline.")
+    var lines = false
+
+    @OptionGroup var peers: PeerOptions
+
+    func validate() throws {
+        if mode != nil && address.isAbstract {
+            throw ValidationError("--mode: abstract names have no file and no mode (check peers with --allow-uid)")
+        }
+    }
+
+    func run() throws {
+        Lifecycle.handleTerminationSignals()
+        let settings = ListenSettings(
+            address: address, type: type, keepOpen: keepOpen, echo: echo, mode: mode, lines: lines,
+            policy: peers.policy)
+        runCommand {
+            switch settings.type {
+            case .stream: try settings.serveStream()
+            case .seqpacket: try settings.serveSeqPacket()
+            case .dgram: try settings.serveDatagrams()
+            }
+        }
+    }
+}
+
+/// The parsed `listen` settings, as plain values for threads and tasks.
+struct ListenSettings: Sendable {
+    let address: UnixAddress
+    let type: SocketKind
+    let keepOpen: Bool
+    let echo: Bool
+    let mode: UInt32?
+    let lines: Bool
+    let policy: PeerPolicy
+
+    // MARK: stream
+
+    func serveStream() throws {
+        let listener = try UnixStreamListener.bind(address, mode: mode)
+        closeOnExit(address) { listener.close() }
+        if keepOpen {
+            let policy = policy, echo = echo
+            serveConcurrently(listener, admit: { policy.admit($0) }) { connection in
+                if echo { await Self.echoStreamAsync(connection) } else { await Self.streamToSharedStdout(connection) }
+            }
+        }
+        let connection = try acceptAdmitted(listener) { policy.admit($0) }
+        if echo {
+            do throws(UnixSocketError) {
+                try Self.echoStream(connection)
+            } catch {
+                guard error.code == .closed else { throw error }
+                Lifecycle.exit(0)
+            }
+            Lifecycle.exit(0)
+        }
+        Relay.runStream(connection, useStdin: true)
+    }
+
+    /// Echoes one stream connection until its EOF, then shuts down the write side.
+    static func echoStream(_ connection: UnixStream) throws(UnixSocketError) {
+        let buffer = Relay.allocate(1 << 18)
+        defer { buffer.deallocate() }
+        while true {
+            let count = try connection.read(into: buffer)
+            if count == 0 { break }
+            try connection.write(all: UnsafeRawBufferPointer(rebasing: buffer[..<count]))
+        }
+        try? connection.shutdown(.write)
+    }
+
+    static func echoStreamAsync(_ connection: UnixStream) async {
+        let buffer = Relay.allocate(1 << 16)
+        defer {
+            buffer.deallocate()
+            connection.close()
+        }
+        do {
+            while true {
+                let count = try await connection.read(into: buffer)
+                if count == 0 { break }
+                try await connection.write(all: UnsafeRawBufferPointer(rebasing: buffer[..<count]))
+            }
+            try? connection.shutdown(.write)
+        } catch {
+            // One client's failure (reset, gone) ends only that client.
+        }
+    }
+
+    static let stdoutLock = Mutex(())
+
+    /// One `-k` client's bytes -> stdout, each read written whole (clients do not interleave mid-chunk).
+    static func streamToSharedStdout(_ connection: UnixStream) async {
+        let buffer = Relay.allocate(1 << 16)
+        defer {
+            buffer.deallocate()
+            connection.close()
+        }
+        do {
+            while true {
+                let count = try await connection.read(into: buffer)
+                if count == 0 { break }
+                let chunk = UnsafeRawBufferPointer(rebasing: buffer[..<count])
+                stdoutLock.withLock { _ in StandardIO.write(chunk) }
+            }
+        } catch {}
+    }
+
+    // MARK: seqpacket
+
+    func serveSeqPacket() throws {
+        let listener = try UnixSeqPacketListener.bind(address, mode: mode)
+        closeOnExit(address) { listener.close() }
+        if keepOpen {
+            let policy = policy, echo = echo, lines = lines
+            serveConcurrently(listener, admit: { policy.admit($0) }) { connection in
+                await Self.serveSeqPacketClient(connection, echo: echo, lines: lines)
+            }
+        }
+        let connection = try acceptAdmitted(listener) { policy.admit($0) }
+        if echo {
+            do throws(UnixSocketError) {
+                let buffer = Relay.allocate(Relay.messageCapacity)
+                while true {
+                    let count = try connection.receive(into: buffer)
+                    if count == 0 { break }
+                    try connection.send(UnsafeRawBufferPointer(rebasing: buffer[..<count]))
+                }
+                try? connection.shutdown(.write)
+            } catch {
+                guard error.code == .closed else { throw error }
+                Lifecycle.exit(0)
+            }
+            Lifecycle.exit(0)
+        }
+        Relay.runSeqPacket(connection, useStdin: true, lines: lines)
+    }
+
+    static func serveSeqPacketClient(_ connection: UnixSeqPacket, echo: Bool, lines: Bool) async {
+        defer { connection.close() }
+        do {
+            while true {
+                let message = try await connection.receive(maxBytes: Relay.messageCapacity, maxDescriptors: 0)
+                if message.bytes.isEmpty { break }
+                if echo {
+                    try await connection.send(message.bytes)
+                } else {
+                    stdoutLock.withLock { _ in Relay.printMessage(message.bytes, lines: lines) }
+                }
+            }
+            try? connection.shutdown(.write)
+        } catch {}
+    }
+
+    // MARK: datagram
+
+    func serveDatagrams() throws {
+        let socket = try UnixDatagram.bind(address, mode: mode)
+        closeOnExit(address) { socket.close() }
+        if policy.needsCredentials { try socket.receiveCredentials() }
+        while true {
+            let message: UnixMessage
+            do throws(UnixSocketError) {
+                message = try socket.receive(maxBytes: Relay.messageCapacity, maxDescriptors: 0)
+            } catch {
+                if error.code == .closed {
+                    Lifecycle.exit(0)
+                } else if error.code == .messageTruncated || error.code == .controlTruncated {
+                    if policy.verbose { Lifecycle.diagnostic(error.description) }
+                    continue
+                } else {
+                    throw error
+                }
+            }
+            if policy.needsCredentials && !policy.admit(message.credentials) { continue }
+            if echo {
+                // An unbound sender cannot be answered: skip it.
+                guard let sender = message.sender, !sender.isUnnamed else { continue }
+                do throws(UnixSocketError) {
+                    try socket.send(message.bytes, to: sender, timeout: .seconds(1))
+                } catch {
+                    if error.code == .closed {
+                        Lifecycle.exit(0)
+                    } else {
+                        if policy.verbose { Lifecycle.diagnostic(error.description) }
+                    }
+                }
+            } else {
+                Relay.printMessage(message.bytes, lines: lines)
+            }
+        }
+    }
+
+    // MARK: accepting
+
+    /// `-k`: accepts on the async API and serves each admitted client in a task of one task group (no
+    /// thread per client) until SIGINT/SIGTERM.
+    func serveConcurrently<C: UnixConnection>(
+        _ listener: UnixListener<C>, admit: @escaping @Sendable (C) -> Bool,
+        serve: @escaping @Sendable (C) async -> Void
+    ) -> Never {
+        Task {
+            await withDiscardingTaskGroup { group in
+                while true {
+                    let connection: C
+                    do {
+                        connection = try await listener.accept()
+                    } catch let error as UnixSocketError where error.code == .closed {
+                        return
+                    } catch {
+                        // EMFILE and the like: the library pauses; anything else, say so and go on.
+                        Lifecycle.diagnostic(Lifecycle.describe(error))
+                        try? await Task.sleep(for: .milliseconds(50))
+                        continue
+                    }
+                    guard admit(connection) else {
+                        closeConnection(connection)
+                        continue
+                    }
+                    group.addTask { await serve(connection) }
+                }
+            }
+            Lifecycle.exit(0)
+        }
+        Lifecycle.parkForever()
+    }
+}
+
+/// Closes an accepted connection of either type.
+func closeConnection<C>(_ connection: C) {
+    if let stream = connection as? UnixStream { stream.close() }
+    if let packet = connection as? UnixSeqPacket { packet.close() }
+}

@@ -1,0 +1,76 @@
+import ArgumentParser
+import UnixSockets
+
+/// `-t, --type`: which kind of socket to make.
+enum SocketKind: String, ExpressibleByArgument, CaseIterable, Sendable {
+    case stream, seqpacket, dgram
+
+    var isMessageType: Bool { self != .stream }
+}
+
+/// Parses ADDRESS for `@Argument(transform:)`: an invalid address is a usage error (status 64) that
+/// carries the library's reason, before any socket is made.
+func parseAddress(_ text: String) throws -> UnixAddress {
+    try UnixAddress(text)
+}
+
+/// Parses `--mode` as octal permission bits.
+func parseMode(_ text: String) throws -> UInt32 {
+    guard let mode = UInt32(text, radix: 8), mode <= 0o7777 else {
+        throw ValidationError("--mode takes octal permission bits such as 600 or 0660 (got '\(text)')")
+    }
+    return mode
+}
+
+/// `--allow-uid`, `--allow-gid`, `-v`: who may connect, and saying so.
+struct PeerOptions: ParsableArguments {
+    @Option(
+        name: .customLong("allow-uid"),
+        help: ArgumentHelp("Accept only peers with this user id (repeatable).", valueName: "uid"))
+    var allowUIDs: [UInt32] = []
+
+    @Option(
+        name: .customLong("allow-gid"),
+        help: ArgumentHelp(
+            "Accept only peers with this primary or supplementary group id (repeatable).", valueName: "gid"))
+    var allowGIDs: [UInt32] = []
+
+    @Flag(name: .shortAndLong, help: "One stderr line per peer: uds: peer pid=PID uid=UID gid=GID.")
+    var verbose = false
+
+    /// The plain values, for threads and tasks.
+    var policy: PeerPolicy { PeerPolicy(uids: Set(allowUIDs), gids: Set(allowGIDs), verbose: verbose) }
+}
+
+/// Who may connect (`--allow-uid`, `--allow-gid`) and whether to say so (`-v`).
+struct PeerPolicy: Sendable {
+    let uids: Set<UInt32>
+    let gids: Set<UInt32>
+    let verbose: Bool
+
+    var restricts: Bool { !uids.isEmpty || !gids.isEmpty }
+    var needsCredentials: Bool { restricts || verbose }
+
+    /// Whether a peer with `credentials` (nil: unknown, never admitted by a restriction) is admitted;
+    /// with `-v` says so on stderr.
+    func admit(_ credentials: UnixCredentials?) -> Bool {
+        let known = credentials ?? UnixCredentials(pid: nil, uid: nil, gid: nil)
+        if restricts && !known.isAllowed(uids: uids, gids: gids) {
+            if verbose { Lifecycle.diagnostic("refused peer \(known)") }
+            return false
+        }
+        if verbose { Lifecycle.diagnostic("peer \(known)") }
+        return true
+    }
+
+    /// Admits (or not) a connected peer from its SO_PEERCRED + SO_PEERGROUPS credentials.
+    func admit(_ connection: UnixStream) -> Bool {
+        guard needsCredentials else { return true }
+        return admit(try? connection.credentials)
+    }
+
+    func admit(_ connection: UnixSeqPacket) -> Bool {
+        guard needsCredentials else { return true }
+        return admit(try? connection.credentials)
+    }
+}

@@ -1,0 +1,84 @@
+import ArgumentParser
+import UnixSockets
+
+struct Recv: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Bind and print each received message followed by a newline (dgram by default).",
+        discussion: """
+            Runs until --count messages arrived, or SIGINT/SIGTERM; the socket file is removed on exit. With \
+            -t seqpacket it accepts peers one after another and prints their messages.
+
+            Examples:
+              uds recv @log
+              uds recv --count 1 /tmp/reply.sock
+            """)
+
+    @Argument(help: "The path or @abstract-name to bind.", transform: parseAddress)
+    var address: UnixAddress
+
+    @Option(name: .shortAndLong, help: "Socket type: dgram or seqpacket.")
+    var type: SocketKind = .dgram
+
+    @Option(help: "Stop after this many messages.")
+    var count: Int?
+
+    @Option(help: "The socket file's exact permission bits, in octal, whatever the umask.", transform: parseMode)
+    var mode: UInt32?
+
+    func validate() throws {
+        if type == .stream {
+            throw ValidationError("recv receives messages: use -t dgram or -t seqpacket (for a stream, use listen)")
+        }
+        if let count, count < 1 { throw ValidationError("--count must be at least 1") }
+        if mode != nil && address.isAbstract {
+            throw ValidationError("--mode: abstract names have no file and no mode")
+        }
+    }
+
+    func run() throws {
+        Lifecycle.handleTerminationSignals()
+        let address = address, type = type, limit = count ?? Int.max, mode = mode
+        runCommand {
+            var received = 0
+            func deliver(_ bytes: [UInt8]) {
+                Relay.printMessage(bytes, lines: true)
+                received += 1
+                if received >= limit { Lifecycle.exit(0) }
+            }
+            if type == .dgram {
+                let socket = try UnixDatagram.bind(address, mode: mode)
+                closeOnExit(address) { socket.close() }
+                while true {
+                    do throws(UnixSocketError) {
+                        deliver(try socket.receive(maxBytes: Relay.messageCapacity, maxDescriptors: 0).bytes)
+                    } catch {
+                        guard error.code == .closed else { throw error }
+                        Lifecycle.exit(0)
+                    }
+                }
+            }
+            let listener = try UnixSeqPacketListener.bind(address, mode: mode)
+            closeOnExit(address) { listener.close() }
+            while true {
+                let connection: UnixSeqPacket
+                do throws(UnixSocketError) {
+                    connection = try listener.accept()
+                } catch {
+                    guard error.code == .closed else { throw error }
+                    Lifecycle.exit(0)
+                }
+                defer { connection.close() }
+                do throws(UnixSocketError) {
+                    while true {
+                        let message = try connection.receive(maxBytes: Relay.messageCapacity, maxDescriptors: 0)
+                        if message.bytes.isEmpty { break }
+                        deliver(message.bytes)
+                    }
+                } catch {
+                    if error.code == .closed { Lifecycle.exit(0) }
+                    Lifecycle.diagnostic(error.description)  // this peer failed; serve the next one
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,43 @@
+import ArgumentParser
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// `uds`: a Unix-socket netcat and socat that passes descriptors, shows peers and keeps socket files safe.
+///
+/// Exit status: 0 success, 1 runtime error (one `uds: ` line on stderr), 64 usage error.
+@main
+struct UDS: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "uds",
+        abstract: "Unix domain sockets from the shell: nc -U and socat, plus descriptors, peers and safe socket files.",
+        discussion: """
+            ADDRESS is a file-system path, or @name for a Linux abstract name (\\xHH stands for any byte, \
+            NUL included; write a path that begins with @ as ./@...).
+
+            Exit status: 0 success, 1 runtime error (one line on stderr starting "uds: "), 64 usage error.
+
+            Examples:
+              uds listen /tmp/app.sock > received.bin
+              uds connect /tmp/app.sock < file.bin
+              uds listen -k --echo @echo
+            """,
+        version: udsVersion,
+        subcommands: [
+            Listen.self, Connect.self, Send.self, Recv.self, SendFD.self, RecvFD.self, Bridge.self, Ls.self,
+            Demo.self, Bench.self, DemoChild.self,
+        ]
+    )
+
+    /// Process-wide setup before any command runs: a reader that goes away (`| head`) must not kill us
+    /// with SIGPIPE; stdout writes then see EPIPE and end quietly.
+    static func main() {
+        signal(SIGPIPE, SIG_IGN)
+        self.main(nil)
+    }
+}
+
+let udsVersion = "0.1.0"
