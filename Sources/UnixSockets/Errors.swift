@@ -78,7 +78,8 @@ public struct UnixSocketError: Error, Sendable, Hashable, CustomStringConvertibl
         if let errno {
             let (what, hint) = Self.explain(errno, operation: operation)
             text += "\(detail ?? what) (\(Self.name(of: errno)))"
-            if let hint { text += ": \(hint)" }
+            // A detail is already the specific sentence; the generic hint goes with the generic text only.
+            if let hint, detail == nil { text += ": \(hint)" }
         } else {
             text += detail ?? code.rawValue
         }

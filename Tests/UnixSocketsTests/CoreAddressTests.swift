@@ -427,7 +427,7 @@ struct CoreAddressTests {
         defer { first.close() }
         for secondType in allSocketTypes {
             let error = expectError(.addressInUse) { _ = try AnyServer(secondType, address) }
-            #expect(error?.description == "bind \(dir.file("live.sock")): already in use by a running server (EADDRINUSE): another socket is bound to it")
+            #expect(error?.description == "bind \(dir.file("live.sock")): already in use by a running server (EADDRINUSE)")
         }
         #expect(isSocketFile(dir.file("live.sock")))
         try first.exchange(via: address)
