@@ -129,88 +129,17 @@ enum SocketFile {
     /// Whether any socket on the system is bound to (device, inode), asked of the kernel via sock_diag
     /// (NETLINK_SOCK_DIAG, UDIAG_SHOW_VFS): what `ss -x` reads. Never connects to the socket.
     static func isBound(device: UInt64, inode: UInt64) -> Result<Bool, Errno> {
-        let fd: CInt
-        switch system_socket(CInt(AF_NETLINK), CInt(SOCK_DGRAM.rawValue) | UDS_SOCK_CLOEXEC, CInt(NETLINK_SOCK_DIAG)) {
-        case .success(let value): fd = value
-        case .failure(let errno): return .failure(errno)
-        }
-        defer { _ = system_close(fd) }
-        // nlmsghdr (16 bytes) + unix_diag_req (24 bytes).
-        var request = [UInt8](repeating: 0, count: 40)
-        func put32(_ value: UInt32, at offset: Int) {
-            withUnsafeBytes(of: value.littleEndian) { request.replaceSubrange(offset..<offset + 4, with: $0) }
-        }
-        func put16(_ value: UInt16, at offset: Int) {
-            withUnsafeBytes(of: value.littleEndian) { request.replaceSubrange(offset..<offset + 2, with: $0) }
-        }
-        put32(40, at: 0)  // nlmsg_len
-        put16(UInt16(SOCK_DIAG_BY_FAMILY), at: 4)  // nlmsg_type
-        put16(UInt16(NLM_F_REQUEST | NLM_F_DUMP), at: 6)  // nlmsg_flags
-        put32(1, at: 8)  // nlmsg_seq
-        request[16] = UInt8(AF_UNIX)  // sdiag_family
-        put32(0xFFFF_FFFF, at: 20)  // udiag_states: all
-        put32(UInt32(UDIAG_SHOW_VFS), at: 28)  // udiag_show
-        let sent = request.withUnsafeBytes { raw in
-            system_send(fd, raw, 0)
-        }
-        switch sent {
-        case .failure(let errno): return .failure(errno)
-        case .success(.wouldBlock): return .failure(.resourceTemporarilyUnavailable)
-        case .success: break
-        }
         let wantedDevice = decodeUserDevice(device)
         var found = false
-        var buffer = [UInt8](repeating: 0, count: 32768)
-        while true {
-            let received = buffer.withUnsafeMutableBytes { system_recv(fd, $0, 0) }
-            let count: Int
-            switch received {
-            case .failure(let errno): return .failure(errno)
-            case .success(.wouldBlock): return .failure(.resourceTemporarilyUnavailable)
-            case .success(.done(let value)): count = value
-            }
-            if count == 0 { return .failure(.ioError) }
-            var offset = 0
-            while offset + 16 <= count {
-                let length = Int(read32(buffer, offset))
-                let type = Int32(read16(buffer, offset + 4))
-                if length < 16 || offset + length > count { return .failure(.ioError) }
-                if type == NLMSG_DONE { return .success(found) }
-                if type == NLMSG_ERROR {
-                    let code = Int32(bitPattern: read32(buffer, offset + 16))
-                    return .failure(Errno(rawValue: code < 0 ? -code : .max))
-                }
-                if type == SOCK_DIAG_BY_FAMILY {
-                    // unix_diag_msg is 16 bytes; attributes (rtattr: u16 len, u16 type) follow.
-                    var attribute = offset + 16 + 16
-                    let end = offset + length
-                    while attribute + 4 <= end {
-                        let attributeLength = Int(read16(buffer, attribute))
-                        let attributeType = Int32(read16(buffer, attribute + 2))
-                        if attributeLength < 4 || attribute + attributeLength > end { break }
-                        if attributeType == UNIX_DIAG_VFS && attributeLength >= 12 {
-                            // udiag_vfs_ino is 32 bits wide: compare the low 32 bits of lstat's inode.
-                            let boundInode = read32(buffer, attribute + 4)
-                            let boundDevice = decodeKernelDevice(read32(buffer, attribute + 8))
-                            if boundInode == UInt32(truncatingIfNeeded: inode) && boundDevice == wantedDevice {
-                                found = true
-                            }
-                        }
-                        attribute += (attributeLength + 3) & ~3
-                    }
-                }
-                offset += (length + 3) & ~3
+        let dumped = SockDiag.dump(show: UInt32(UDIAG_SHOW_VFS)) { message in
+            for (type, payload) in message.attributes where type == UNIX_DIAG_VFS && payload.count >= 8 {
+                // udiag_vfs_ino is 32 bits wide: compare the low 32 bits of lstat's inode.
+                let boundInode = SockDiag.read32(payload, 0)
+                let boundDevice = decodeKernelDevice(SockDiag.read32(payload, 4))
+                if boundInode == UInt32(truncatingIfNeeded: inode) && boundDevice == wantedDevice { found = true }
             }
         }
-    }
-
-    private static func read32(_ bytes: [UInt8], _ offset: Int) -> UInt32 {
-        UInt32(bytes[offset]) | UInt32(bytes[offset + 1]) << 8 | UInt32(bytes[offset + 2]) << 16
-            | UInt32(bytes[offset + 3]) << 24
-    }
-
-    private static func read16(_ bytes: [UInt8], _ offset: Int) -> UInt16 {
-        UInt16(bytes[offset]) | UInt16(bytes[offset + 1]) << 8
+        return dumped.map { found }
     }
 
     /// The kernel's internal dev_t (`sb->s_dev`, MAJOR << 20 | MINOR: what UNIX_DIAG_VFS reports, not the
