@@ -160,6 +160,8 @@ public struct UnixSocketError: Error, Sendable, Hashable, CustomStringConvertibl
         case .nowInProgress: "EINPROGRESS"
         case .alreadyInProcess: "EALREADY"
         case .addressRequired: "EDESTADDRREQ"
+        case .protocolNotAvailable: "ENOPROTOOPT"
+        case .noSuchProcess: "ESRCH"
         default: "errno \(errno.rawValue)"
         }
     }
