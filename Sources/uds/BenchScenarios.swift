@@ -442,17 +442,21 @@ enum BenchRunner {
             defer { connection.close() }
             listener.close()
             if job.sockbuf > 0 { try connection.setBufferSizes(send: job.sockbuf, receive: job.sockbuf) }
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: job.size, alignment: 16)
+            defer { buffer.deallocate() }
             switch job.scenario {
             case .rtt:
+                var echo = [UInt8](repeating: 0, count: job.size)
                 for _ in 0..<(job.warmup + job.iterations) {
-                    let message = try await connection.receive(maxBytes: job.size, maxDescriptors: 0)
-                    if message.bytes.count != job.size { throw protocolError("message of \(message.bytes.count) bytes") }
-                    try await connection.send(message.bytes)
+                    let count = try await connection.receive(into: buffer)
+                    if count != job.size { throw protocolError("message of \(count) bytes") }
+                    echo.withUnsafeMutableBytes { $0.copyMemory(from: UnsafeRawBufferPointer(buffer)) }
+                    try await connection.send(echo)
                 }
             case .throughput:
                 for _ in 0..<(job.totalBytes / UInt64(job.size)) {
-                    let message = try await connection.receive(maxBytes: job.size, maxDescriptors: 0)
-                    if message.bytes.count != job.size { throw protocolError("message of \(message.bytes.count) bytes") }
+                    let count = try await connection.receive(into: buffer)
+                    if count != job.size { throw protocolError("message of \(count) bytes") }
                 }
                 try await connection.send(ackByte)
             default: throw protocolError("the async API is measured for rtt and throughput only")
@@ -471,9 +475,11 @@ enum BenchRunner {
             case .throughput:
                 let first = try await socket.receive(maxBytes: job.size, maxDescriptors: 0)
                 let sender = try checkedSender(first, size: job.size)
+                let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: job.size, alignment: 16)
+                defer { buffer.deallocate() }
                 for _ in 1..<(job.totalBytes / UInt64(job.size)) {
-                    let message = try await socket.receive(maxBytes: job.size, maxDescriptors: 0)
-                    if message.bytes.count != job.size { throw protocolError("datagram of \(message.bytes.count) bytes") }
+                    let count = try await socket.receive(into: buffer)
+                    if count != job.size { throw protocolError("datagram of \(count) bytes") }
                 }
                 try await socket.send(ackByte, to: sender)
             default: throw protocolError("the async API is measured for rtt and throughput only")
@@ -524,18 +530,18 @@ enum BenchRunner {
                 for index in 0..<total {
                     let start = BenchSystem.now()
                     try await connection.send(bytes)
-                    let reply = try await connection.receive(maxBytes: job.size, maxDescriptors: 0)
+                    let count = try await connection.receive(into: buffer)
                     let end = BenchSystem.now()
-                    if reply.bytes.count != job.size { throw protocolError("reply of \(reply.bytes.count) bytes") }
+                    if count != job.size { throw protocolError("reply of \(count) bytes") }
                     if index >= job.warmup { samples[index - job.warmup] = end - start }
                 }
                 return .samples(samples)
             }
             let start = BenchSystem.now()
             for _ in 0..<(job.totalBytes / UInt64(job.size)) { try await connection.send(bytes) }
-            let reply = try await connection.receive(maxBytes: 1, maxDescriptors: 0)
+            let count = try await connection.receive(into: buffer)
             let end = BenchSystem.now()
-            if reply.bytes.count != 1 { throw protocolError("ack of \(reply.bytes.count) bytes") }
+            if count != 1 { throw protocolError("ack of \(count) bytes") }
             return .elapsed(end - start)
         default:
             let socket = try UnixDatagram.bind(try UnixAddress.path(job.clientPath))
@@ -546,18 +552,18 @@ enum BenchRunner {
                 for index in 0..<total {
                     let start = BenchSystem.now()
                     try await socket.send(bytes)
-                    let reply = try await socket.receive(maxBytes: job.size, maxDescriptors: 0)
+                    let count = try await socket.receive(into: buffer)
                     let end = BenchSystem.now()
-                    if reply.bytes.count != job.size { throw protocolError("reply of \(reply.bytes.count) bytes") }
+                    if count != job.size { throw protocolError("reply of \(count) bytes") }
                     if index >= job.warmup { samples[index - job.warmup] = end - start }
                 }
                 return .samples(samples)
             }
             let start = BenchSystem.now()
             for _ in 0..<(job.totalBytes / UInt64(job.size)) { try await socket.send(bytes) }
-            let reply = try await socket.receive(maxBytes: 1, maxDescriptors: 0)
+            let count = try await socket.receive(into: buffer)
             let end = BenchSystem.now()
-            if reply.bytes.count != 1 { throw protocolError("ack of \(reply.bytes.count) bytes") }
+            if count != 1 { throw protocolError("ack of \(count) bytes") }
             return .elapsed(end - start)
         }
     }

@@ -55,6 +55,11 @@ extension SocketCore {
                 if let deadline, deadline.hasPassed {
                     throw UnixSocketError(.timedOut, operation: operation, address: address, detail: "timed out")
                 }
+                if writing && !current.writeArmed.load(ordering: .relaxed) {
+                    try withDescriptor(operation) { (_) throws(UnixSocketError) in
+                        try UnixReactor.shared.armWrite(current)
+                    }
+                }
                 try await UnixReactor.shared.wait(
                     current, writing: writing, after: sequence, deadline: deadline, operation: operation,
                     address: address)
@@ -184,15 +189,30 @@ extension SocketCore {
         let storage = UnsafeMutableRawBufferPointer.allocate(byteCount: max(maxBytes, 1), alignment: 16)
         defer { storage.deallocate() }
         let usable = UnsafeMutableRawBufferPointer(rebasing: storage[..<maxBytes])
-        let raw = try await asyncIO("receive", writing: false, timeout: timeout) { fd in
+        var raw = RawReceived()
+        let count = try await asyncIO("receive", writing: false, timeout: timeout) { fd in
             Self.recvmsgOnce(
                 fd, usable, maxDescriptors: maxDescriptors, credentials: credentials, wantSender: wantSender,
-                flags: flags)
+                flags: flags, into: &raw)
         }
-        let checked = try checkReceived(raw, capacity: maxBytes, maxDescriptors: maxDescriptors, operation: "receive")
+        try checkReceived(raw, count: count, capacity: maxBytes, maxDescriptors: maxDescriptors, operation: "receive")
         return UnixMessage(
-            bytes: Array(UnsafeRawBufferPointer(rebasing: usable[..<checked.0])), descriptors: checked.1,
+            bytes: Array(UnsafeRawBufferPointer(rebasing: usable[..<count])), descriptors: raw.descriptors,
             credentials: raw.credentials, sender: raw.sender)
+    }
+
+    /// Receives one message into `buffer` (no allocation), without descriptors or sender; as the blocking
+    /// `receiveMessage(into:timeout:)`.
+    func asyncReceiveMessage(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration?) async throws -> Int {
+        let flags = type != .stream ? SystemConstants.msgTrunc : 0
+        let credentials = passCredentials.load(ordering: .relaxed)
+        var raw = RawReceived()
+        let count = try await asyncIO("receive", writing: false, timeout: timeout) { fd in
+            Self.recvmsgOnce(
+                fd, buffer, maxDescriptors: 0, credentials: credentials, wantSender: false, flags: flags, into: &raw)
+        }
+        try checkReceived(raw, count: count, capacity: buffer.count, maxDescriptors: 0, operation: "receive")
+        return count
     }
 
     func asyncAccept(flags: CInt, timeout: Duration?) async throws -> CInt {

@@ -103,6 +103,12 @@ extension UnixSeqPacket {
         try await core.asyncReceiveMessage(
             maxBytes: maxBytes, maxDescriptors: maxDescriptors, wantSender: false, timeout: timeout)
     }
+    /// Receives one message into `buffer` (no allocation); returns its length (0 at EOF).
+    /// - Throws: ``UnixSocketError`` `.messageTruncated` if it did not fit, `.controlTruncated` if
+    ///   descriptors came with it (they are closed), or `CancellationError`.
+    public func receive(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration? = nil) async throws -> Int {
+        try await core.asyncReceiveMessage(into: buffer, timeout: timeout)
+    }
 }
 
 extension UnixDatagram {
@@ -134,6 +140,12 @@ extension UnixDatagram {
     {
         try await core.asyncReceiveMessage(
             maxBytes: maxBytes, maxDescriptors: maxDescriptors, wantSender: true, timeout: timeout)
+    }
+    /// Receives one datagram into `buffer` (no allocation, no sender address); returns its length.
+    /// - Throws: ``UnixSocketError`` `.messageTruncated` if it did not fit, `.controlTruncated` if
+    ///   descriptors came with it (they are closed), or `CancellationError`.
+    public func receive(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration? = nil) async throws -> Int {
+        try await core.asyncReceiveMessage(into: buffer, timeout: timeout)
     }
 }
 

@@ -6,7 +6,9 @@ import SystemPackage
 ///
 /// Readiness is latched as a sequence number per direction: a waiter reads the number before its
 /// syscall and suspends only if no event arrived since, so a wake-up between EAGAIN and the wait is
-/// never lost. The descriptor is registered edge-triggered for input and output at once.
+/// never lost. The descriptor is registered edge-triggered for input; output is added (EPOLL_CTL_MOD) the
+/// first time a writer has to wait, so sockets that never wait to write cost the reactor no wake-up each
+/// time their peer reads.
 final class Registration: Sendable {
     struct Waiter {
         let id: UInt64
@@ -24,6 +26,8 @@ final class Registration: Sendable {
     let id: UInt64
     let fd: CInt
     let state = Mutex(State())
+    /// Whether EPOLLOUT is in the registration's event mask (set once, by the first writer that waits).
+    let writeArmed = Atomic<Bool>(false)
 
     init(id: UInt64, fd: CInt) {
         self.id = id
@@ -35,21 +39,24 @@ final class Registration: Sendable {
         state.withLock { writing ? $0.writeSequence : $0.readSequence }
     }
 
-    /// Called by the reactor thread with the epoll event mask: bumps the sequences and takes the waiters.
-    func fire(readable: Bool, writable: Bool) -> [Waiter] {
+    /// Called by the reactor thread with the epoll event mask: bumps the sequences and moves the waiters
+    /// into `woken` (the reactor's reused array: no allocation per event).
+    func fire(readable: Bool, writable: Bool, into woken: inout [Waiter]) {
         state.withLock { state in
-            var woken: [Waiter] = []
             if readable {
                 state.readSequence &+= 1
-                woken += state.readers
-                state.readers.removeAll(keepingCapacity: true)
+                if !state.readers.isEmpty {
+                    woken.append(contentsOf: state.readers)
+                    state.readers.removeAll(keepingCapacity: true)
+                }
             }
             if writable {
                 state.writeSequence &+= 1
-                woken += state.writers
-                state.writers.removeAll(keepingCapacity: true)
+                if !state.writers.isEmpty {
+                    woken.append(contentsOf: state.writers)
+                    state.writers.removeAll(keepingCapacity: true)
+                }
             }
-            return woken
         }
     }
 
@@ -134,19 +141,38 @@ public final class UnixReactor: TaskExecutor, @unchecked Sendable {
 
     // MARK: Registration
 
-    /// Registers `fd` edge-triggered for input, output and peer hang-up.
+    /// Registers `fd` edge-triggered for input and peer hang-up (errors and hang-up are always reported);
+    /// output readiness is added by `armWrite` when a writer first waits.
     func register(_ fd: CInt) throws(UnixSocketError) -> Registration {
         try start()
         let registration = Registration(id: nextID.wrappingAdd(1, ordering: .relaxed).oldValue, fd: fd)
         registrations.withLock { $0[registration.id] = registration }
         var event = epoll_event()
-        event.events = UInt32(EPOLLIN.rawValue | EPOLLOUT.rawValue | EPOLLRDHUP.rawValue) | UInt32(EPOLLET.rawValue)
+        event.events = UInt32(EPOLLIN.rawValue | EPOLLRDHUP.rawValue) | UInt32(EPOLLET.rawValue)
         event.data.u64 = registration.id
         if case .failure(let errno) = system_epoll_ctl(epollFD.load(ordering: .acquiring), EPOLL_CTL_ADD, fd, &event) {
             _ = registrations.withLock { $0.removeValue(forKey: registration.id) }
             throw .system("epoll_ctl", errno)
         }
         return registration
+    }
+
+    /// Adds EPOLLOUT to the registration (once). The caller holds the descriptor (`withDescriptor`), so it
+    /// is still registered. epoll reports a writability that is already there at once (it bumps the write
+    /// sequence), so a writer that read its sequence before its EAGAIN cannot miss it.
+    func armWrite(_ registration: Registration) throws(UnixSocketError) {
+        guard registration.writeArmed.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged
+        else { return }
+        var event = epoll_event()
+        event.events =
+            UInt32(EPOLLIN.rawValue | EPOLLOUT.rawValue | EPOLLRDHUP.rawValue) | UInt32(EPOLLET.rawValue)
+        event.data.u64 = registration.id
+        if case .failure(let errno) = system_epoll_ctl(
+            epollFD.load(ordering: .acquiring), EPOLL_CTL_MOD, registration.fd, &event)
+        {
+            registration.writeArmed.store(false, ordering: .relaxed)
+            throw .system("epoll_ctl", errno)
+        }
     }
 
     /// Removes the registration before its descriptor is closed and wakes its waiters with `error`.
@@ -366,7 +392,7 @@ public final class UnixReactor: TaskExecutor, @unchecked Sendable {
                 let errorBits = UInt32(EPOLLERR.rawValue | EPOLLHUP.rawValue)
                 let readable = mask & (UInt32(EPOLLIN.rawValue | EPOLLRDHUP.rawValue) | errorBits) != 0
                 let writable = mask & (UInt32(EPOLLOUT.rawValue) | errorBits) != 0
-                woken += registration.fire(readable: readable, writable: writable)
+                registration.fire(readable: readable, writable: writable, into: &woken)
             }
             for waiter in woken { waiter.continuation.resume() }
             woken.removeAll(keepingCapacity: true)

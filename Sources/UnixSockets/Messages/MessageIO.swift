@@ -2,11 +2,11 @@ import CUnixSockets
 import Synchronization
 import SystemPackage
 
-/// What one recvmsg returned, before ownership and truncation checks.
+/// What one recvmsg returned besides its byte count, before the truncation checks. Descriptors are owned
+/// from the moment they are parsed. Filled in place by `recvmsgOnce` (no copies of it through `Result`).
 struct RawReceived {
-    var count: Int
-    var flags: CInt
-    var descriptors: [CInt]
+    var flags: CInt = 0
+    var descriptors: [OwnedDescriptor] = []
     var credentials: UnixCredentials?
     var sender: UnixAddress?
 }
@@ -73,7 +73,7 @@ extension SocketCore {
     /// Sends one whole message (seqpacket, datagram), optionally to `destination` (unconnected datagram).
     /// EMSGSIZE names the limit. An unconnected send to a full receiver is retried with back-off.
     func sendMessage(
-        _ bytes: UnsafeRawBufferPointer, descriptors: [CInt], credentials: UnixCredentials?,
+        _ bytes: UnsafeRawBufferPointer, descriptors fds: UnsafeBufferPointer<CInt>, credentials: UnixCredentials?,
         to destination: UnixAddress?, timeout: Duration?
     ) throws(UnixSocketError) {
         let operation = destination == nil ? "send" : "sendto"
@@ -82,14 +82,14 @@ extension SocketCore {
                 .invalidAddress, operation: operation, address: destination,
                 detail: "cannot send to an unnamed address (the peer is not bound; it cannot be answered)")
         }
-        try checkDescriptors(descriptors.count, operation: operation)
+        try checkDescriptors(fds.count, operation: operation)
         if type == .seqPacket && bytes.isEmpty {
             throw UnixSocketError(
                 .invalidArgument, operation: operation, address: address,
                 detail: "an empty seqpacket message would read like end-of-stream at the peer")
         }
         do throws(UnixSocketError) {
-            try descriptors.withUnsafeBufferPointer { (fds) throws(UnixSocketError) in
+            do {
                 if let destination {
                     try destination.withSockAddr(operation: operation) { (name, length) throws(UnixSocketError) in
                         do throws(UnixSocketError) {
@@ -125,19 +125,19 @@ extension SocketCore {
 
     /// Stream send with descriptors: they ride on the first sendmsg only (which must carry a payload byte);
     /// the rest of the bytes follow without them.
-    func sendStream(_ bytes: UnsafeRawBufferPointer, descriptors: [CInt], timeout: Duration?) throws(UnixSocketError) {
-        try checkDescriptors(descriptors.count, operation: "sendmsg")
-        if !descriptors.isEmpty && bytes.isEmpty {
+    func sendStream(_ bytes: UnsafeRawBufferPointer, descriptors fds: UnsafeBufferPointer<CInt>, timeout: Duration?)
+        throws(UnixSocketError)
+    {
+        try checkDescriptors(fds.count, operation: "sendmsg")
+        if !fds.isEmpty && bytes.isEmpty {
             throw UnixSocketError(
                 .invalidArgument, operation: "sendmsg", address: address,
                 detail: "descriptors on a stream need at least one payload byte (the kernel drops them otherwise)")
         }
         var sent = 0
-        if !descriptors.isEmpty {
-            sent = try descriptors.withUnsafeBufferPointer { (fds) throws(UnixSocketError) -> Int in
-                try blocking("sendmsg", events: SystemConstants.pollOut, timeout: timeout) { fd in
-                    Self.sendmsgOnce(fd, bytes, descriptors: fds, credentials: nil, destination: nil)
-                }
+        if !fds.isEmpty {
+            sent = try blocking("sendmsg", events: SystemConstants.pollOut, timeout: timeout) { fd in
+                Self.sendmsgOnce(fd, bytes, descriptors: fds, credentials: nil, destination: nil)
             }
         }
         try writeAll(UnsafeRawBufferPointer(rebasing: bytes[sent...]), timeout: timeout)
@@ -158,8 +158,8 @@ extension SocketCore {
     /// One recvmsg(2) into `buffer` with room for `maxDescriptors` and (when SO_PASSCRED is on) credentials.
     static func recvmsgOnce(
         _ fd: CInt, _ buffer: UnsafeMutableRawBufferPointer, maxDescriptors: Int, credentials: Bool,
-        wantSender: Bool, flags: CInt
-    ) -> Result<IOResult<RawReceived>, Errno> {
+        wantSender: Bool, flags: CInt, into received: inout RawReceived
+    ) -> Result<IOResult<Int>, Errno> {
         let rightsSpace = maxDescriptors > 0 ? uds_cmsg_space(maxDescriptors * MemoryLayout<CInt>.size) : 0
         let credentialsSpace = credentials ? uds_cmsg_space(MemoryLayout<uds_ucred>.size) : 0
         let space = rightsSpace + credentialsSpace
@@ -180,20 +180,17 @@ extension SocketCore {
                         message.msg_control = control.baseAddress
                         message.msg_controllen = space
                     }
-                    switch system_recvmsg(fd, &message, allFlags) {
-                    case .failure(let errno): return .failure(errno)
-                    case .success(.wouldBlock): return .success(.wouldBlock)
-                    case .success(.done(let count)):
-                        var received = RawReceived(
-                            count: count, flags: message.msg_flags, descriptors: [], credentials: nil, sender: nil)
+                    let result = system_recvmsg(fd, &message, allFlags)
+                    if case .success(.done) = result {
+                        received.flags = message.msg_flags
                         if wantSender {
                             received.sender = UnixAddress(sockaddr: namePointer.pointee, length: message.msg_namelen)
                         }
                         if space > 0 && message.msg_controllen > 0 {
                             parseControl(&message, into: &received)
                         }
-                        return .success(.done(received))
                     }
+                    return result
                 }
             }
         }
@@ -213,7 +210,8 @@ extension SocketCore {
                     let count = payload / MemoryLayout<CInt>.size
                     for index in 0..<count {
                         received.descriptors.append(
-                            data.loadUnaligned(fromByteOffset: index * MemoryLayout<CInt>.size, as: CInt.self))
+                            OwnedDescriptor(
+                                data.loadUnaligned(fromByteOffset: index * MemoryLayout<CInt>.size, as: CInt.self)))
                     }
                 } else if cmsg.pointee.cmsg_type == SystemConstants.scmCredentials,
                     payload >= MemoryLayout<uds_ucred>.size
@@ -241,22 +239,43 @@ extension SocketCore {
         let isMessage = type != .stream
         let flags = isMessage ? SystemConstants.msgTrunc : 0
         let credentials = passCredentials.load(ordering: .relaxed)
-        let raw = try blocking(operation, events: SystemConstants.pollIn, timeout: timeout) { fd in
+        var raw = RawReceived()
+        let count = try blocking(operation, events: SystemConstants.pollIn, timeout: timeout) { fd in
             Self.recvmsgOnce(
                 fd, buffer, maxDescriptors: maxDescriptors, credentials: credentials, wantSender: wantSender,
-                flags: flags)
+                flags: flags, into: &raw)
         }
-        let (count, owned) = try checkReceived(
-            raw, capacity: buffer.count, maxDescriptors: maxDescriptors, operation: operation)
-        return (count, owned, raw.credentials, raw.sender)
+        try checkReceived(raw, count: count, capacity: buffer.count, maxDescriptors: maxDescriptors, operation: operation)
+        return (count, raw.descriptors, raw.credentials, raw.sender)
+    }
+
+    /// Receives one message (or, on a stream, what is there) into `buffer` without descriptors or sender:
+    /// the allocation-free path of `receive(into:)`. Credentials that arrive are dropped; descriptors that
+    /// arrive (no room for them) are a `.controlTruncated` error, as in the general receive.
+    func receiveMessage(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration?) throws(UnixSocketError) -> Int {
+        let flags = type != .stream ? SystemConstants.msgTrunc : 0
+        let credentials = passCredentials.load(ordering: .relaxed)
+        var raw = RawReceived()
+        let count = try blocking("receive", events: SystemConstants.pollIn, timeout: timeout) { fd in
+            Self.recvmsgOnce(
+                fd, buffer, maxDescriptors: 0, credentials: credentials, wantSender: false, flags: flags, into: &raw)
+        }
+        try checkReceived(raw, count: count, capacity: buffer.count, maxDescriptors: 0, operation: "receive")
+        return count
     }
 
     /// Wraps received descriptors in owners at once; MSG_CTRUNC and (for messages) MSG_TRUNC become errors
     /// after closing every descriptor that arrived.
-    func checkReceived(_ raw: RawReceived, capacity: Int, maxDescriptors: Int, operation: String)
-        throws(UnixSocketError) -> (Int, [OwnedDescriptor])
+    func checkReceived(_ raw: borrowing RawReceived, count: Int, capacity: Int, maxDescriptors: Int, operation: String)
+        throws(UnixSocketError)
     {
-        let owned = raw.descriptors.map(OwnedDescriptor.init)
+        // Fast path: no control data arrived and the message fit.
+        if raw.flags & (SystemConstants.msgCtrunc | SystemConstants.msgTrunc) == 0 && raw.descriptors.isEmpty
+            && (type == .stream || count <= capacity)
+        {
+            return
+        }
+        let owned = raw.descriptors
         // CMSG_SPACE pads an odd count, so one descriptor more than asked can fit: over the cap is truncation too.
         if raw.flags & SystemConstants.msgCtrunc != 0 || owned.count > maxDescriptors {
             owned.forEach { $0.close() }
@@ -265,14 +284,13 @@ extension SocketCore {
                 detail: "control data was cut (MSG_CTRUNC): room for \(maxDescriptors) descriptors; "
                     + "the \(owned.count) that arrived were closed")
         }
-        if type != .stream && raw.count > capacity {
+        if type != .stream && count > capacity {
             owned.forEach { $0.close() }
             throw UnixSocketError(
                 .messageTruncated, operation: operation, address: address,
-                detail: "a message of \(raw.count) bytes did not fit in \(capacity) bytes (MSG_TRUNC); "
+                detail: "a message of \(count) bytes did not fit in \(capacity) bytes (MSG_TRUNC); "
                     + "it was discarded")
         }
-        return (raw.count, owned)
     }
 
     /// Receives one message into a new array of at most `maxBytes`.

@@ -6,24 +6,21 @@ public import SystemPackage
 /// It is closed when this object goes away unless ``take()`` handed it to the caller; ``close()`` closes it
 /// earlier. Received descriptors are CLOEXEC (MSG_CMSG_CLOEXEC).
 public final class OwnedDescriptor: Sendable, CustomStringConvertible {
-    private let state: Mutex<CInt>  // -1 once taken or closed
+    private let state: Atomic<CInt>  // -1 once taken or closed; taken by one exchange, so exactly once
 
-    init(_ fd: CInt) { state = Mutex(fd) }
+    init(_ fd: CInt) { state = Atomic(fd) }
 
     deinit { close() }
 
     /// The descriptor number while this object still owns it, else nil. Do not close it yourself.
     public var rawValue: CInt? {
-        let fd = state.withLock { $0 }
+        let fd = state.load(ordering: .acquiring)
         return fd >= 0 ? fd : nil
     }
 
     /// Hands the descriptor to the caller, who must close it. Nil if already taken or closed.
     public func take() -> FileDescriptor? {
-        let fd = state.withLock { fd -> CInt in
-            defer { fd = -1 }
-            return fd
-        }
+        let fd = state.exchange(-1, ordering: .acquiringAndReleasing)
         return fd >= 0 ? FileDescriptor(rawValue: fd) : nil
     }
 

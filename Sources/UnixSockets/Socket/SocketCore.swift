@@ -60,13 +60,16 @@ struct Deadline {
 /// closes it exactly once: at once when nobody is using it, else after the last user returns (in-flight
 /// waiters are woken by a shutdown and see `.closed`), so a reused descriptor number is never touched.
 final class SocketCore: Sendable {
-    private struct State {
-        var fd: CInt
-        var users = 0
-        var closed = false
-    }
-
-    private let state: Mutex<State>
+    /// The descriptor; valid until the socket is closed and its last user returned.
+    private let fd: CInt
+    /// Users and the closed flag in one word: `users << 1 | closed`. A user joins only while the flag is
+    /// clear (compare-exchange); whoever brings the word to exactly `closed, 0 users` closes the descriptor,
+    /// which happens exactly once: `close` when there were no users, else the last user leaving.
+    private let state = Atomic<Int>(0)
+    /// Per direction (bit 0: input, bit 1: output): the last blocking call on it had to wait, so the next
+    /// one polls before its syscall (2 syscalls per wait instead of attempt, poll, retry). Only a hint:
+    /// a wrong guess costs one syscall, never correctness.
+    private let waitHints = Atomic<UInt8>(0)
     /// The socket's type.
     let type: UnixSocketType
     /// The address used in error messages (bound or connected address), if known.
@@ -81,15 +84,14 @@ final class SocketCore: Sendable {
     let afterClose = Mutex<(@Sendable () -> Void)?>(nil)
 
     init(adopting fd: CInt, type: UnixSocketType, address: UnixAddress?) {
-        self.state = Mutex(State(fd: fd))
+        self.fd = fd
         self.type = type
         self.address = address
     }
 
     deinit {
         // Nobody can be using it (users hold a reference); close quietly if still open.
-        let fd = state.withLock { state -> CInt? in state.closed ? nil : state.fd }
-        if let fd { finishClose(fd) }
+        if state.load(ordering: .acquiring) & 1 == 0 { finishClose(fd) }
     }
 
     /// Creates a new socket of `type` (CLOEXEC, non-blocking).
@@ -114,7 +116,7 @@ final class SocketCore: Sendable {
         )
     }
 
-    var isClosed: Bool { state.withLock { $0.closed } }
+    var isClosed: Bool { state.load(ordering: .acquiring) & 1 != 0 }
 
     func closedError(_ operation: String) -> UnixSocketError {
         UnixSocketError(.closed, operation: operation, address: address, detail: "the socket is closed")
@@ -125,33 +127,29 @@ final class SocketCore: Sendable {
     func withDescriptor<R>(_ operation: String, _ body: (CInt) throws(UnixSocketError) -> R) throws(UnixSocketError)
         -> R
     {
-        let fd = state.withLock { state -> CInt in
-            if state.closed { return -1 }
-            state.users += 1
-            return state.fd
+        var current = state.load(ordering: .relaxed)
+        while true {
+            if current & 1 != 0 { throw closedError(operation) }
+            let (exchanged, original) = state.weakCompareExchange(
+                expected: current, desired: current &+ 2, successOrdering: .acquiring, failureOrdering: .relaxed)
+            if exchanged { break }
+            current = original
         }
-        if fd < 0 { throw closedError(operation) }
         defer { endUse() }
         return try body(fd)
     }
 
+    @inline(__always)
     private func endUse() {
-        let fd = state.withLock { state -> CInt? in
-            state.users -= 1
-            return state.closed && state.users == 0 ? state.fd : nil
-        }
-        if let fd { finishClose(fd) }
+        // Closed with no user left: this was the last user of a socket closed meanwhile.
+        if state.subtract(2, ordering: .acquiringAndReleasing).newValue == 1 { finishClose(fd) }
     }
 
     /// Closes the descriptor once. Later calls do nothing. Waiters in other threads are woken.
     func close() {
-        let action = state.withLock { state -> (CInt, Bool)? in
-            if state.closed { return nil }
-            state.closed = true
-            return (state.fd, state.users == 0)
-        }
-        guard let (fd, now) = action else { return }
-        if now {
+        let previous = state.bitwiseOr(1, ordering: .acquiringAndReleasing).oldValue
+        if previous & 1 != 0 { return }
+        if previous == 0 {
             finishClose(fd)
         } else {
             // Wake threads blocked in poll on it; the last of them closes the descriptor. The socket file
@@ -180,12 +178,8 @@ final class SocketCore: Sendable {
 
     /// Gives the descriptor away: the socket is closed afterwards, but the descriptor stays open.
     func release(_ operation: String = "release") throws(UnixSocketError) -> CInt {
-        let fd = state.withLock { state -> CInt? in
-            if state.closed || state.users > 0 { return nil }
-            state.closed = true
-            return state.fd
-        }
-        guard let fd else {
+        let (released, _) = state.compareExchange(expected: 0, desired: 1, ordering: .acquiringAndReleasing)
+        guard released else {
             throw UnixSocketError(
                 .closed, operation: operation, address: address,
                 detail: "the socket is closed or in use by another thread")
@@ -216,6 +210,11 @@ final class SocketCore: Sendable {
     }
 
     /// Tries `attempt`; on EAGAIN waits for `events` with poll, then tries again, until the deadline.
+    ///
+    /// When the previous call in this direction had to wait, this one polls first (a round trip then
+    /// costs poll + syscall instead of syscall, poll, syscall). A poll that returns at once (the data
+    /// or room was already there) drops the hint, so a reader that runs behind its writer goes back to
+    /// one syscall per call.
     @inline(__always)
     func blocking<R>(
         _ operation: String, events: Int16, timeout: Duration?,
@@ -223,9 +222,24 @@ final class SocketCore: Sendable {
     ) throws(UnixSocketError) -> R {
         // A zero or negative timeout is invalid input even when the call would not have to wait.
         if let timeout, timeout <= .zero { _ = try Deadline.after(timeout, operation: operation) }
+        let hint: UInt8 = events == SystemConstants.pollIn ? 1 : 2
         return try withDescriptor(operation) { (fd) throws(UnixSocketError) -> R in
             var deadline: Deadline?
             var deadlineSet = false
+            if waitHints.load(ordering: .relaxed) & hint != 0 {
+                deadline = try Deadline.after(timeout, operation: operation)
+                deadlineSet = true
+                let before = system_monotonicNanoseconds()
+                do throws(UnixSocketError) {
+                    try wait(fd, events: events, deadline: deadline, operation: operation)
+                } catch where error.code == .timedOut {
+                    // The deadline passed before the poll: the attempt below still gets its chance, as
+                    // it would have without the hint, and times out only on EAGAIN.
+                }
+                if system_monotonicNanoseconds() &- before < Self.immediatePollNanoseconds {
+                    waitHints.bitwiseAnd(~hint, ordering: .relaxed)
+                }
+            }
             while true {
                 switch attempt(fd) {
                 case .success(.done(let value)): return value
@@ -234,12 +248,16 @@ final class SocketCore: Sendable {
                         deadline = try Deadline.after(timeout, operation: operation)
                         deadlineSet = true
                     }
+                    if waitHints.load(ordering: .relaxed) & hint == 0 { waitHints.bitwiseOr(hint, ordering: .relaxed) }
                     try wait(fd, events: events, deadline: deadline, operation: operation)
                 case .failure(let errno): throw mapError(operation, errno)
                 }
             }
         }
     }
+
+    /// A poll shorter than this did not sleep: what it waited for was already there.
+    static let immediatePollNanoseconds: UInt64 = 1_500
 
     /// Retries `attempt` with a short exponential back-off while it reports EAGAIN: for the two cases
     /// where poll reports ready at once (connect to a full backlog, unconnected sendto to a full receiver).

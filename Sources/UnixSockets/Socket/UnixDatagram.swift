@@ -79,9 +79,10 @@ public final class UnixDatagram: Sendable, CustomStringConvertible {
         _ bytes: some Collection<UInt8>, to address: UnixAddress, descriptors: [FileDescriptor] = [],
         credentials: UnixCredentials? = nil, timeout: Duration? = nil
     ) throws(UnixSocketError) {
-        let fds = descriptors.map(\.rawValue)
-        try withBytes(bytes) { (raw) throws(UnixSocketError) in
-            try core.sendMessage(raw, descriptors: fds, credentials: credentials, to: address, timeout: timeout)
+        try withRawDescriptors(descriptors) { (fds) throws(UnixSocketError) in
+            try withBytes(bytes) { (raw) throws(UnixSocketError) in
+                try core.sendMessage(raw, descriptors: fds, credentials: credentials, to: address, timeout: timeout)
+            }
         }
     }
 
@@ -91,9 +92,10 @@ public final class UnixDatagram: Sendable, CustomStringConvertible {
         _ bytes: some Collection<UInt8>, descriptors: [FileDescriptor] = [], credentials: UnixCredentials? = nil,
         timeout: Duration? = nil
     ) throws(UnixSocketError) {
-        let fds = descriptors.map(\.rawValue)
-        try withBytes(bytes) { (raw) throws(UnixSocketError) in
-            try core.sendMessage(raw, descriptors: fds, credentials: credentials, to: nil, timeout: timeout)
+        try withRawDescriptors(descriptors) { (fds) throws(UnixSocketError) in
+            try withBytes(bytes) { (raw) throws(UnixSocketError) in
+                try core.sendMessage(raw, descriptors: fds, credentials: credentials, to: nil, timeout: timeout)
+            }
         }
     }
 
@@ -109,7 +111,7 @@ public final class UnixDatagram: Sendable, CustomStringConvertible {
 
     /// Receives one datagram into `buffer` (no allocation); returns its length.
     public func receive(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration? = nil) throws(UnixSocketError) -> Int {
-        try core.receiveMessage(into: buffer, maxDescriptors: 0, wantSender: false, timeout: timeout).count
+        try core.receiveMessage(into: buffer, timeout: timeout)
     }
 
     /// The size of the next datagram without consuming it (MSG_PEEK | MSG_TRUNC).

@@ -52,9 +52,10 @@ public final class UnixSeqPacket: UnixConnection, CustomStringConvertible {
         _ bytes: some Collection<UInt8>, descriptors: [FileDescriptor] = [], credentials: UnixCredentials? = nil,
         timeout: Duration? = nil
     ) throws(UnixSocketError) {
-        let fds = descriptors.map(\.rawValue)
-        try withBytes(bytes) { (raw) throws(UnixSocketError) in
-            try core.sendMessage(raw, descriptors: fds, credentials: credentials, to: nil, timeout: timeout)
+        try withRawDescriptors(descriptors) { (fds) throws(UnixSocketError) in
+            try withBytes(bytes) { (raw) throws(UnixSocketError) in
+                try core.sendMessage(raw, descriptors: fds, credentials: credentials, to: nil, timeout: timeout)
+            }
         }
     }
 
@@ -70,7 +71,7 @@ public final class UnixSeqPacket: UnixConnection, CustomStringConvertible {
 
     /// Receives one message into `buffer` (no allocation); returns its length (0 at EOF).
     public func receive(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration? = nil) throws(UnixSocketError) -> Int {
-        try core.receiveMessage(into: buffer, maxDescriptors: 0, wantSender: false, timeout: timeout).count
+        try core.receiveMessage(into: buffer, timeout: timeout)
     }
 
     /// The size of the next message, without consuming it (MSG_PEEK | MSG_TRUNC); 0 at EOF.

@@ -161,9 +161,10 @@ public final class UnixStream: UnixConnection, CustomStringConvertible {
     public func send(_ bytes: some Collection<UInt8>, descriptors: [FileDescriptor] = [], timeout: Duration? = nil)
         throws(UnixSocketError)
     {
-        let fds = descriptors.map(\.rawValue)
-        try withBytes(bytes) { (raw) throws(UnixSocketError) in
-            try core.sendStream(raw, descriptors: fds, timeout: timeout)
+        try withRawDescriptors(descriptors) { (fds) throws(UnixSocketError) in
+            try withBytes(bytes) { (raw) throws(UnixSocketError) in
+                try core.sendStream(raw, descriptors: fds, timeout: timeout)
+            }
         }
     }
 
@@ -197,6 +198,21 @@ public final class UnixStream: UnixConnection, CustomStringConvertible {
     public var isClosed: Bool { core.isClosed }
 
     public var description: String { "UnixStream(\(core.address.map { "\($0)" } ?? "pair"))" }
+}
+
+/// Lends the numbers of `descriptors` without copying them (FileDescriptor is a frozen wrapper of CInt).
+@inline(__always)
+func withRawDescriptors(
+    _ descriptors: [FileDescriptor], _ body: (UnsafeBufferPointer<CInt>) throws(UnixSocketError) -> Void
+) throws(UnixSocketError) {
+    if descriptors.isEmpty { return try body(UnsafeBufferPointer(start: nil, count: 0)) }
+    var failure: UnixSocketError?
+    descriptors.withUnsafeBufferPointer { buffer in
+        buffer.withMemoryRebound(to: CInt.self) { fds in
+            do throws(UnixSocketError) { try body(fds) } catch { failure = error }
+        }
+    }
+    if let failure { throw failure }
 }
 
 /// Calls `body` with the bytes of `value` (no copy for contiguous collections such as arrays).
