@@ -66,9 +66,10 @@ final class SocketCore: Sendable {
     /// clear (compare-exchange); whoever brings the word to exactly `closed, 0 users` closes the descriptor,
     /// which happens exactly once: `close` when there were no users, else the last user leaving.
     private let state = Atomic<Int>(0)
-    /// Per direction (bit 0: input, bit 1: output): the last blocking call on it had to wait, so the next
-    /// one polls before its syscall (2 syscalls per wait instead of attempt, poll, retry). Only a hint:
-    /// a wrong guess costs one syscall, never correctness.
+    /// Input only: the last blocking receive had to wait, so the next one polls before its syscall
+    /// (2 syscalls per wait instead of attempt, poll, retry). Only a hint: a wrong guess costs one syscall,
+    /// never correctness. Not for output: poll reports a Unix socket writable only once its send buffer
+    /// has drained to a quarter, so polling before each send stalls a writer that could have gone on.
     private let waitHints = Atomic<UInt8>(0)
     /// The socket's type.
     let type: UnixSocketType
@@ -211,7 +212,7 @@ final class SocketCore: Sendable {
 
     /// Tries `attempt`; on EAGAIN waits for `events` with poll, then tries again, until the deadline.
     ///
-    /// When the previous call in this direction had to wait, this one polls first (a round trip then
+    /// When the previous receive had to wait, this one polls first (a round trip then
     /// costs poll + syscall instead of syscall, poll, syscall). A poll that returns at once (the data
     /// or room was already there) drops the hint, so a reader that runs behind its writer goes back to
     /// one syscall per call.
@@ -222,11 +223,11 @@ final class SocketCore: Sendable {
     ) throws(UnixSocketError) -> R {
         // A zero or negative timeout is invalid input even when the call would not have to wait.
         if let timeout, timeout <= .zero { _ = try Deadline.after(timeout, operation: operation) }
-        let hint: UInt8 = events == SystemConstants.pollIn ? 1 : 2
+        let hint: UInt8 = events == SystemConstants.pollIn ? 1 : 0
         return try withDescriptor(operation) { (fd) throws(UnixSocketError) -> R in
             var deadline: Deadline?
             var deadlineSet = false
-            if waitHints.load(ordering: .relaxed) & hint != 0 {
+            if hint != 0 && waitHints.load(ordering: .relaxed) & hint != 0 {
                 deadline = try Deadline.after(timeout, operation: operation)
                 deadlineSet = true
                 let before = system_monotonicNanoseconds()
@@ -248,7 +249,9 @@ final class SocketCore: Sendable {
                         deadline = try Deadline.after(timeout, operation: operation)
                         deadlineSet = true
                     }
-                    if waitHints.load(ordering: .relaxed) & hint == 0 { waitHints.bitwiseOr(hint, ordering: .relaxed) }
+                    if hint != 0 && waitHints.load(ordering: .relaxed) & hint == 0 {
+                        waitHints.bitwiseOr(hint, ordering: .relaxed)
+                    }
                     try wait(fd, events: events, deadline: deadline, operation: operation)
                 case .failure(let errno): throw mapError(operation, errno)
                 }
