@@ -78,7 +78,7 @@ final class Spawned: @unchecked Sendable {  // used by one test at a time
         if let environment {
             process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         }
-        try process.run()
+        try launch(process)
     }
 
     var pid: Int32 { process.processIdentifier }

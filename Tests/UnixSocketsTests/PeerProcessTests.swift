@@ -43,7 +43,7 @@ func peerPidfd(_ body: () throws(UnixSocketError) -> OwnedDescriptor) throws -> 
             "-c", "import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.recv(1)",
             dir.file("pidfd.sock"),
         ]
-        try python.run()
+        try launch(python)
         defer {
             if python.isRunning { python.terminate() }
             python.waitUntilExit()

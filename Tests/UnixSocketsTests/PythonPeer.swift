@@ -70,7 +70,7 @@ final class PythonPeer: @unchecked Sendable {  // used by one test at a time
         process.standardOutput = stdoutPipe
         process.standardError = stderrPipe
         process.standardInput = FileHandle.nullDevice
-        try process.run()
+        try launch(process)
     }
 
     deinit {

@@ -54,3 +54,14 @@ extension Trait where Self == OnReactorTrait {
     /// Run on the reactor executor (see `OnReactorTrait`).
     static var onReactor: Self { Self() }
 }
+
+/// Starts `process` while holding a process-wide lock. Foundation's `Process.run()` on Linux is not safe to
+/// call from several threads at once (a concurrent launch crashed in memmove inside `Process.run`), and
+/// Swift Testing runs tests in parallel.
+func launch(_ process: Process) throws {
+    processLaunchLock.lock()
+    defer { processLaunchLock.unlock() }
+    try process.run()
+}
+
+private let processLaunchLock = NSLock()
