@@ -120,12 +120,7 @@ extension SocketCore {
     }
 
     func asyncSendStream(_ bytes: UnsafeRawBufferPointer, descriptors: [CInt], timeout: Duration?) async throws {
-        try checkDescriptors(descriptors.count, operation: "sendmsg")
-        if !descriptors.isEmpty && bytes.isEmpty {
-            throw UnixSocketError(
-                .invalidArgument, operation: "sendmsg", address: address,
-                detail: "descriptors on a stream need at least one payload byte (the kernel drops them otherwise)")
-        }
+        try checkStreamSend(byteCount: bytes.count, descriptorCount: descriptors.count)
         var sent = 0
         if !descriptors.isEmpty {
             sent = try await asyncIO("sendmsg", writing: true, timeout: timeout) { fd in
@@ -142,12 +137,8 @@ extension SocketCore {
         to destination: UnixAddress?, timeout: Duration?
     ) async throws {
         let operation = destination == nil ? "send" : "sendto"
-        try checkDescriptors(descriptors.count, operation: operation)
-        if type == .seqPacket && bytes.isEmpty {
-            throw UnixSocketError(
-                .invalidArgument, operation: operation, address: address,
-                detail: "an empty seqpacket message would read like end-of-stream at the peer")
-        }
+        try checkMessageSend(
+            byteCount: bytes.count, descriptorCount: descriptors.count, to: destination, operation: operation)
         do {
             if let destination {
                 let storage = try destination.sockAddr(operation: operation)

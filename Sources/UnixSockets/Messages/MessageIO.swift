@@ -77,17 +77,7 @@ extension SocketCore {
         to destination: UnixAddress?, timeout: Duration?
     ) throws(UnixSocketError) {
         let operation = destination == nil ? "send" : "sendto"
-        if destination?.isUnnamed == true {
-            throw UnixSocketError(
-                .invalidAddress, operation: operation, address: destination,
-                detail: "cannot send to an unnamed address (the peer is not bound; it cannot be answered)")
-        }
-        try checkDescriptors(fds.count, operation: operation)
-        if type == .seqPacket && bytes.isEmpty {
-            throw UnixSocketError(
-                .invalidArgument, operation: operation, address: address,
-                detail: "an empty seqpacket message would read like end-of-stream at the peer")
-        }
+        try checkMessageSend(byteCount: bytes.count, descriptorCount: fds.count, to: destination, operation: operation)
         do throws(UnixSocketError) {
             do {
                 if let destination {
@@ -123,17 +113,39 @@ extension SocketCore {
             detail: "message of \(size) bytes is too long\(limit)")
     }
 
+    /// What a message send (seqpacket, datagram) refuses before any syscall, blocking and async alike.
+    func checkMessageSend(byteCount: Int, descriptorCount: Int, to destination: UnixAddress?, operation: String)
+        throws(UnixSocketError)
+    {
+        if destination?.isUnnamed == true {
+            throw UnixSocketError(
+                .invalidAddress, operation: operation, address: destination,
+                detail: "cannot send to an unnamed address (the peer is not bound; it cannot be answered)")
+        }
+        try checkDescriptors(descriptorCount, operation: operation)
+        if type == .seqPacket && byteCount == 0 {
+            throw UnixSocketError(
+                .invalidArgument, operation: operation, address: address,
+                detail: "an empty seqpacket message would read like end-of-stream at the peer")
+        }
+    }
+
+    /// What a stream send with descriptors refuses before any syscall, blocking and async alike.
+    func checkStreamSend(byteCount: Int, descriptorCount: Int) throws(UnixSocketError) {
+        try checkDescriptors(descriptorCount, operation: "sendmsg")
+        if descriptorCount > 0 && byteCount == 0 {
+            throw UnixSocketError(
+                .invalidArgument, operation: "sendmsg", address: address,
+                detail: "descriptors on a stream need at least one payload byte (the kernel drops them otherwise)")
+        }
+    }
+
     /// Stream send with descriptors: they ride on the first sendmsg only (which must carry a payload byte);
     /// the rest of the bytes follow without them.
     func sendStream(_ bytes: UnsafeRawBufferPointer, descriptors fds: UnsafeBufferPointer<CInt>, timeout: Duration?)
         throws(UnixSocketError)
     {
-        try checkDescriptors(fds.count, operation: "sendmsg")
-        if !fds.isEmpty && bytes.isEmpty {
-            throw UnixSocketError(
-                .invalidArgument, operation: "sendmsg", address: address,
-                detail: "descriptors on a stream need at least one payload byte (the kernel drops them otherwise)")
-        }
+        try checkStreamSend(byteCount: bytes.count, descriptorCount: fds.count)
         var sent = 0
         if !fds.isEmpty {
             sent = try blocking("sendmsg", events: SystemConstants.pollOut, timeout: timeout) { fd in
