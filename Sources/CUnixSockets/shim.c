@@ -31,6 +31,7 @@ const int UDS_SPLICE_F_MOVE = SPLICE_F_MOVE;
 const int UDS_SPLICE_F_NONBLOCK = SPLICE_F_NONBLOCK;
 const int UDS_POLLRDHUP = POLLRDHUP;
 const int UDS_F_DUPFD_CLOEXEC = F_DUPFD_CLOEXEC;
+const int UDS_O_PATH = O_PATH;
 
 struct cmsghdr *uds_cmsg_firsthdr(const struct msghdr *msg) { return CMSG_FIRSTHDR(msg); }
 struct cmsghdr *uds_cmsg_nxthdr(const struct msghdr *msg, const struct cmsghdr *cmsg) {

@@ -46,6 +46,7 @@ extern const int UDS_SPLICE_F_MOVE;
 extern const int UDS_SPLICE_F_NONBLOCK;
 extern const int UDS_POLLRDHUP;
 extern const int UDS_F_DUPFD_CLOEXEC;
+extern const int UDS_O_PATH;
 
 // CMSG_* as functions.
 struct cmsghdr *uds_cmsg_firsthdr(const struct msghdr *msg);

@@ -322,14 +322,25 @@ final class SocketCore: Sendable {
 
     func localAddress() throws(UnixSocketError) -> UnixAddress {
         try withDescriptor("getsockname") { (fd) throws(UnixSocketError) -> UnixAddress in
-            try Self.readAddress("getsockname", address: address) { system_getsockname(fd, $0, $1) }
+            resolved(try Self.readAddress("getsockname", address: address) { system_getsockname(fd, $0, $1) })
         }
     }
 
     func peerAddress() throws(UnixSocketError) -> UnixAddress {
         try withDescriptor("getpeername") { (fd) throws(UnixSocketError) -> UnixAddress in
-            try Self.readAddress("getpeername", address: address) { system_getpeername(fd, $0, $1) }
+            resolved(try Self.readAddress("getpeername", address: address) { system_getpeername(fd, $0, $1) })
         }
+    }
+
+    /// A path socket is bound by its name inside its directory (see `SocketFile`), so the kernel reports
+    /// that name alone; where it is the last component of the address this socket was made for, report
+    /// that address.
+    private func resolved(_ reported: UnixAddress) -> UnixAddress {
+        guard case .path(let name) = reported.kind, name.first != UInt8(ascii: "/"),
+            let address, case .path(let full) = address.kind, full.count > name.count,
+            full.suffix(name.count).elementsEqual(name), full[full.count - name.count - 1] == UInt8(ascii: "/")
+        else { return reported }
+        return address
     }
 
     static func readAddress(

@@ -37,8 +37,7 @@ public final class UnixDatagram: Sendable, CustomStringConvertible {
     public static func bind(_ address: UnixAddress, mode: UInt32? = nil) throws(UnixSocketError) -> UnixDatagram {
         let core = try SocketCore.make(.datagram, address: address, operation: "bind")
         if case .path(let path) = address.kind {
-            let lock = SocketFile.lockParent(of: path)
-            let claim = try SocketFile.bind(core, to: address, path: path, mode: mode, lock: lock)
+            let claim = try SocketFile.bind(core, to: address, path: path, mode: mode, byName: false)
             return UnixDatagram(core: core, claim: claim)
         }
         if mode != nil && address.isAbstract {

@@ -53,12 +53,10 @@ public final class UnixListener<Connection: UnixConnection>: Sendable, CustomStr
         let core = try SocketCore.make(Connection.socketType, address: address, operation: "bind")
         switch address.kind {
         case .path(let path):
-            let lock = SocketFile.lockParent(of: path)
-            let claim = try SocketFile.bind(core, to: address, path: path, mode: mode, lock: lock)
-            let listener = UnixListener(core: core, address: address, claim: claim)
-            try listener.listen(backlog)
-            _ = consume lock  // held until listen() returned: two servers cannot both win the path
-            return listener
+            let claim = try SocketFile.bind(core, to: address, path: path, mode: mode, byName: true) { () throws(UnixSocketError) in
+                try listen(core, address: address, backlog: backlog)
+            }
+            return UnixListener(core: core, address: address, claim: claim)
         case .abstract:
             if mode != nil {
                 throw UnixSocketError(
@@ -69,9 +67,8 @@ public final class UnixListener<Connection: UnixConnection>: Sendable, CustomStr
         case .unnamed:
             try core.bind(to: address)  // autobind
         }
-        let listener = UnixListener(core: core, address: address, claim: nil)
-        try listener.listen(backlog)
-        return listener
+        try listen(core, address: address, backlog: backlog)
+        return UnixListener(core: core, address: address, claim: nil)
     }
 
     /// Adopts a listening socket descriptor (e.g. from systemd socket activation). It does not remove its
@@ -82,13 +79,13 @@ public final class UnixListener<Connection: UnixConnection>: Sendable, CustomStr
         let core = try SocketCore.adopt(descriptor, type: Connection.socketType, operation: "adopt")
         let address = core.address ?? .unnamed
         var claim: SocketFileClaim?
-        if removeSocketFileOnClose, case .path(let path) = address.kind, let identity = SocketFile.identity(path) {
-            claim = SocketFileClaim(path: path, device: identity.device, inode: identity.inode)
+        if removeSocketFileOnClose, case .path(let path) = address.kind {
+            claim = SocketFileClaim.adopting(path, address: address)
         }
         self.init(core: core, address: address, claim: claim)
     }
 
-    private func listen(_ backlog: Int32) throws(UnixSocketError) {
+    private static func listen(_ core: SocketCore, address: UnixAddress, backlog: Int32) throws(UnixSocketError) {
         try core.withDescriptor("listen") { (fd) throws(UnixSocketError) in
             if case .failure(let errno) = system_listen(fd, backlog) {
                 throw .system("listen", errno, address: address)

@@ -128,6 +128,13 @@ enum SystemConstants {
     static let shutBoth = CInt(SHUT_RDWR)
     static let somaxconn = CInt(SOMAXCONN)
     static let sunPathCapacity = MemoryLayout.size(ofValue: sockaddr_un().sun_path)
+    static let openPath = UDS_O_PATH
+    static let openDirectory = CInt(O_DIRECTORY)
+    static let openNoFollow = CInt(O_NOFOLLOW)
+    static let openCreate = CInt(O_CREAT)
+    static let openReadOnly = CInt(O_RDONLY)
+    static let openNonBlocking = CInt(O_NONBLOCK)
+    static let lockExclusiveNonBlocking = CInt(LOCK_EX | LOCK_NB)
     static let sunPathOffset = MemoryLayout<sockaddr_un>.offset(of: \sockaddr_un.sun_path)!
 }
 
@@ -237,20 +244,36 @@ func system_dupCloexec(_ fd: CInt) -> Result<CInt, Errno> {
     valueOrErrno("fcntl") { fcntl(fd, UDS_F_DUPFD_CLOEXEC, 0) }
 }
 
-func system_lstat(_ path: UnsafePointer<CChar>, _ info: UnsafeMutablePointer<stat>) -> Result<CInt, Errno> {
-    valueOrErrno("lstat") { lstat(path, info) }
-}
-
 func system_fstat(_ fd: CInt, _ info: UnsafeMutablePointer<stat>) -> Result<CInt, Errno> {
     valueOrErrno("fstat") { fstat(fd, info) }
 }
 
-func system_unlink(_ path: UnsafePointer<CChar>) -> Result<CInt, Errno> {
-    valueOrErrno("unlink") { unlink(path) }
+/// fstatat(2) relative to `directory`, never following a symlink in the last component.
+func system_fstatatNoFollow(_ directory: CInt, _ name: UnsafePointer<CChar>, _ info: UnsafeMutablePointer<stat>)
+    -> Result<CInt, Errno>
+{
+    valueOrErrno("fstatat") { fstatat(directory, name, info, AT_SYMLINK_NOFOLLOW) }
+}
+
+/// unlinkat(2) of a non-directory entry of `directory`.
+func system_unlinkat(_ directory: CInt, _ name: UnsafePointer<CChar>) -> Result<CInt, Errno> {
+    valueOrErrno("unlinkat") { unlinkat(directory, name, 0) }
 }
 
 func system_open(_ path: UnsafePointer<CChar>, _ flags: CInt, _ mode: mode_t = 0) -> Result<CInt, Errno> {
     valueOrErrno("open") { open(path, flags | O_CLOEXEC, mode) }
+}
+
+/// openat(2), always CLOEXEC.
+func system_openat(_ directory: CInt, _ name: UnsafePointer<CChar>, _ flags: CInt, _ mode: mode_t = 0)
+    -> Result<CInt, Errno>
+{
+    valueOrErrno("openat") { openat(directory, name, flags | O_CLOEXEC, mode) }
+}
+
+/// fchdir(2): only on a thread that has its own fs context (`unshare(CLONE_FS)`).
+func system_fchdir(_ directory: CInt) -> Result<CInt, Errno> {
+    valueOrErrno("fchdir") { fchdir(directory) }
 }
 
 func system_fchmod(_ fd: CInt, _ mode: mode_t) -> Result<CInt, Errno> {
