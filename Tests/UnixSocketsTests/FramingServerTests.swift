@@ -53,7 +53,7 @@ func checksum(_ bytes: [UInt8]) -> UInt64 {
         let (a, b) = try UnixStream.pair()
         defer { a.close(); b.close() }
         try a.write(all: [0xFF, 0xFF, 0xFF, 0xFF])
-        let framed = FramedStream(b, maximumFrameLength: 1024)
+        let framed = try FramedStream(b, maximumFrameLength: 1024)
         #expect {
             _ = try framed.receive(timeout: .seconds(5))
         } throws: { ($0 as? UnixSocketError)?.code == .frameTooLarge }

@@ -169,10 +169,12 @@ extension SocketCore {
     func asyncReceiveMessage(
         maxBytes: Int, maxDescriptors: Int, wantSender: Bool, timeout: Duration?
     ) async throws -> UnixMessage {
-        if maxDescriptors < 0 || maxDescriptors > maximumDescriptorsPerMessage || maxBytes < 0 {
+        let maxBytes = try checkedByteCount(
+            maxBytes, "maxBytes", operation: "receive", address: address, allocationCap: maximumMessageBuffer)
+        if maxDescriptors < 0 || maxDescriptors > maximumDescriptorsPerMessage {
             throw UnixSocketError(
                 .invalidArgument, operation: "receive", address: address,
-                detail: "maxBytes must be >= 0 and maxDescriptors 0...\(maximumDescriptorsPerMessage)")
+                detail: "maxDescriptors must be 0...\(maximumDescriptorsPerMessage)")
         }
         let isMessage = type != .stream
         let flags = isMessage ? SystemConstants.msgTrunc : 0

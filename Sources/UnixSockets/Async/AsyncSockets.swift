@@ -21,15 +21,18 @@ extension UnixStream {
 
     /// Reads what is there, at most `maxBytes`; an empty array means EOF.
     public func read(maxBytes: Int = 65536, timeout: Duration? = nil) async throws -> [UInt8] {
-        let storage = UnsafeMutableRawBufferPointer.allocate(byteCount: max(maxBytes, 1), alignment: 16)
+        let capacity = try checkedByteCount(
+            maxBytes, "maxBytes", operation: "read", address: core.address, allocationCap: maximumStreamReadBuffer)
+        let storage = UnsafeMutableRawBufferPointer.allocate(byteCount: max(capacity, 1), alignment: 16)
         defer { storage.deallocate() }
-        let count = try await core.asyncReadSome(UnsafeMutableRawBufferPointer(rebasing: storage[..<maxBytes]), timeout: timeout)
+        let count = try await core.asyncReadSome(UnsafeMutableRawBufferPointer(rebasing: storage[..<capacity]), timeout: timeout)
         return Array(UnsafeRawBufferPointer(rebasing: storage[..<count]))
     }
 
     /// Reads exactly `count` bytes.
     /// - Throws: ``UnixSocketError`` `.unexpectedEOF` if the peer closes first.
     public func read(exactly count: Int, timeout: Duration? = nil) async throws -> [UInt8] {
+        _ = try checkedByteCount(count, "count", operation: "read", address: core.address)
         let storage = UnsafeMutableRawBufferPointer.allocate(byteCount: max(count, 1), alignment: 16)
         defer { storage.deallocate() }
         let target = UnsafeMutableRawBufferPointer(rebasing: storage[..<count])

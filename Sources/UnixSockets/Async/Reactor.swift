@@ -245,7 +245,7 @@ public final class UnixReactor: TaskExecutor, @unchecked Sendable {
         try await withTaskCancellationHandler {
             try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Void, any Error>) in
                 sleeper.set(continuation)
-                reactor.addTimer(id: id, end: system_monotonicNanoseconds() &+ nanoseconds) { sleeper.resume(nil) }
+                reactor.addTimer(id: id, end: Deadline.saturatingEnd(after: nanoseconds)) { sleeper.resume(nil) }
             }
         } onCancel: {
             reactor.removeTimer(id: id)
@@ -319,7 +319,8 @@ public final class UnixReactor: TaskExecutor, @unchecked Sendable {
         }
         for fire in expired { fire() }
         if earliest == .max { return -1 }
-        return CInt(clamping: (earliest - min(now, earliest) + 999_999) / 1_000_000)
+        let left = earliest - min(now, earliest)
+        return CInt(clamping: left / 1_000_000 + (left % 1_000_000 == 0 ? 0 : 1))
     }
 
     // MARK: Executor

@@ -31,33 +31,62 @@ public final class FramedStream: Sendable {
     public let stream: UnixStream
     private let encoder: FrameEncoder
     private let reader: Mutex<ReaderState?>
-    private let sendLock = Mutex<Bool>(false)
+    /// One sender at a time: a frame's bytes are never interleaved with another's.
+    private let sendGate = SendGate()
 
     struct ReaderState: Sendable {
         var decoder: FrameDecoder
         var ready: [FramedMessage] = []
-        /// Descriptors waiting for the frame starting at `offset` to complete.
-        var pending: [(offset: UInt64, descriptors: [OwnedDescriptor])] = []
+        /// Descriptors of the frame in progress (which starts at `offset`), waiting for it to complete.
+        var pending: (offset: UInt64, descriptors: [OwnedDescriptor])?
         var ended = false
     }
 
     /// The most descriptors accepted with one read.
     public let maxDescriptorsPerRead: Int
+    /// The most descriptors one frame may collect.
+    public let maxDescriptorsPerFrame: Int
     /// Bytes asked for per read.
     static let readSize = 64 * 1024
 
+    /// Wraps `stream` with the defaults: 16 MiB frames, 16 descriptors per read, 64 pending descriptors.
+    public init(_ stream: UnixStream) {
+        self.stream = stream
+        self.encoder = FrameEncoder(maximumFrameLength: FrameFormat.defaultMaximumFrameLength)
+        self.reader = Mutex(ReaderState(decoder: FrameDecoder(maximumFrameLength: FrameFormat.defaultMaximumFrameLength)))
+        self.maxDescriptorsPerRead = 16
+        self.maxDescriptorsPerFrame = 64
+    }
+
     /// Wraps `stream`.
     /// - Parameters:
-    ///   - maximumFrameLength: the largest payload accepted or sent (default 16 MiB).
-    ///   - maxDescriptorsPerRead: descriptors accepted per read; more is `.controlTruncated` (all closed).
+    ///   - maximumFrameLength: the largest payload accepted or sent (default 16 MiB; at most 2^32 - 1).
+    ///   - maxDescriptorsPerRead: descriptors accepted per read (0...253); more is `.controlTruncated` (all
+    ///     closed).
+    ///   - maxDescriptorsPerFrame: descriptors one frame may collect over its reads; more is `.tooLarge`
+    ///     (all closed), so a peer cannot make the receiver hold an unbounded number.
+    /// - Throws: ``UnixSocketError`` `.invalidArgument` for a limit out of range.
     public init(
         _ stream: UnixStream, maximumFrameLength: Int = FrameFormat.defaultMaximumFrameLength,
-        maxDescriptorsPerRead: Int = 16
-    ) {
+        maxDescriptorsPerRead: Int = 16, maxDescriptorsPerFrame: Int = 64
+    ) throws(UnixSocketError) {
+        func invalid(_ detail: String) -> UnixSocketError {
+            UnixSocketError(.invalidArgument, operation: "framed stream", address: stream.core.address, detail: detail)
+        }
+        guard (0...Int(UInt32.max)).contains(maximumFrameLength) else {
+            throw invalid("maximumFrameLength must be 0...\(UInt32.max) (got \(maximumFrameLength))")
+        }
+        guard (0...maximumDescriptorsPerMessage).contains(maxDescriptorsPerRead) else {
+            throw invalid("maxDescriptorsPerRead must be 0...\(maximumDescriptorsPerMessage) (got \(maxDescriptorsPerRead))")
+        }
+        guard maxDescriptorsPerFrame >= 0 else {
+            throw invalid("maxDescriptorsPerFrame must not be negative (got \(maxDescriptorsPerFrame))")
+        }
         self.stream = stream
         self.encoder = FrameEncoder(maximumFrameLength: maximumFrameLength)
         self.reader = Mutex(ReaderState(decoder: FrameDecoder(maximumFrameLength: maximumFrameLength)))
         self.maxDescriptorsPerRead = maxDescriptorsPerRead
+        self.maxDescriptorsPerFrame = maxDescriptorsPerFrame
     }
 
     // MARK: Sending
@@ -74,12 +103,16 @@ public final class FramedStream: Sendable {
         throws(UnixSocketError)
     {
         let wire = try encode(payload)
-        try stream.send(wire, descriptors: descriptors, timeout: timeout)
+        try sendGate.withBlockingTurn(timeout: timeout, address: stream.core.address) { () throws(UnixSocketError) in
+            try stream.send(wire, descriptors: descriptors, timeout: timeout)
+        }
     }
 
     /// Sends one frame with `descriptors` attached to its first byte.
     public func send(_ payload: [UInt8], descriptors: [FileDescriptor] = [], timeout: Duration? = nil) async throws {
         let wire = try encode(payload)
+        await sendGate.enter()
+        defer { sendGate.leave() }
         try await stream.send(wire, descriptors: descriptors, timeout: timeout)
     }
 
@@ -104,31 +137,68 @@ public final class FramedStream: Sendable {
     }
 
     /// Feeds one read's bytes and descriptors to the decoder and moves complete frames to `ready`.
+    ///
+    /// The descriptors of a read belong to the last frame that begins within it (the sender attached them
+    /// to that frame's first byte; the kernel may merge earlier bytes into the read, never later ones);
+    /// when no frame begins within it, to the frame that was in progress (a peer that sent them with the
+    /// payload rather than the header). A frame holds at most `maxDescriptorsPerFrame`; its descriptors
+    /// are handed over when it completes and never kept past it.
     static func absorb(
-        _ state: inout ReaderState, bytes: UnsafeRawBufferPointer, descriptors: [OwnedDescriptor]
+        _ state: inout ReaderState, bytes: UnsafeRawBufferPointer, descriptors: [OwnedDescriptor],
+        maxDescriptorsPerFrame: Int, address: UnixAddress?
     ) throws(UnixSocketError) {
         let readStart = state.decoder.totalBytesAppended
+        let inProgress = state.decoder.nextFrameOffset  // the frame this read continues (or begins)
         state.decoder.append(bytes)
         var lastStartingHere: Int?  // index in `ready` of the last complete frame that began in this read
+        var inProgressIndex: Int?  // index in `ready` of the frame in progress, if this read completed it
         while let frame = try state.decoder.nextFrame() {
             var attached: [OwnedDescriptor] = []
-            if let first = state.pending.first, first.offset == frame.startOffset {
-                attached = first.descriptors
-                state.pending.removeFirst()
+            if let pending = state.pending, pending.offset == frame.startOffset {
+                attached = pending.descriptors
+                state.pending = nil
             }
             state.ready.append(FramedMessage(payload: frame.payload, descriptors: attached))
             if frame.startOffset >= readStart { lastStartingHere = state.ready.count - 1 }
+            if frame.startOffset == inProgress { inProgressIndex = state.ready.count - 1 }
         }
         guard !descriptors.isEmpty else { return }
-        // The last frame that begins within this read gets them: the one still in progress if it began
-        // here, else the last complete one that did. (A partial frame that began in an earlier read means
-        // no complete frame began here.)
         let partialStartsHere = state.decoder.bufferedByteCount > 0 && state.decoder.nextFrameOffset >= readStart
-        if !partialStartsHere, let index = lastStartingHere {
-            state.ready[index].descriptors += descriptors
+        let target: Int?  // a complete frame's index, or nil for the frame still in progress
+        if partialStartsHere {
+            target = nil
+        } else if let index = lastStartingHere {
+            target = index
         } else {
-            state.pending.append((state.decoder.nextFrameOffset, descriptors))
+            target = inProgressIndex  // nil: the frame in progress is still not complete
         }
+        if let target {
+            let total = state.ready[target].descriptors.count + descriptors.count
+            guard total <= maxDescriptorsPerFrame else {
+                descriptors.forEach { $0.close() }
+                state.ready[target].descriptors.forEach { $0.close() }
+                state.ready[target].descriptors = []
+                throw tooManyDescriptors(total, limit: maxDescriptorsPerFrame, address: address)
+            }
+            state.ready[target].descriptors += descriptors
+            return
+        }
+        let offset = state.decoder.nextFrameOffset
+        var collected = state.pending?.offset == offset ? state.pending!.descriptors : []
+        if let stale = state.pending, stale.offset != offset { stale.descriptors.forEach { $0.close() } }
+        collected += descriptors
+        guard collected.count <= maxDescriptorsPerFrame else {
+            collected.forEach { $0.close() }
+            state.pending = nil
+            throw tooManyDescriptors(collected.count, limit: maxDescriptorsPerFrame, address: address)
+        }
+        state.pending = (offset, collected)
+    }
+
+    static func tooManyDescriptors(_ count: Int, limit: Int, address: UnixAddress?) -> UnixSocketError {
+        UnixSocketError(
+            .tooLarge, operation: "receive frame", address: address,
+            detail: "one frame came with \(count) descriptors, over the limit of \(limit); all were closed")
     }
 
     /// The deadlines of one frame receive: overall, idle (no byte of the next frame yet) and per frame
@@ -179,7 +249,7 @@ public final class FramedStream: Sendable {
                 frameStarted: state.decoder.bufferedByteCount > 0, address: stream.core.address)
             let message = try stream.receive(
                 maxBytes: Self.readSize, maxDescriptors: maxDescriptorsPerRead, timeout: remaining)
-            try Self.ingest(&state, message)
+            try ingest(&state, message)
         }
         return state.ready.removeFirst()
     }
@@ -198,20 +268,98 @@ public final class FramedStream: Sendable {
                 frameStarted: state.decoder.bufferedByteCount > 0, address: stream.core.address)
             let message = try await stream.receive(
                 maxBytes: Self.readSize, maxDescriptors: maxDescriptorsPerRead, timeout: remaining)
-            try Self.ingest(&state, message)
+            try ingest(&state, message)
         }
         return state.ready.removeFirst()
     }
 
-    private static func ingest(_ state: inout ReaderState, _ message: UnixMessage) throws(UnixSocketError) {
+    private func ingest(_ state: inout ReaderState, _ message: UnixMessage) throws(UnixSocketError) {
         if message.bytes.isEmpty {
             state.ended = true
             message.descriptors.forEach { $0.close() }
+            state.pending?.descriptors.forEach { $0.close() }
+            state.pending = nil
             try state.decoder.finish()
             return
         }
+        let limit = maxDescriptorsPerFrame
+        let address = stream.core.address
         try message.bytes.withUnsafeBytes { raw in
-            Result { () throws(UnixSocketError) in try absorb(&state, bytes: raw, descriptors: message.descriptors) }
+            Result { () throws(UnixSocketError) in
+                try Self.absorb(
+                    &state, bytes: raw, descriptors: message.descriptors, maxDescriptorsPerFrame: limit, address: address)
+            }
         }.get()
+    }
+}
+
+/// Lets one sender at a time through, async or blocking. Async senders wait in line (FIFO, handed the turn
+/// directly); a blocking sender that finds the gate taken sleeps with a short back-off until its timeout
+/// (contention between blocking senders on one stream is the rare case).
+final class SendGate: Sendable {
+    private struct State {
+        var taken = false
+        var waiters: [UnsafeContinuation<Void, Never>] = []
+    }
+    private let state = Mutex(State())
+
+    func enter() async {
+        if state.withLock({ state in
+            if state.taken { return false }
+            state.taken = true
+            return true
+        }) {
+            return
+        }
+        await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
+            let admitted = state.withLock { state -> Bool in
+                if !state.taken {
+                    state.taken = true
+                    return true
+                }
+                state.waiters.append(continuation)
+                return false
+            }
+            if admitted { continuation.resume() }
+        }
+    }
+
+    func tryEnter() -> Bool {
+        state.withLock { state in
+            if state.taken { return false }
+            state.taken = true
+            return true
+        }
+    }
+
+    func leave() {
+        let next = state.withLock { state -> UnsafeContinuation<Void, Never>? in
+            if state.waiters.isEmpty {
+                state.taken = false
+                return nil
+            }
+            return state.waiters.removeFirst()  // the turn passes straight to it: `taken` stays set
+        }
+        next?.resume()
+    }
+
+    func withBlockingTurn<R>(timeout: Duration?, address: UnixAddress?, _ body: () throws(UnixSocketError) -> R)
+        throws(UnixSocketError) -> R
+    {
+        if !tryEnter() {
+            let deadline = try Deadline.after(timeout, operation: "send frame")
+            var pause = 20_000
+            while !tryEnter() {
+                if deadline?.hasPassed ?? false {
+                    throw UnixSocketError(
+                        .timedOut, operation: "send frame", address: address,
+                        detail: "another sender held the stream until the deadline")
+                }
+                system_nanosleep(nanoseconds: pause)
+                pause = min(pause * 2, 1_000_000)
+            }
+        }
+        defer { leave() }
+        return try body()
     }
 }

@@ -309,9 +309,8 @@ extension SocketCore {
     func receiveMessage(
         maxBytes: Int, maxDescriptors: Int, wantSender: Bool, timeout: Duration?
     ) throws(UnixSocketError) -> UnixMessage {
-        if maxBytes < 0 {
-            throw UnixSocketError(.invalidArgument, operation: "receive", address: address, detail: "maxBytes < 0")
-        }
+        let maxBytes = try checkedByteCount(
+            maxBytes, "maxBytes", operation: "receive", address: address, allocationCap: maximumMessageBuffer)
         var result: (count: Int, descriptors: [OwnedDescriptor], credentials: UnixCredentials?, sender: UnixAddress?)?
         var failure: UnixSocketError?
         let bytes = [UInt8](unsafeUninitializedCapacity: max(maxBytes, 1)) { storage, initialized in

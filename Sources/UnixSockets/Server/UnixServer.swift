@@ -52,7 +52,9 @@ public final class UnixServerConnection: Sendable {
         self.credentials = credentials
         self.id = id
         self.configuration = configuration
-        self.framed = FramedStream(stream, maximumFrameLength: configuration.maximumFrameLength)
+        // An out-of-range maximumFrameLength is refused by UnixServer.init; the default stands in here.
+        self.framed =
+            (try? FramedStream(stream, maximumFrameLength: configuration.maximumFrameLength)) ?? FramedStream(stream)
         (outboundStream, outbound) = AsyncStream.makeStream(of: Outbound.self)
     }
 
@@ -142,6 +144,11 @@ public final class UnixServer: Sendable {
         address: UnixAddress, configuration: UnixServerConfiguration = UnixServerConfiguration(),
         logger: Logger = Logger(label: "UnixSockets.UnixServer")
     ) throws {
+        guard (0...Int(UInt32.max)).contains(configuration.maximumFrameLength) else {
+            throw UnixSocketError(
+                .invalidArgument, operation: "server", address: address,
+                detail: "maximumFrameLength must be 0...\(UInt32.max) (got \(configuration.maximumFrameLength))")
+        }
         self.listener = try UnixStreamListener.bind(address, mode: configuration.mode)
         self.configuration = configuration
         self.logger = logger

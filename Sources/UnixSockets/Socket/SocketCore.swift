@@ -42,19 +42,53 @@ struct Deadline {
             throw UnixSocketError(
                 .invalidArgument, operation: operation, detail: "the timeout must be positive (got \(timeout))")
         }
-        let nanoseconds = UInt64(seconds) &* 1_000_000_000 &+ UInt64(attoseconds / 1_000_000_000)
-        return Deadline(end: system_monotonicNanoseconds() &+ nanoseconds)
+        // Saturating: a timeout too large to represent (`.seconds(1 << 62)`) means "never", not "at once".
+        let (whole, overflow) = UInt64(seconds).multipliedReportingOverflow(by: 1_000_000_000)
+        let (nanoseconds, overflow2) = whole.addingReportingOverflow(UInt64(attoseconds / 1_000_000_000))
+        if overflow || overflow2 { return Deadline(end: .max) }
+        return Deadline(end: saturatingEnd(after: nanoseconds))
+    }
+
+    /// Now plus `nanoseconds`, saturating at `UInt64.max` (never).
+    static func saturatingEnd(after nanoseconds: UInt64) -> UInt64 {
+        let (end, overflow) = system_monotonicNanoseconds().addingReportingOverflow(nanoseconds)
+        return overflow ? .max : end
     }
 
     /// Milliseconds left, rounded up; 0 once passed.
     var remainingMilliseconds: CInt {
         let now = system_monotonicNanoseconds()
         guard end > now else { return 0 }
-        return CInt(clamping: (end - now + 999_999) / 1_000_000)
+        return CInt(clamping: (end - now) / 1_000_000 + ((end - now) % 1_000_000 == 0 ? 0 : 1))
     }
 
     var hasPassed: Bool { system_monotonicNanoseconds() >= end }
 }
+
+/// Checks a caller's byte count at the API boundary: negative is invalid input, never a trap.
+/// - Returns: how many bytes to allocate for it: at most `allocationCap` (a read returns what is there,
+///   never more than the socket buffers hold, so a huge `maxBytes` needs no huge buffer).
+func checkedByteCount(
+    _ value: Int, _ name: String, operation: String, address: UnixAddress?, allocationCap: Int = .max
+) throws(UnixSocketError) -> Int {
+    if value < 0 {
+        throw UnixSocketError(
+            .invalidArgument, operation: operation, address: address, detail: "\(name) must not be negative (got \(value))")
+    }
+    if allocationCap == .max && value > maximumExactRead {
+        throw UnixSocketError(
+            .invalidArgument, operation: operation, address: address,
+            detail: "\(name) of \(value) bytes is over the \(maximumExactRead)-byte limit of one call; read into your own buffer")
+    }
+    return min(value, allocationCap)
+}
+
+/// The most bytes `read(exactly:)` allocates in one call (1 GiB).
+let maximumExactRead = 1 << 30
+/// The largest buffer `read(maxBytes:)` allocates: a stream read returns at most what is queued.
+let maximumStreamReadBuffer = 16 << 20
+/// The largest buffer `receive(maxBytes:)` allocates: no Unix socket message is larger than the send buffer.
+let maximumMessageBuffer = 64 << 20
 
 /// The one owner of a socket descriptor. Threads borrow the number through `withDescriptor`; `close`
 /// closes it exactly once: at once when nobody is using it, else after the last user returns (in-flight
@@ -83,6 +117,10 @@ final class SocketCore: Sendable {
     let asyncRegistration = Mutex<Registration?>(nil)
     /// Called after the descriptor is closed (a listener unlinks its socket file here).
     let afterClose = Mutex<(@Sendable () -> Void)?>(nil)
+    /// An eventfd that `close` makes readable to wake threads blocked in poll on this socket, made on the
+    /// first blocking wait (-1 until then). A shutdown would wake them too, but it reaches every holder
+    /// of the same open socket (a parent sharing an inherited listener, a dup'ed descriptor's peer).
+    private let wakeDescriptor = Atomic<CInt>(-1)
 
     init(adopting fd: CInt, type: UnixSocketType, address: UnixAddress?) {
         self.fd = fd
@@ -93,6 +131,13 @@ final class SocketCore: Sendable {
     deinit {
         // Nobody can be using it (users hold a reference); close quietly if still open.
         if state.load(ordering: .acquiring) & 1 == 0 { finishClose(fd) }
+        closeWakeDescriptor()
+    }
+
+    /// Closes the wake eventfd once nobody can be waiting on it (no user left).
+    private func closeWakeDescriptor() {
+        let wake = wakeDescriptor.exchange(-1, ordering: .acquiringAndReleasing)
+        if wake >= 0 { _ = system_close(wake) }
     }
 
     /// Creates a new socket of `type` (CLOEXEC, non-blocking).
@@ -148,19 +193,39 @@ final class SocketCore: Sendable {
 
     /// Closes the descriptor once. Later calls do nothing. Waiters in other threads are woken.
     func close() {
-        let previous = state.bitwiseOr(1, ordering: .acquiringAndReleasing).oldValue
+        let previous = state.bitwiseOr(1, ordering: .sequentiallyConsistent).oldValue
         if previous & 1 != 0 { return }
         if previous == 0 {
             finishClose(fd)
         } else {
-            // Wake threads blocked in poll on it; the last of them closes the descriptor. The socket file
-            // goes now: a process may exit right after close() returns.
-            _ = system_shutdown(fd, SystemConstants.shutBoth)
+            // Wake our own threads blocked in poll on it (never a shutdown, which other holders of the
+            // socket would see); the last of them closes the descriptor. The socket file goes now: a
+            // process may exit right after close() returns.
+            let wake = wakeDescriptor.load(ordering: .sequentiallyConsistent)
+            if wake >= 0 { Self.signal(wake) }
             runAfterClose()
         }
     }
 
+    private static func signal(_ eventfd: CInt) {
+        var one: UInt64 = 1
+        _ = withUnsafeBytes(of: &one) { system_write(eventfd, $0) }
+    }
+
+    /// The wake eventfd, made on first use; nil if it cannot be made (the wait then polls in slices).
+    private func wakeEventDescriptor() -> CInt? {
+        let existing = wakeDescriptor.load(ordering: .sequentiallyConsistent)
+        if existing >= 0 { return existing }
+        guard case .success(let made) = system_eventfd() else { return nil }
+        let (stored, current) = wakeDescriptor.compareExchange(
+            expected: -1, desired: made, ordering: .sequentiallyConsistent)
+        if stored { return made }
+        _ = system_close(made)
+        return current
+    }
+
     private func finishClose(_ fd: CInt) {
+        closeWakeDescriptor()
         for hook in closeHooks.withLock({ $0 }) { hook(fd) }
         if case .failure(let errno) = system_close(fd) {
             precondition(errno != .badFileDescriptor, "UnixSockets closed a descriptor it did not own: \(fd)")
@@ -185,6 +250,7 @@ final class SocketCore: Sendable {
                 .closed, operation: operation, address: address,
                 detail: "the socket is closed or in use by another thread")
         }
+        closeWakeDescriptor()
         for hook in closeHooks.withLock({ $0 }) { hook(fd) }
         return fd
     }
@@ -192,15 +258,25 @@ final class SocketCore: Sendable {
     // MARK: Blocking I/O
 
     /// Waits with poll(2) until the descriptor is ready for `events` or the deadline passes.
+    /// `close()` from another thread wakes it (an eventfd polled beside the socket) with `.closed`.
     func wait(_ fd: CInt, events: Int16, deadline: Deadline?, operation: String) throws(UnixSocketError) {
-        var entry = pollfd(fd: fd, events: events, revents: 0)
+        let wake = wakeEventDescriptor()
+        // Published before this check, so a close() either is seen here or sees the eventfd and signals it.
+        if state.load(ordering: .sequentiallyConsistent) & 1 != 0 { throw closedError(operation) }
+        var entries = (pollfd(fd: fd, events: events, revents: 0), pollfd(fd: wake ?? -1, events: SystemConstants.pollIn, revents: 0))
         while true {
-            let timeout = deadline?.remainingMilliseconds ?? -1
+            var timeout = deadline?.remainingMilliseconds ?? -1
             if timeout == 0 {
                 throw UnixSocketError(.timedOut, operation: operation, address: address, detail: "timed out")
             }
-            switch system_poll(&entry, 1, timeout) {
-            case .success(0): continue  // timeout re-checked above
+            if wake == nil && (timeout < 0 || timeout > 100) { timeout = 100 }  // no eventfd: notice close() in slices
+            let polled = withUnsafeMutableBytes(of: &entries) { raw in
+                system_poll(raw.baseAddress!.assumingMemoryBound(to: pollfd.self), wake == nil ? 1 : 2, timeout)
+            }
+            switch polled {
+            case .success(0):
+                if isClosed { throw closedError(operation) }
+                continue  // timeout re-checked above
             case .success:
                 if isClosed { throw closedError(operation) }
                 return

@@ -61,12 +61,15 @@ public final class UnixStream: UnixConnection, CustomStringConvertible {
     }
 
     /// Reads what is there, at most `maxBytes`; an empty array means EOF.
+    /// - Throws: ``UnixSocketError`` `.invalidArgument` for a negative `maxBytes`.
     public func read(maxBytes: Int = 65536, timeout: Duration? = nil) throws(UnixSocketError) -> [UInt8] {
+        let capacity = try checkedByteCount(
+            maxBytes, "maxBytes", operation: "read", address: core.address, allocationCap: maximumStreamReadBuffer)
         var failure: UnixSocketError?
-        let bytes = [UInt8](unsafeUninitializedCapacity: max(maxBytes, 1)) { storage, count in
+        let bytes = [UInt8](unsafeUninitializedCapacity: max(capacity, 1)) { storage, count in
             do throws(UnixSocketError) {
                 count = try core.readSome(
-                    UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(storage)[..<maxBytes]),
+                    UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(storage)[..<capacity]),
                     timeout: timeout)
             } catch {
                 failure = error
@@ -80,7 +83,9 @@ public final class UnixStream: UnixConnection, CustomStringConvertible {
     /// Reads exactly `count` bytes, looping over short reads.
     /// - Throws: ``UnixSocketError`` `.unexpectedEOF` if the peer closes first (the bytes so far are in
     ///   its detail count), `.timedOut`, or a system error.
+    ///   A negative `count`, or one over 1 GiB, is `.invalidArgument`.
     public func read(exactly count: Int, timeout: Duration? = nil) throws(UnixSocketError) -> [UInt8] {
+        _ = try checkedByteCount(count, "count", operation: "read", address: core.address)
         var failure: UnixSocketError?
         let bytes = [UInt8](unsafeUninitializedCapacity: count) { storage, initialized in
             do throws(UnixSocketError) {
@@ -113,8 +118,9 @@ public final class UnixStream: UnixConnection, CustomStringConvertible {
     /// Reads until the peer closes its side, refusing to hold more than `maxBytes`.
     /// - Throws: ``UnixSocketError`` `.tooLarge` past the cap.
     public func readToEnd(maxBytes: Int, timeout: Duration? = nil) throws(UnixSocketError) -> [UInt8] {
+        _ = try checkedByteCount(maxBytes, "maxBytes", operation: "read", address: core.address, allocationCap: 0)
         var result: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: min(max(maxBytes + 1, 1), 65536))
+        var chunk = [UInt8](repeating: 0, count: min(maxBytes, 65535) + 1)
         while true {
             let count = try chunk.withUnsafeMutableBytes { raw in
                 Result { () throws(UnixSocketError) -> Int in try core.readSome(raw, timeout: timeout) }
