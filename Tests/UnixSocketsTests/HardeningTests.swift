@@ -259,4 +259,24 @@ struct HardeningTests {
         try await b.write(all: bytes("ok"), timeout: ioTimeout)
         #expect(try await a.read(maxBytes: Int.max, timeout: ioTimeout) == bytes("ok"))
     }
+
+    // MARK: Error texts
+
+    @Test("an address with control characters is escaped in errors; a cut control message says what became of the descriptors")
+    func errorTextsAreSafeAndTrue() throws {
+        let address = try UnixAddress.path(bytes: Array("/nonexistent-uds/a\nforged line\u{1b}[2J".utf8))
+        let error = expectError(.system) { _ = try UnixStream.connect(to: address, timeout: ioTimeout) }
+        let text = error?.description ?? ""
+        #expect(!text.contains("\n") && !text.contains("\u{1b}"), "\(text)")
+        #expect(text.contains("a\\x0aforged line\\x1b[2J"), "\(text)")
+
+        let (a, b) = try UnixSeqPacket.pair()
+        defer { a.close(); b.close() }
+        let null = try FileDescriptor.open("/dev/null", .readOnly, options: .closeOnExec)
+        defer { try? null.close() }
+        try a.send(bytes("x"), descriptors: [null, null], timeout: ioTimeout)
+        let cut = expectError(.controlTruncated) { _ = try b.receive(maxBytes: 16, maxDescriptors: 0, timeout: ioTimeout) }
+        #expect(cut?.description.contains("the kernel discarded the descriptors that did not fit") == true, "\(String(describing: cut))")
+        #expect(cut?.description.contains("the 0 that arrived") == false)
+    }
 }

@@ -107,11 +107,13 @@ public struct UnixAddress: Hashable, Sendable, CustomStringConvertible, Expressi
 
     /// The text form: a path as is (`./@x` for a relative path starting with `@`), an abstract name as
     /// `@` + the name with `\xHH` for bytes that are not printable ASCII, `(unnamed)` for no address.
+    /// A path that is not UTF-8 or holds control characters (a newline, an escape sequence) is written
+    /// with `\xHH` escapes too, so that no address can forge a line of a log or clear a screen.
     public var description: String {
         switch kind {
         case .path(let bytes):
             let text = String(decoding: bytes, as: UTF8.self)
-            if text.utf8.elementsEqual(bytes) {
+            if text.utf8.elementsEqual(bytes) && !bytes.contains(where: { $0 < 0x20 || $0 == 0x7F }) {
                 return bytes.first == UInt8(ascii: "@") ? "./" + text : text
             }
             return Self.escape(bytes)

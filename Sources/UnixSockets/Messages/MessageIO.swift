@@ -291,10 +291,13 @@ extension SocketCore {
         // CMSG_SPACE pads an odd count, so one descriptor more than asked can fit: over the cap is truncation too.
         if raw.flags & SystemConstants.msgCtrunc != 0 || owned.count > maxDescriptors {
             owned.forEach { $0.close() }
+            let fate =
+                owned.isEmpty
+                ? "the kernel discarded the descriptors that did not fit"
+                : "the \(owned.count) that arrived were closed, and the kernel discarded any others"
             throw UnixSocketError(
                 .controlTruncated, operation: operation, address: address,
-                detail: "control data was cut (MSG_CTRUNC): room for \(maxDescriptors) descriptors; "
-                    + "the \(owned.count) that arrived were closed")
+                detail: "control data was cut (MSG_CTRUNC): room for \(maxDescriptors) descriptors; \(fate)")
         }
         if type != .stream && count > capacity {
             owned.forEach { $0.close() }

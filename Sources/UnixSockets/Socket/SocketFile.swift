@@ -315,7 +315,7 @@ enum SocketFile {
                     case .failure(let errno):
                         throw .system(
                             "bind", errno, address: address,
-                            detail: "cannot open the lock file \(String(decoding: name, as: UTF8.self)) beside it: \(UnixSocketError.explain(errno, operation: "open").0)")
+                            detail: "cannot open the lock file \(UnixAddress.escape(name)) beside it: \(UnixSocketError.explain(errno, operation: "open").0)")
                     }
                 }
                 guard let fd = opened else { throw UnixSocketError(.closed, operation: "bind", address: address) }
@@ -324,7 +324,7 @@ enum SocketFile {
                     _ = system_close(fd)
                     throw UnixSocketError(
                         .system, operation: "bind", address: address, errno: .invalidArgument,
-                        detail: "the lock file \(String(decoding: name, as: UTF8.self)) beside it is not a regular file")
+                        detail: "the lock file \(UnixAddress.escape(name)) beside it is not a regular file")
                 }
                 let identity = EntryIdentity(info)
                 switch system_flock(fd, SystemConstants.lockExclusiveNonBlocking) {
@@ -344,7 +344,7 @@ enum SocketFile {
                     if deadline?.hasPassed ?? false {
                         throw UnixSocketError(
                             .timedOut, operation: "bind", address: address, errno: .resourceTemporarilyUnavailable,
-                            detail: "another process has held the lock file \(String(decoding: name, as: UTF8.self)) for \(timeout); is another server starting?")
+                            detail: "another process has held the lock file \(UnixAddress.escape(name)) for \(timeout); is another server starting?")
                     }
                     system_nanosleep(nanoseconds: pause)
                     pause = min(pause * 2, 50_000_000)
