@@ -95,7 +95,7 @@ struct HardeningTests {
         defer { a.close(); b.close() }
         let sender = FramedStream(a)
         let receiver = FramedStream(b)
-        let perSender = 60
+        let perSender = 24
         let reading = Background { () -> [UInt8: Int] in
             var counts: [UInt8: Int] = [:]
             for _ in 0..<(2 * perSender) {
@@ -125,7 +125,7 @@ struct HardeningTests {
         defer { a.close(); b.close() }
         let sender = FramedStream(a)
         let receiver = FramedStream(b)
-        let perSender = 60
+        let perSender = 24
         let senders = [UInt8(0xC3), 0xD4].map { tag in
             Background { () -> Void in
                 let payload = [UInt8](repeating: tag, count: 65536)

@@ -25,7 +25,7 @@ final class Registration: Sendable {
 
     let id: UInt64
     let fd: CInt
-    let state = Mutex(State())
+    let state = Lock(State())
     /// Whether EPOLLOUT is in the registration's event mask (set once, by the first writer that waits).
     let writeArmed = Atomic<Bool>(false)
 
@@ -78,18 +78,18 @@ final class Registration: Sendable {
 /// (`withTaskExecutorPreference(UnixReactor.shared)`) run on the reactor thread itself, so a ready socket
 /// resumes its task without a thread hop (the lowest latency; keep such tasks short, as on any event loop).
 public final class UnixReactor: TaskExecutor, @unchecked Sendable {
-    // @unchecked only for the TaskExecutor conformance's sake: all mutable state is in Atomics and Mutexes.
+    // @unchecked only for the TaskExecutor conformance's sake: all mutable state is in Atomics and Locks.
 
     /// The process-wide reactor, started on first use.
     public static let shared = UnixReactor()
 
     private let epollFD = Atomic<CInt>(-1)
     private let wakeFD = Atomic<CInt>(-1)
-    private let startLock = Mutex<Void>(())
-    private let registrations = Mutex<[UInt64: Registration]>([:])
+    private let startLock = Lock<Void>(())
+    private let registrations = Lock<[UInt64: Registration]>([:])
     private let nextID = Atomic<UInt64>(1)
-    private let jobs = Mutex<JobQueue>(JobQueue())
-    private let timers = Mutex<Timers>(Timers())
+    private let jobs = Lock<JobQueue>(JobQueue())
+    private let timers = Lock<Timers>(Timers())
     private let threadID = Atomic<UInt>(0)
 
     private struct JobQueue {
@@ -255,7 +255,7 @@ public final class UnixReactor: TaskExecutor, @unchecked Sendable {
 
     /// A continuation resumed exactly once, by a timer or by cancellation, whichever comes first.
     private final class Sleeper: Sendable {
-        private let state = Mutex<(continuation: UnsafeContinuation<Void, any Error>?, early: (any Error)??)>((nil, nil))
+        private let state = Lock<(continuation: UnsafeContinuation<Void, any Error>?, early: (any Error)??)>((nil, nil))
 
         func set(_ continuation: UnsafeContinuation<Void, any Error>) {
             let early = state.withLock { state -> (any Error)?? in

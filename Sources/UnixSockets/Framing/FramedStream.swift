@@ -30,7 +30,7 @@ public final class FramedStream: Sendable {
     /// The underlying stream.
     public let stream: UnixStream
     private let encoder: FrameEncoder
-    private let reader: Mutex<ReaderState?>
+    private let reader: Lock<ReaderState?>
     /// One sender at a time: a frame's bytes are never interleaved with another's.
     private let sendGate = SendGate()
 
@@ -53,7 +53,7 @@ public final class FramedStream: Sendable {
     public init(_ stream: UnixStream) {
         self.stream = stream
         self.encoder = FrameEncoder(maximumFrameLength: FrameFormat.defaultMaximumFrameLength)
-        self.reader = Mutex(ReaderState(decoder: FrameDecoder(maximumFrameLength: FrameFormat.defaultMaximumFrameLength)))
+        self.reader = Lock(ReaderState(decoder: FrameDecoder(maximumFrameLength: FrameFormat.defaultMaximumFrameLength)))
         self.maxDescriptorsPerRead = 16
         self.maxDescriptorsPerFrame = 64
     }
@@ -84,7 +84,7 @@ public final class FramedStream: Sendable {
         }
         self.stream = stream
         self.encoder = FrameEncoder(maximumFrameLength: maximumFrameLength)
-        self.reader = Mutex(ReaderState(decoder: FrameDecoder(maximumFrameLength: maximumFrameLength)))
+        self.reader = Lock(ReaderState(decoder: FrameDecoder(maximumFrameLength: maximumFrameLength)))
         self.maxDescriptorsPerRead = maxDescriptorsPerRead
         self.maxDescriptorsPerFrame = maxDescriptorsPerFrame
     }
@@ -301,7 +301,7 @@ final class SendGate: Sendable {
         var taken = false
         var waiters: [UnsafeContinuation<Void, Never>] = []
     }
-    private let state = Mutex(State())
+    private let state = Lock(State())
 
     func enter() async {
         if state.withLock({ state in

@@ -129,7 +129,7 @@ public final class UnixServer: Sendable {
     /// The limits in force.
     public let configuration: UnixServerConfiguration
     let logger: Logger
-    private let state = Mutex(ServerState())
+    private let state = Lock(ServerState())
 
     struct ServerState {
         var connections: [UInt64: UnixServerConnection] = [:]

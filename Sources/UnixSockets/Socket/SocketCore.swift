@@ -112,11 +112,11 @@ final class SocketCore: Sendable {
     /// Whether SO_PASSCRED is on (receives then reserve room for SCM_CREDENTIALS).
     let passCredentials = Atomic<Bool>(false)
     /// Called with the descriptor just before it is closed (the async reactor deregisters here).
-    let closeHooks = Mutex<[@Sendable (CInt) -> Void]>([])
+    let closeHooks = Lock<[@Sendable (CInt) -> Void]>([])
     /// The async reactor registration, made on the first async wait.
-    let asyncRegistration = Mutex<Registration?>(nil)
+    let asyncRegistration = Lock<Registration?>(nil)
     /// Called after the descriptor is closed (a listener unlinks its socket file here).
-    let afterClose = Mutex<(@Sendable () -> Void)?>(nil)
+    let afterClose = Lock<(@Sendable () -> Void)?>(nil)
     /// An eventfd that `close` makes readable to wake threads blocked in poll on this socket, made on the
     /// first blocking wait (-1 until then). A shutdown would wake them too, but it reaches every holder
     /// of the same open socket (a parent sharing an inherited listener, a dup'ed descriptor's peer).
