@@ -520,7 +520,7 @@ struct CLITests {
         let name = "@uds-cli-ls-\(getpid())\\x00end"
         let abstract = try CLI.spawnUDS(["listen", "-t", "seqpacket", name], in: dir)
         var entries: [[String: Any]] = []
-        #expect(CLI.waitUntil {
+        #expect(CLI.waitUntil(seconds: 90) {
             guard let listing = try? CLI.uds(["ls", "--json"], in: dir), listing.status == 0,
                 let parsed = try? JSONSerialization.jsonObject(with: Data(listing.output)) as? [[String: Any]]
             else { return false }

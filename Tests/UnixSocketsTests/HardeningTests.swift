@@ -89,7 +89,7 @@ struct HardeningTests {
         #expect(leaked.isEmpty, "descriptors held after the error: \(leaked)")
     }
 
-    @Test("two tasks sending 64 KiB frames concurrently on one framed stream never interleave them")
+    @Test("two tasks sending 64 KiB frames concurrently on one framed stream never interleave them", .onReactor)
     func concurrentSendersAreSerialized() async throws {
         let (a, b) = try UnixStream.pair()
         defer { a.close(); b.close() }
@@ -207,12 +207,12 @@ struct HardeningTests {
 
     @Test(
         "a timeout too large to represent waits (it does not fire at once)",
-        arguments: [Duration.seconds(Int64(1) << 62), .seconds(18_446_744_074), .seconds(Int64.max)])
+        .onReactor, arguments: [Duration.seconds(Int64(1) << 62), .seconds(18_446_744_074), .seconds(Int64.max)])
     func hugeTimeoutsSaturate(timeout: Duration) async throws {
         let (a, b) = try UnixStream.pair()
         defer { a.close(); b.close() }
         let blocking = Background { () -> [UInt8] in try b.read(maxBytes: 16, timeout: timeout) }
-        let asyncRead = Task { () -> [UInt8] in try await a.read(maxBytes: 16, timeout: timeout) }
+        let asyncRead = Task(executorPreference: UnixReactor.shared) { () -> [UInt8] in try await a.read(maxBytes: 16, timeout: timeout) }
         usleep(300_000)  // before the fix both had failed with .timedOut by now
         try await a.write(all: bytes("late"), timeout: ioTimeout)
         try await b.write(all: bytes("late"), timeout: ioTimeout)
@@ -230,7 +230,7 @@ struct HardeningTests {
 
     // MARK: Sizes validated at the boundary
 
-    @Test("negative and absurd sizes throw .invalidArgument, blocking and async, and never trap")
+    @Test("negative and absurd sizes throw .invalidArgument, blocking and async, and never trap", .onReactor)
     func badSizesThrow() async throws {
         let (a, b) = try UnixStream.pair()
         defer { a.close(); b.close() }
