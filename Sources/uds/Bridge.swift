@@ -45,7 +45,7 @@ struct Bridge: ParsableCommand {
             switch listen {
             case .unix(let address):
                 let listener = try UnixStreamListener.bind(address, mode: mode)
-                closeOnExit(address) { listener.close() }
+                closeOnExit { listener.close() }
                 accept = { () throws(UnixSocketError) -> any ByteChannel in try listener.accept() }
             case .tcp(let endpoint):
                 let listener = try TCPSocket.listen(on: endpoint)

@@ -76,7 +76,7 @@ struct ListenSettings: Sendable {
 
     func serveStream() throws {
         let listener = try UnixStreamListener.bind(address, mode: mode)
-        closeOnExit(address) { listener.close() }
+        closeOnExit { listener.close() }
         if keepOpen {
             let policy = policy, echo = echo
             serveConcurrently(listener, admit: { policy.admit($0) }) { connection in
@@ -149,7 +149,7 @@ struct ListenSettings: Sendable {
 
     func serveSeqPacket() throws {
         let listener = try UnixSeqPacketListener.bind(address, mode: mode)
-        closeOnExit(address) { listener.close() }
+        closeOnExit { listener.close() }
         if keepOpen {
             let policy = policy, echo = echo, lines = lines
             serveConcurrently(listener, admit: { policy.admit($0) }) { connection in
@@ -195,7 +195,7 @@ struct ListenSettings: Sendable {
 
     func serveDatagrams() throws {
         let socket = try UnixDatagram.bind(address, mode: mode)
-        closeOnExit(address) { socket.close() }
+        closeOnExit { socket.close() }
         if policy.needsCredentials { try socket.receiveCredentials() }
         while true {
             let message: UnixMessage

@@ -47,7 +47,7 @@ struct Recv: ParsableCommand {
             }
             if type == .dgram {
                 let socket = try UnixDatagram.bind(address, mode: mode)
-                closeOnExit(address) { socket.close() }
+                closeOnExit { socket.close() }
                 while true {
                     do throws(UnixSocketError) {
                         deliver(try socket.receive(maxBytes: Relay.messageCapacity, maxDescriptors: 0).bytes)
@@ -58,7 +58,7 @@ struct Recv: ParsableCommand {
                 }
             }
             let listener = try UnixSeqPacketListener.bind(address, mode: mode)
-            closeOnExit(address) { listener.close() }
+            closeOnExit { listener.close() }
             while true {
                 let connection: UnixSeqPacket
                 do throws(UnixSocketError) {

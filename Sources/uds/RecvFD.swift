@@ -44,7 +44,7 @@ struct RecvFD: ParsableCommand {
             let receive: () throws(UnixSocketError) -> UnixMessage?
             if type == .seqpacket {
                 let listener = try UnixSeqPacketListener.bind(address, mode: mode)
-                closeOnExit(address) { listener.close() }
+                closeOnExit { listener.close() }
                 let connection = try acceptAdmitted(listener) { policy.admit($0) }
                 receive = { () throws(UnixSocketError) -> UnixMessage? in
                     let message = try connection.receive(maxBytes: 65536, maxDescriptors: 253)
@@ -52,7 +52,7 @@ struct RecvFD: ParsableCommand {
                 }
             } else {
                 let listener = try UnixStreamListener.bind(address, mode: mode)
-                closeOnExit(address) { listener.close() }
+                closeOnExit { listener.close() }
                 let connection = try acceptAdmitted(listener) { policy.admit($0) }
                 receive = { () throws(UnixSocketError) -> UnixMessage? in
                     let message = try connection.receive(maxBytes: 65536, maxDescriptors: 253)

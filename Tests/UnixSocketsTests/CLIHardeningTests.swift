@@ -1,0 +1,88 @@
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The red-team findings of issue 8 against `uds`, each reproduced on real processes and sockets.
+@Suite(.serialized)
+struct CLIHardeningTests {
+    // MARK: 1. exit cleanup never deletes by path
+
+    @Test("listen's exit never deletes by path: a directory or a regular file put at the path survives SIGTERM and EOF")
+    func exitLeavesForeignFilesAlone() throws {
+        let dir = try TempDirectory()
+        for kind in ["directory", "file"] {
+            for ending in ["SIGTERM", "peer EOF"] {
+                let socket = dir.file("\(kind)-\(ending == "SIGTERM" ? "term" : "eof").sock")
+                let server = try CLI.spawnUDS(["listen", socket], in: dir)
+                #expect(CLI.waitForSocket(socket))
+                var client: Spawned?
+                if ending == "peer EOF" {
+                    // Connected before the swap, so the listener is relaying when the path changes.
+                    let peer = try Spawned(
+                        [CLI.python, "-c",
+                         """
+                         import socket, sys
+                         c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); c.connect(sys.argv[1])
+                         print('connected', flush=True); sys.stdin.readline()
+                         c.sendall(b'bye'); c.close()
+                         """, socket], stdin: "pipe", directory: dir)
+                    #expect(CLI.waitUntil { peer.outputText == "connected\n" })
+                    client = peer
+                }
+                #expect(unlink(socket) == 0)
+                if kind == "directory" {
+                    #expect(mkdir(socket, 0o755) == 0)
+                    _ = dir.write((socket as NSString).lastPathComponent + "/keep", Array("kept".utf8))
+                } else {
+                    _ = dir.write((socket as NSString).lastPathComponent, Array("precious".utf8))
+                }
+                if let client {
+                    client.write(Array("go\n".utf8))
+                    client.closeInput()
+                    #expect(client.wait() == 0)
+                } else {
+                    server.signal(SIGTERM)
+                }
+                #expect(server.wait() == 0, "\(kind), \(ending): \(server.errorText)")
+                if kind == "directory" {
+                    #expect(
+                        (try? String(contentsOfFile: socket + "/keep", encoding: .utf8)) == "kept",
+                        "the directory put at the path was deleted (\(ending))")
+                } else {
+                    #expect(
+                        (try? String(contentsOfFile: socket, encoding: .utf8)) == "precious",
+                        "the regular file put at the path was deleted (\(ending))")
+                }
+            }
+        }
+    }
+
+    @Test("listen's exit removes the socket file through the listener alone: no second removal by path (strace)")
+    func exitRemovesOnlyThroughTheListener() throws {
+        guard let strace = CLI.which("strace") else {
+            print("skipped: counting removals needs strace (apt-get install -y strace)")
+            return
+        }
+        let dir = try TempDirectory()
+        let socket = dir.file("traced.sock")
+        let trace = dir.file("trace")
+        // Every removal fails (injected EBUSY), so the listener's own unlink leaves the file in place: any
+        // removal by path that the CLI made afterwards, whatever would be there by then, shows in the trace.
+        let traced = try Spawned(
+            [strace, "-f", "-qq", "-o", trace, "-e", "trace=unlink,unlinkat,rmdir",
+             "-e", "inject=unlink,unlinkat,rmdir:error=EBUSY", try #require(CLI.executable), "listen", socket],
+            directory: dir)
+        #expect(CLI.waitForSocket(socket))
+        let children = try String(contentsOfFile: "/proc/\(traced.pid)/task/\(traced.pid)/children", encoding: .utf8)
+        let child = try #require(children.split(separator: " ").first.flatMap { Int32($0) })
+        kill(child, SIGTERM)
+        #expect(traced.wait() == 0, "\(traced.errorText)")
+        let removals = try String(contentsOfFile: trace, encoding: .utf8).split(separator: "\n")
+            .filter { $0.contains(socket) }
+        #expect(removals.count == 1, "removals of the path: \(removals)")
+        #expect(removals.first?.contains("unlink(\"\(socket)\")") == true, "\(removals)")
+    }
+}
