@@ -23,7 +23,7 @@ struct Bridge: ParsableCommand {
     @Argument(help: "Where to connect for each client: unix:ADDRESS, ADDRESS or tcp:HOST:PORT.", transform: BridgeEndpoint.init(parsing:))
     var target: BridgeEndpoint
 
-    @Option(help: "The Unix socket file's exact permission bits, in octal, whatever the umask.", transform: parseMode)
+    @Option(help: "The Unix socket file's exact permission bits, in octal (0 to 777), whatever the umask.", transform: parseMode)
     var mode: UInt32?
 
     @Flag(name: .shortAndLong, help: "One stderr line per relayed connection.")

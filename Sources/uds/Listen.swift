@@ -33,7 +33,7 @@ struct Listen: ParsableCommand {
     @Flag(help: "Send every byte or message back to whoever sent it (prints nothing; stdin unused).")
     var echo = false
 
-    @Option(help: "The socket file's exact permission bits, in octal, whatever the umask.", transform: parseMode)
+    @Option(help: "The socket file's exact permission bits, in octal (0 to 777), whatever the umask.", transform: parseMode)
     var mode: UInt32?
 
     @Flag(help: "Messages: each stdin line is one message; each received message is printed with a newline.")

@@ -14,10 +14,16 @@ func parseAddress(_ text: String) throws -> UnixAddress {
     try UnixAddress(text)
 }
 
-/// Parses `--mode` as octal permission bits.
+/// Parses `--mode` as octal permission bits, 0 to 777. The setuid, setgid and sticky bits mean nothing on
+/// a socket file (and only mislead whoever reads `ls -l`): refused as a usage error.
 func parseMode(_ text: String) throws -> UInt32 {
-    guard let mode = UInt32(text, radix: 8), mode <= 0o7777 else {
+    guard let mode = UInt32(text, radix: 8) else {
         throw ValidationError("--mode takes octal permission bits such as 600 or 0660 (got '\(text)')")
+    }
+    guard mode <= 0o777 else {
+        throw ValidationError(
+            "--mode takes permission bits 0 to 777 (rwx for user, group and others); setuid, setgid and sticky "
+                + "bits are refused (got '\(text)')")
     }
     return mode
 }

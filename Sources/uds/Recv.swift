@@ -22,7 +22,7 @@ struct Recv: ParsableCommand {
     @Option(help: "Stop after this many messages.")
     var count: Int?
 
-    @Option(help: "The socket file's exact permission bits, in octal, whatever the umask.", transform: parseMode)
+    @Option(help: "The socket file's exact permission bits, in octal (0 to 777), whatever the umask.", transform: parseMode)
     var mode: UInt32?
 
     func validate() throws {

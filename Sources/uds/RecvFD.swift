@@ -26,7 +26,7 @@ struct RecvFD: ParsableCommand {
     @Option(help: "Exit after this many descriptors.")
     var count: Int?
 
-    @Option(help: "The socket file's exact permission bits, in octal, whatever the umask.", transform: parseMode)
+    @Option(help: "The socket file's exact permission bits, in octal (0 to 777), whatever the umask.", transform: parseMode)
     var mode: UInt32?
 
     @OptionGroup var peers: PeerOptions

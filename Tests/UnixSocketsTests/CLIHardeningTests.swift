@@ -85,4 +85,30 @@ struct CLIHardeningTests {
         #expect(removals.count == 1, "removals of the path: \(removals)")
         #expect(removals.first?.contains("unlink(\"\(socket)\")") == true, "\(removals)")
     }
+
+    // MARK: 6. --mode refuses setuid, setgid and sticky bits
+
+    @Test("--mode outside 0...777 (setuid, setgid, sticky) is a usage error (64) naming the rule; 777 works")
+    func modeRefusesSpecialBits() throws {
+        let dir = try TempDirectory()
+        let socket = dir.file("mode.sock")
+        for mode in ["7777", "4755", "2770", "1777", "1000"] {
+            for command in [["listen"], ["recv"], ["recv-fd"], ["bridge"]] {
+                var arguments = command + ["--mode", mode, socket]
+                if command == ["bridge"] { arguments.append("unix:" + dir.file("target.sock")) }
+                let result = try CLI.uds(arguments, in: dir, seconds: 10)
+                #expect(result.status == 64, "\(arguments) -> \(String(describing: result.status))")
+                #expect(result.error.contains("0 to 777"), "\(arguments): \(result.error)")
+                #expect(result.output.isEmpty)
+                #expect(!CLI.exists(socket))
+            }
+        }
+        let server = try CLI.spawnUDS(["listen", "--mode", "777", socket], in: dir)
+        #expect(CLI.waitForSocket(socket))
+        var info = stat()
+        #expect(lstat(socket, &info) == 0)
+        #expect(info.st_mode & 0o7777 == 0o777)
+        server.signal(SIGTERM)
+        #expect(server.wait() == 0)
+    }
 }
