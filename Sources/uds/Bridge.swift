@@ -91,13 +91,15 @@ enum BridgeEndpoint: Sendable {
     case unix(UnixAddress)
     case tcp(TCPEndpoint)
 
+    /// Parses the argument's exact bytes: a Unix path need not be UTF-8.
     init(parsing text: String) throws {
-        if text.hasPrefix("tcp:") {
-            self = .tcp(try TCPEndpoint(parsing: String(text.dropFirst(4))))
-        } else if text.hasPrefix("unix:") {
-            self = .unix(try UnixAddress(String(text.dropFirst(5))))
+        let bytes = RawArguments.bytes(of: text)
+        if bytes.starts(with: Array("tcp:".utf8)) {
+            self = .tcp(try TCPEndpoint(parsing: String(decoding: bytes.dropFirst(4), as: UTF8.self)))
+        } else if bytes.starts(with: Array("unix:".utf8)) {
+            self = .unix(try address(fromArgument: Array(bytes.dropFirst(5))))
         } else {
-            self = .unix(try UnixAddress(text))
+            self = .unix(try address(fromArgument: bytes))
         }
     }
 }

@@ -8,10 +8,11 @@ enum SocketKind: String, ExpressibleByArgument, CaseIterable, Sendable {
     var isMessageType: Bool { self != .stream }
 }
 
-/// Parses ADDRESS for `@Argument(transform:)`: an invalid address is a usage error (status 64) that
-/// carries the library's reason, before any socket is made.
+/// Parses ADDRESS for `@Argument(transform:)` from the argument's exact bytes (a path need not be UTF-8):
+/// an invalid address is a usage error (status 64) that carries the library's reason, before any socket
+/// is made.
 func parseAddress(_ text: String) throws -> UnixAddress {
-    try UnixAddress(text)
+    try address(fromArgument: RawArguments.bytes(of: text))
 }
 
 /// Parses `--mode` as octal permission bits, 0 to 777. The setuid, setgid and sticky bits mean nothing on

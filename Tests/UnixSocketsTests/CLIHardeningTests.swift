@@ -86,6 +86,70 @@ struct CLIHardeningTests {
         #expect(removals.first?.contains("unlink(\"\(socket)\")") == true, "\(removals)")
     }
 
+    // MARK: 5. addresses are argv's exact bytes
+
+    @Test("an ADDRESS with bytes 0xFF 0xFE binds and dials exactly that name (listen, send, bridge unix:); MSG bytes too")
+    func addressBytesAreExact() throws {
+        let dir = try TempDirectory()
+        let name: [UInt8] = [0xFF, 0xFE] + Array(".sock".utf8)
+        let path = Array(dir.path.utf8) + [UInt8(ascii: "/")] + name
+        let pathHex = ProcessProbe.hex(path)
+
+        // listen binds exactly the name; a python3 client dialling the bytes reaches it.
+        let server = try ProcessProbe.spawnUDSRaw([Array("listen".utf8), path], in: dir)
+        #expect(CLI.waitUntil { ProcessProbe.rawNames(in: dir.path).contains(name) },
+            "names: \(ProcessProbe.rawNames(in: dir.path).map(ProcessProbe.hex))")
+        let client = try CLI.python(
+            """
+            import socket, sys, time
+            p = bytes.fromhex(sys.argv[1])
+            c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            for _ in range(500):
+                try:
+                    c.connect(p); break
+                except OSError:
+                    time.sleep(0.02)
+            c.sendall(b'exact'); c.close()
+            """, [pathHex], in: dir)
+        #expect(client.status == 0, "\(client.error)")
+        #expect(server.wait() == 0)
+        #expect(server.outputText == "exact")
+        #expect(!ProcessProbe.rawNames(in: dir.path).contains(name))  // removed on exit, the exact name
+
+        // send dials exactly the name: a python3 receiver is bound there; so does bridge unix:PATH.
+        let receiver = try CLI.spawnPython(
+            """
+            import os, socket, sys
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.bind(bytes.fromhex(sys.argv[1])); s.settimeout(20)
+            print('bound', flush=True); print(s.recv(100).hex(), flush=True); os.unlink(bytes.fromhex(sys.argv[1]))
+            """, [pathHex], in: dir)
+        #expect(CLI.waitUntil { receiver.outputText == "bound\n" })
+        // The message is not UTF-8 either: its exact bytes arrive.
+        let sender = try ProcessProbe.spawnUDSRaw([Array("send".utf8), path, [0xFF, 0xFE, 0x41]], in: dir)
+        #expect(sender.wait() == 0, "\(sender.errorText)")
+        #expect(receiver.wait() == 0)
+        #expect(receiver.outputText == "bound\nfffe41\n")
+
+        let front = dir.file("front.sock")
+        let bridge = try ProcessProbe.spawnUDSRaw(
+            [Array("bridge".utf8), Array(front.utf8), Array("unix:".utf8) + path], in: dir)
+        #expect(CLI.waitForSocket(front))
+        let target = try CLI.spawnPython(
+            """
+            import os, socket, sys
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.bind(bytes.fromhex(sys.argv[1])); s.listen(1)
+            print('listening', flush=True); c, _ = s.accept(); c.sendall(b'via bridge'); c.close()
+            os.unlink(bytes.fromhex(sys.argv[1]))
+            """, [pathHex], in: dir)
+        #expect(CLI.waitUntil { target.outputText == "listening\n" })
+        let viaBridge = try CLI.uds(["connect", front], in: dir)
+        #expect(viaBridge.outputText == "via bridge", "\(viaBridge.error) \(bridge.errorText)")
+        #expect(target.wait() == 0)
+        bridge.signal(SIGTERM)
+        #expect(bridge.wait() == 0)
+        #expect(!ProcessProbe.rawNames(in: dir.path).contains(name))
+    }
+
     // MARK: 6. --mode refuses setuid, setgid and sticky bits
 
     @Test("--mode outside 0...777 (setuid, setgid, sticky) is a usage error (64) naming the rule; 777 works")
