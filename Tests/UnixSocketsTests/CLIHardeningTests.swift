@@ -175,4 +175,42 @@ struct CLIHardeningTests {
         server.signal(SIGTERM)
         #expect(server.wait() == 0)
     }
+
+    // MARK: 7. ls escapes control characters
+
+    @Test("ls escapes control characters in socket paths and command names: no forged row, no escape sequence")
+    func lsEscapesControlCharacters() throws {
+        let dir = try TempDirectory()
+        let forged = "\nstream  listening  1  -  1  init  @forged-row\u{1B}[2J\u{1B}[H"  // no slash: one file name
+        let path = dir.file("x") + forged
+        let command = "ev\u{1B}[2J\nil"  // 9 bytes: fits the kernel's 15
+        let holder = try CLI.spawnPython(
+            """
+            import ctypes, socket, sys
+            ctypes.CDLL(None).prctl(15, sys.argv[2].encode())   # PR_SET_NAME
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.bind(sys.argv[1]); s.listen(1)
+            print('ready', flush=True); s.accept()   # nobody connects: holds the socket until killed
+            """, [path, command], in: dir)
+        #expect(CLI.waitUntil { holder.outputText == "ready\n" })
+        let table = try CLI.uds(["ls"], in: dir)
+        #expect(table.status == 0)
+        #expect(!table.output.contains(0x1B), "ls printed a raw ESC")
+        #expect(table.output.allSatisfy { $0 >= 0x20 || $0 == 0x0A }, "ls printed a raw control byte")
+        let rows = table.outputText.split(separator: "\n")
+        #expect(rows.filter { $0.contains("forged-row") }.allSatisfy { $0.contains(dir.path) }, "a row was forged")
+        let mine = rows.filter { $0.contains(dir.path) }
+        #expect(mine.count == 1, "\(mine)")
+        #expect(mine.first?.contains("\\x0a") == true && mine.first?.contains("\\x1b[2J") == true, "\(mine)")
+        #expect(mine.first?.contains("ev\\x1b[2J\\x0ail") == true, "the command name is escaped too: \(mine)")
+
+        let json = try CLI.uds(["ls", "--json"], in: dir)
+        #expect(json.status == 0)
+        #expect(!json.output.contains(0x1B))
+        let entries = try #require(try JSONSerialization.jsonObject(with: Data(json.output)) as? [[String: Any]])
+        let entry = try #require(entries.first { $0["address"] as? String == path })
+        #expect(entry["command"] as? String == command)
+        #expect(!entries.contains { ($0["address"] as? String)?.hasPrefix("@forged-row") == true })
+        holder.signal(SIGKILL)
+        holder.wait()
+    }
 }
