@@ -179,7 +179,10 @@ struct ListenSettings: Sendable {
         defer { connection.close() }
         do {
             while true {
-                let message = try await connection.receive(maxBytes: Relay.messageCapacity, maxDescriptors: 0)
+                // Wait without a buffer, then receive the message at its own size: an idle client holds none.
+                let size = try await connection.nextMessageSize()
+                let message = try await connection.receive(
+                    maxBytes: min(size, Relay.messageCapacity), maxDescriptors: 0)
                 if message.bytes.isEmpty { break }
                 if echo {
                     try await connection.send(message.bytes)

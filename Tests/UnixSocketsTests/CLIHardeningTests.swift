@@ -86,6 +86,52 @@ struct CLIHardeningTests {
         #expect(removals.first?.contains("unlink(\"\(socket)\")") == true, "\(removals)")
     }
 
+    // MARK: 3. idle seqpacket clients cost no buffer
+
+    @Test("listen -k -t seqpacket: 150 idle clients cost far less than 1 MiB each (VmSize and VmRSS)")
+    func idleSeqPacketClientsAreCheap() throws {
+        let dir = try TempDirectory()
+        let socket = dir.file("idle.sock")
+        let server = try CLI.spawnUDS(["listen", "-k", "-t", "seqpacket", "--echo", socket], in: dir)
+        #expect(CLI.waitForSocket(socket))
+        let roundTrip = """
+            import socket, sys
+            for i in range(int(sys.argv[2])):
+                c = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET); c.settimeout(20); c.connect(sys.argv[1])
+                c.send(b'ping %d' % i); assert c.recv(100) == b'ping %d' % i; c.close()
+            print('ok')
+            """
+        #expect(try CLI.python(roundTrip, [socket, "4"], in: dir).outputText == "ok\n")  // warm up
+        let baseDescriptors = ProcessProbe.descriptorCount(server.pid)
+        let baseSize = try #require(ProcessProbe.status(server.pid, "VmSize"))
+        let baseResident = try #require(ProcessProbe.status(server.pid, "VmRSS"))
+        let clients = 150
+        let idle = try Spawned(
+            [CLI.python, "-c",
+             """
+             import socket, sys
+             conns = []
+             for i in range(int(sys.argv[2])):
+                 c = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET); c.connect(sys.argv[1]); conns.append(c)
+             print('ready', flush=True); sys.stdin.read()
+             """, socket, String(clients)], stdin: "pipe", directory: dir)
+        #expect(CLI.waitUntil { idle.outputText == "ready\n" })
+        #expect(CLI.waitUntil { ProcessProbe.descriptorCount(server.pid) >= baseDescriptors + clients })
+        // One more client after them: the server has gone past every idle one.
+        #expect(try CLI.python(roundTrip, [socket, "1"], in: dir).outputText == "ok\n")
+        let size = try #require(ProcessProbe.status(server.pid, "VmSize"))
+        let resident = try #require(ProcessProbe.status(server.pid, "VmRSS"))
+        let perClientSize = (size - baseSize) / clients
+        let perClientResident = (resident - baseResident) / clients
+        #expect(perClientSize < 1024, "VmSize grew by \(perClientSize) kB per idle client")
+        #expect(perClientResident < 1024, "VmRSS grew by \(perClientResident) kB per idle client")
+        idle.closeInput()
+        #expect(idle.wait() == 0)
+        #expect(CLI.waitUntil { ProcessProbe.descriptorCount(server.pid) == baseDescriptors })
+        server.signal(SIGTERM)
+        #expect(server.wait() == 0)
+    }
+
     // MARK: 5. addresses are argv's exact bytes
 
     @Test("an ADDRESS with bytes 0xFF 0xFE binds and dials exactly that name (listen, send, bridge unix:); MSG bytes too")
