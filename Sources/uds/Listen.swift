@@ -12,7 +12,8 @@ struct Listen: ParsableCommand {
             received is written out. The socket file is removed on exit, SIGINT and SIGTERM included.
 
             With -t dgram it prints every datagram it receives until SIGINT/SIGTERM. With -k it serves \
-            clients concurrently until SIGINT/SIGTERM (their data goes to stdout; stdin is unused).
+            clients concurrently until SIGINT/SIGTERM (their data goes to stdout; stdin is unused). Descriptors \
+            a peer attaches to a message are closed (-v says how many).
 
             Examples:
               uds listen /tmp/app.sock > received.bin
@@ -153,17 +154,23 @@ struct ListenSettings: Sendable {
         if keepOpen {
             let policy = policy, echo = echo, lines = lines
             serveConcurrently(listener, admit: { policy.admit($0) }) { connection in
-                await Self.serveSeqPacketClient(connection, echo: echo, lines: lines)
+                await Self.serveSeqPacketClient(connection, echo: echo, lines: lines, verbose: policy.verbose)
             }
         }
         let connection = try acceptAdmitted(listener) { policy.admit($0) }
         if echo {
             do throws(UnixSocketError) {
-                let buffer = Relay.allocate(Relay.messageCapacity)
                 while true {
-                    let count = try connection.receive(into: buffer)
-                    if count == 0 { break }
-                    try connection.send(UnsafeRawBufferPointer(rebasing: buffer[..<count]))
+                    let bytes: [UInt8]
+                    do throws(UnixSocketError) {
+                        guard let received = try connection.receiveIgnoringDescriptors(verbose: policy.verbose)
+                        else { break }
+                        bytes = received
+                    } catch where MessageReceiver.isRecoverable(error) {
+                        Lifecycle.diagnostic(error.description)
+                        continue
+                    }
+                    try connection.send(bytes)
                 }
                 try? connection.shutdown(.write)
             } catch {
@@ -172,22 +179,27 @@ struct ListenSettings: Sendable {
             }
             Lifecycle.exit(0)
         }
-        Relay.runSeqPacket(connection, useStdin: true, lines: lines)
+        Relay.runSeqPacket(connection, useStdin: true, lines: lines, verbose: policy.verbose)
     }
 
-    static func serveSeqPacketClient(_ connection: UnixSeqPacket, echo: Bool, lines: Bool) async {
+    /// One `-k` seqpacket client: waits for each message without a buffer (an idle client costs none),
+    /// then receives it at its size; descriptors that come with it are closed.
+    static func serveSeqPacketClient(_ connection: UnixSeqPacket, echo: Bool, lines: Bool, verbose: Bool) async {
         defer { connection.close() }
         do {
             while true {
-                // Wait without a buffer, then receive the message at its own size: an idle client holds none.
-                let size = try await connection.nextMessageSize()
-                let message = try await connection.receive(
-                    maxBytes: min(size, Relay.messageCapacity), maxDescriptors: 0)
-                if message.bytes.isEmpty { break }
+                let bytes: [UInt8]
+                do {
+                    guard let received = try await connection.receiveIgnoringDescriptors(verbose: verbose) else { break }
+                    bytes = received
+                } catch let error as UnixSocketError where MessageReceiver.isRecoverable(error) {
+                    Lifecycle.diagnostic(error.description)
+                    continue
+                }
                 if echo {
-                    try await connection.send(message.bytes)
+                    try await connection.send(bytes)
                 } else {
-                    stdoutLock.withLock { _ in Relay.printMessage(message.bytes, lines: lines) }
+                    stdoutLock.withLock { _ in Relay.printMessage(bytes, lines: lines) }
                 }
             }
             try? connection.shutdown(.write)
@@ -203,16 +215,12 @@ struct ListenSettings: Sendable {
         while true {
             let message: UnixMessage
             do throws(UnixSocketError) {
-                message = try socket.receive(maxBytes: Relay.messageCapacity, maxDescriptors: 0)
+                message = try socket.receiveIgnoringDescriptors(verbose: policy.verbose)
             } catch {
-                if error.code == .closed {
-                    Lifecycle.exit(0)
-                } else if error.code == .messageTruncated || error.code == .controlTruncated {
-                    if policy.verbose { Lifecycle.diagnostic(error.description) }
-                    continue
-                } else {
-                    throw error
-                }
+                if error.code == .closed { Lifecycle.exit(0) }
+                guard MessageReceiver.isRecoverable(error) else { throw error }
+                Lifecycle.diagnostic(error.description)  // that datagram is lost; the next one is not
+                continue
             }
             if policy.needsCredentials && !policy.admit(message.credentials) { continue }
             if echo {

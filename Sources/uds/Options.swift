@@ -42,7 +42,12 @@ struct PeerOptions: ParsableArguments {
             "Accept only peers with this primary or supplementary group id (repeatable).", valueName: "gid"))
     var allowGIDs: [UInt32] = []
 
-    @Flag(name: .shortAndLong, help: "One stderr line per peer: uds: peer pid=PID uid=UID gid=GID.")
+    @Flag(
+        name: .shortAndLong,
+        help: """
+            One stderr line per peer (uds: peer pid=PID uid=UID gid=GID), and the command's own notes: \
+            descriptors closed, echoes dropped, bytes copied.
+            """)
     var verbose = false
 
     /// The plain values, for threads and tasks.

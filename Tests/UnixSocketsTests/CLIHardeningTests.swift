@@ -86,6 +86,54 @@ struct CLIHardeningTests {
         #expect(removals.first?.contains("unlink(\"\(socket)\")") == true, "\(removals)")
     }
 
+    // MARK: 2. descriptors nobody asked for
+
+    /// A python3 peer that sends one message carrying three descriptors (all the write end of one pipe),
+    /// then a plain one, and reports whether the receiver closed every copy (the pipe reads EOF).
+    static func descriptorSender(type: String) -> String {
+        """
+        import array, os, select, socket, sys
+        path = sys.argv[1]
+        r, w = os.pipe()
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_\(type))
+        if '\(type)' == 'DGRAM':
+            rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array('i', [w, w, w]))]
+            s.sendmsg([b'with-fds'], rights, 0, path); os.close(w)
+            s.sendto(b'after', path)
+        else:
+            s.connect(path)
+            socket.send_fds(s, [b'with-fds'], [w, w, w]); os.close(w)
+            s.send(b'after')
+        ready, _, _ = select.select([r], [], [], 20)
+        print('closed' if ready and os.read(r, 1) == b'' else 'still open', flush=True)
+        if '\(type)' != 'DGRAM': s.close()
+        """
+    }
+
+    @Test("recv and listen (dgram, seqpacket, -k seqpacket) close unexpected descriptors, say so with -v and go on")
+    func unexpectedDescriptorsAreClosed() throws {
+        let dir = try TempDirectory()
+        let cases: [(arguments: [String], type: String, stops: Bool)] = [
+            (["recv", "-v", "--count", "2"], "DGRAM", true),
+            (["recv", "-t", "seqpacket", "-v", "--count", "2"], "SEQPACKET", true),
+            (["listen", "-t", "seqpacket", "--lines", "-v"], "SEQPACKET", true),
+            (["listen", "-k", "-t", "seqpacket", "--lines", "-v"], "SEQPACKET", false),
+            (["listen", "-t", "dgram", "--lines", "-v"], "DGRAM", false),
+        ]
+        for (index, test) in cases.enumerated() {
+            let socket = dir.file("fds\(index).sock")
+            let server = try CLI.spawnUDS(test.arguments + [socket], in: dir)
+            #expect(CLI.waitForSocket(socket))
+            let peer = try CLI.python(Self.descriptorSender(type: test.type), [socket], in: dir)
+            #expect(peer.outputText == "closed\n", "\(test.arguments): the descriptors were not closed \(peer.error)")
+            #expect(CLI.waitUntil { server.outputText == "with-fds\nafter\n" }, "\(test.arguments): \(server.outputText)")
+            if !test.stops { server.signal(SIGTERM) }
+            #expect(server.wait() == 0, "\(test.arguments): \(server.errorText)")
+            #expect(server.outputText == "with-fds\nafter\n")
+            #expect(server.errorText.contains("closed 3 descriptors"), "\(test.arguments): \(server.errorText)")
+        }
+    }
+
     // MARK: 3. idle seqpacket clients cost no buffer
 
     @Test("listen -k -t seqpacket: 150 idle clients cost far less than 1 MiB each (VmSize and VmRSS)")
