@@ -11,9 +11,10 @@ struct Listen: ParsableCommand {
             side is shut down and reading goes on; it exits 0 once the peer's EOF has arrived and everything \
             received is written out. The socket file is removed on exit, SIGINT and SIGTERM included.
 
-            With -t dgram it prints every datagram it receives until SIGINT/SIGTERM. With -k it serves \
-            clients concurrently until SIGINT/SIGTERM (their data goes to stdout; stdin is unused). Descriptors \
-            a peer attaches to a message are closed (-v says how many).
+            With -t dgram it prints every datagram it receives until SIGINT/SIGTERM; with --echo it answers \
+            each sender without waiting (a sender whose queue is full, because it does not read, loses that \
+            reply; -v says so). With -k it serves clients concurrently until SIGINT/SIGTERM (their data goes \
+            to stdout; stdin is unused). Descriptors a peer attaches to a message are closed (-v says how many).
 
             Examples:
               uds listen /tmp/app.sock > received.bin
@@ -226,17 +227,38 @@ struct ListenSettings: Sendable {
             if echo {
                 // An unbound sender cannot be answered: skip it.
                 guard let sender = message.sender, !sender.isUnnamed else { continue }
-                do throws(UnixSocketError) {
-                    try socket.send(message.bytes, to: sender, timeout: .seconds(1))
-                } catch {
-                    if error.code == .closed {
-                        Lifecycle.exit(0)
-                    } else {
-                        if policy.verbose { Lifecycle.diagnostic(error.description) }
-                    }
-                }
+                Self.echo(message.bytes, to: sender, on: socket, verbose: policy.verbose)
             } else {
                 Relay.printMessage(message.bytes, lines: lines)
+            }
+        }
+    }
+
+    /// How long an echo may wait for room in its sender's queue: one attempt, in effect. The library's
+    /// unconnected send retries a full receiver (EAGAIN) only until its deadline, which has passed by the
+    /// time the first attempt returns. So a sender that never reads costs the others nothing: once its
+    /// queue is full, its echoes are dropped.
+    static let echoPatience = Duration.nanoseconds(1)
+
+    /// Sends one echo without waiting: a sender whose queue is full (it does not read) or that is gone
+    /// loses that reply (said on stderr with -v), and the next datagram is served at once. (The kernel
+    /// charges unread replies to this socket's send buffer: a sender that never reads pins at most
+    /// `max_dgram_qlen` + 1 of them, which with large datagrams can fill it for everyone until it reads or
+    /// exits. Nothing here can take them back; at least no one waits.)
+    static func echo(_ bytes: [UInt8], to sender: UnixAddress, on socket: UnixDatagram, verbose: Bool) {
+        do throws(UnixSocketError) {
+            try socket.send(bytes, to: sender, timeout: echoPatience)
+        } catch {
+            if error.code == .closed { Lifecycle.exit(0) }
+            guard verbose else { return }
+            if error.code == .timedOut {
+                // EAGAIN: the sender's queue is full, or this socket's send buffer is (the kernel charges
+                // every reply to it until its receiver reads it).
+                Lifecycle.diagnostic(
+                    "dropped the echo to \(sender): no room (its receive queue, or this socket's send buffer, "
+                        + "is full of replies not yet read)")
+            } else {
+                Lifecycle.diagnostic("dropped the echo to \(sender): \(error.description)")
             }
         }
     }

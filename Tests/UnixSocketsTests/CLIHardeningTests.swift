@@ -307,4 +307,45 @@ struct CLIHardeningTests {
         holder.signal(SIGKILL)
         holder.wait()
     }
+
+    // MARK: 8. dgram --echo: a sender that never reads delays nobody
+
+    @Test("listen -t dgram --echo: a flooding sender that never reads does not delay another sender's echoes")
+    func datagramEchoIsNotStalledByANonReader() throws {
+        let dir = try TempDirectory()
+        let socket = dir.file("echo.sock")
+        let server = try CLI.spawnUDS(["listen", "-t", "dgram", "--echo", "-v", socket], in: dir)
+        #expect(CLI.waitForSocket(socket))
+        let run = try CLI.python(
+            """
+            import socket, sys, threading, time
+            server = sys.argv[1]
+            flood = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); flood.bind('')   # autobound, never reads
+            good = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); good.bind(''); good.settimeout(20)
+            stop = threading.Event(); sent = [0]
+            def run():
+                while not stop.is_set() and sent[0] < 1_000_000:
+                    flood.sendto(b'flood', server); sent[0] += 1
+            threading.Thread(target=run, daemon=True).start()
+            for _ in range(500):   # the flooder's queue is full long before this
+                if sent[0] >= 40: break
+                time.sleep(0.01)
+            deadline = time.monotonic() + 60
+            got = 0
+            for i in range(20):
+                msg = b'good-%d' % i
+                good.sendto(msg, server)
+                try:
+                    if good.recv(100) == msg: got += 1
+                except socket.timeout:
+                    break
+                if time.monotonic() > deadline: break
+            stop.set()
+            print('echoed', got, 'flooded', sent[0] >= 40)
+            """, [socket], in: dir, seconds: 120)
+        #expect(run.outputText == "echoed 20 flooded True\n", "\(run.outputText) \(run.error)")
+        server.signal(SIGTERM)
+        #expect(server.wait() == 0)
+        #expect(server.errorText.contains("dropped"), "with -v a dropped echo is reported: \(server.errorText.prefix(300))")
+    }
 }
