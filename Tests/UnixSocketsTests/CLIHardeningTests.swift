@@ -180,6 +180,104 @@ struct CLIHardeningTests {
         #expect(server.wait() == 0)
     }
 
+    // MARK: 4. bridge: async, no thread per connection
+
+    @Test("bridge: 220 concurrent connections through Unix -> TCP -> Unix all echo; few threads; no descriptor left")
+    func bridgeManyConnections() throws {
+        let dir = try TempDirectory()
+        let service = dir.file("svc.sock")
+        let front = dir.file("front.sock")
+        let echo = try CLI.spawnUDS(["listen", "-k", "--echo", service], in: dir)
+        #expect(CLI.waitForSocket(service))
+        let tcpSide = try CLI.spawnUDS(["bridge", "tcp:127.0.0.1:0", "unix:" + service], in: dir)
+        var port = 0
+        #expect(CLI.waitUntil {
+            if let range = tcpSide.errorText.range(of: "127.0.0.1:"),
+                let value = Int(tcpSide.errorText[range.upperBound...].prefix { $0.isNumber })
+            {
+                port = value
+            }
+            return port > 0
+        })
+        let unixSide = try CLI.spawnUDS(["bridge", front, "tcp:127.0.0.1:\(port)"], in: dir)
+        #expect(CLI.waitForSocket(front))
+        let clients = """
+            import os, socket, sys
+            path, n, pids = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+            conns = []
+            for i in range(n):   # all connected at once
+                c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); c.settimeout(60); c.connect(path); conns.append(c)
+            data = [os.urandom(20000 + i) for i in range(n)]
+            for c, d in zip(conns, data): c.sendall(d)   # fits in the socket buffers on the way
+            bad = []
+            for i, (c, d) in enumerate(zip(conns, data)):
+                got = bytearray()
+                try:
+                    while len(got) < len(d):
+                        b = c.recv(65536)
+                        if not b: break
+                        got += b
+                except OSError as e:
+                    bad.append((i, str(e)))
+                    continue
+                if bytes(got) != d: bad.append((i, len(got)))
+            for pid in pids:   # while every connection is still open
+                threads = [l.split()[1] for l in open('/proc/%s/status' % pid) if l.startswith('Threads:')][0]
+                print('threads', pid, threads, 'fds', len(os.listdir('/proc/%s/fd' % pid)))
+            for i, c in enumerate(conns):
+                c.shutdown(socket.SHUT_WR)
+                try:
+                    if c.recv(1) != b'': bad.append((i, 'no EOF'))
+                except OSError as e:
+                    bad.append((i, str(e)))
+                c.close()
+            print('bad', bad[:5]) if bad else print('ok')
+            """
+        // Warm up (the reactor starts, the listeners register), then note each bridge's descriptors.
+        #expect(try CLI.python(clients, [front, "1"], in: dir).outputText.hasSuffix("ok\n"))
+        let base = [unixSide.pid: ProcessProbe.descriptorCount(unixSide.pid), tcpSide.pid: ProcessProbe.descriptorCount(tcpSide.pid)]
+        let count = 220
+        let run = try CLI.python(clients, [front, String(count), String(unixSide.pid), String(tcpSide.pid)], in: dir, seconds: 120)
+        #expect(run.outputText.hasSuffix("ok\n"), "\(run.outputText) \(run.error)")
+        let cores = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+        for line in run.outputText.split(separator: "\n") where line.hasPrefix("threads") {
+            let fields = line.split(separator: " ")
+            let threads = Int(fields[2]) ?? .max
+            #expect(threads <= cores + 8, "bridge \(fields[1]) ran \(threads) threads for \(count) connections")
+            #expect((Int(fields[4]) ?? 0) >= 2 * count, "bridge \(fields[1]) did not hold the connections at once")
+        }
+        for (pid, descriptors) in base {
+            #expect(CLI.waitUntil { ProcessProbe.descriptorCount(pid) == descriptors },
+                "bridge \(pid): \(ProcessProbe.descriptorCount(pid)) descriptors open, \(descriptors) before the clients")
+        }
+        for process in [unixSide, tcpSide, echo] {
+            process.signal(SIGTERM)
+            #expect(process.wait() == 0)
+        }
+        #expect(!CLI.exists(front))
+    }
+
+    @Test("bridge: a connection that cannot be served (target missing) is closed, with one stderr line")
+    func bridgeClosesWhatItCannotServe() throws {
+        let dir = try TempDirectory()
+        let front = dir.file("front.sock")
+        let bridge = try CLI.spawnUDS(["bridge", front, "unix:" + dir.file("missing.sock")], in: dir)
+        #expect(CLI.waitForSocket(front))
+        let client = try CLI.python(
+            """
+            import socket, sys
+            c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); c.settimeout(20); c.connect(sys.argv[1])
+            try:
+                print('closed' if c.recv(10) == b'' else 'data')
+            except ConnectionResetError:
+                print('closed')
+            """, [front], in: dir)
+        #expect(client.outputText == "closed\n", "\(client.outputText) \(client.error)")
+        #expect(bridge.errorText.contains("uds: connect"))
+        bridge.signal(SIGTERM)
+        #expect(bridge.wait() == 0)
+    }
+
     // MARK: 5. addresses are argv's exact bytes
 
     @Test("an ADDRESS with bytes 0xFF 0xFE binds and dials exactly that name (listen, send, bridge unix:); MSG bytes too")
