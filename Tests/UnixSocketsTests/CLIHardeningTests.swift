@@ -446,4 +446,52 @@ struct CLIHardeningTests {
         #expect(server.wait() == 0)
         #expect(server.errorText.contains("dropped"), "with -v a dropped echo is reported: \(server.errorText.prefix(300))")
     }
+
+    // MARK: 9. recv-fd: bounded, never stuck, goes on after a bad descriptor
+
+    @Test("recv-fd: --max-bytes bounds each copy, a pipe kept open is left after --timeout, unreadable ones are skipped")
+    func receiveDescriptorsBoundedAndResilient() throws {
+        let dir = try TempDirectory()
+        let socket = dir.file("fd.sock")
+        let big = CLI.randomBytes(100_000)
+        let bigPath = dir.write("big.bin", big)
+        let small = Array("small file\n".utf8)
+        let smallPath = dir.write("small.txt", small)
+        let writeOnly = dir.write("write-only.txt", Array("secret".utf8))
+        let receiver = try CLI.spawnUDS(["recv-fd", "-v", "--max-bytes", "1000", "--timeout", "0.3", socket], in: dir)
+        #expect(CLI.waitForSocket(socket))
+        let sender = try CLI.python(
+            """
+            import os, socket, sys
+            path, big, small, writeonly, directory = sys.argv[1:6]
+            c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); c.connect(path)
+            r, w = os.pipe(); os.write(w, b'partial')
+            socket.send_fds(c, [b'1'], [r])                                     # writer stays open
+            socket.send_fds(c, [b'2'], [os.open(writeonly, os.O_WRONLY)])       # not readable
+            socket.send_fds(c, [b'3'], [os.open(directory, os.O_RDONLY)])       # a directory
+            socket.send_fds(c, [b'4'], [os.open(big, os.O_RDONLY)])             # over --max-bytes
+            socket.send_fds(c, [b'5'], [os.open(small, os.O_RDONLY)])           # fine
+            c.shutdown(socket.SHUT_WR); c.settimeout(30); c.recv(1)              # until uds closes
+            os.close(w)
+            """, [socket, bigPath, smallPath, writeOnly, dir.path], in: dir, seconds: 60)
+        #expect(sender.status == 0, "\(sender.error)")
+        #expect(receiver.wait(seconds: 60) == 1, "\(receiver.errorText)")
+        #expect(receiver.output == Array("partial".utf8) + Array(big.prefix(1000)) + small)
+        let errors = receiver.errorText
+        #expect(errors.contains("descriptor 1 (pipe): no data for 0.3 s"), "\(errors)")
+        #expect(errors.contains("descriptor 2"), "\(errors)")
+        #expect(errors.contains("EBADF"), "\(errors)")
+        #expect(errors.contains("descriptor 3 (directory)"), "\(errors)")
+        #expect(errors.contains("descriptor 4 (regular file): stopped at --max-bytes 1000"), "\(errors)")
+        #expect(errors.contains("descriptor 5 (regular file): copied \(small.count) bytes"), "\(errors)")
+        #expect(errors.split(separator: "\n").last?.hasPrefix("uds: 4 of 5 descriptors") == true, "\(errors)")
+
+        let help = try CLI.uds(["recv-fd", "--help"], in: dir)
+        #expect(help.outputText.contains("--max-bytes"))
+        #expect(help.outputText.contains("64 MiB"))
+        for bad in [["--max-bytes", "0"], ["--timeout", "0"], ["--timeout", "-1"]] {
+            let result = try CLI.uds(["recv-fd"] + bad + [socket], in: dir, seconds: 10)
+            #expect(result.status == 64, "\(bad)")
+        }
+    }
 }
