@@ -33,12 +33,15 @@ struct Connect: ParsableCommand {
             valueName: "seconds"))
     var wait: Double?
 
+    @Flag(name: .shortAndLong, help: "Say on stderr how many descriptors that came with a message were closed.")
+    var verbose = false
+
     func validate() throws {
         if let wait, !(wait >= 0 && wait < 1e9) { throw ValidationError("--wait takes a number of seconds >= 0") }
     }
 
     func run() throws {
-        let address = address, type = type, lines = lines, wait = wait
+        let address = address, type = type, lines = lines, wait = wait, verbose = verbose
         runCommand {
             let bound = wait.map { Duration.milliseconds(max(Int64($0 * 1000), 1)) }
             switch type {
@@ -47,9 +50,9 @@ struct Connect: ParsableCommand {
                 Relay.runStream(stream, useStdin: true)
             case .seqpacket:
                 let connection = try UnixSeqPacket.connect(to: address, timeout: bound)
-                Relay.runSeqPacket(connection, useStdin: true, lines: lines)
+                Relay.runSeqPacket(connection, useStdin: true, lines: lines, verbose: verbose)
             case .dgram:
-                try DatagramClient(address: address, lines: lines, wait: wait ?? 1).run()
+                try DatagramClient(address: address, lines: lines, wait: wait ?? 1, verbose: verbose).run()
             }
         }
     }
@@ -60,6 +63,7 @@ struct DatagramClient {
     let address: UnixAddress
     let lines: Bool
     let wait: Double
+    let verbose: Bool
 
     /// When stdin ended (nil while it is open) and when the last reply arrived.
     final class Progress: Sendable {
@@ -70,7 +74,7 @@ struct DatagramClient {
         let socket = try UnixDatagram.bind(.autobind)
         try socket.connect(to: address)
         let progress = Progress()
-        let lines = lines
+        let lines = lines, verbose = verbose
         Lifecycle.thread {
             do throws(UnixSocketError) {
                 try Relay.stdinToMessages(lines: lines, skipEmpty: false) { (bytes) throws(UnixSocketError) in
@@ -83,7 +87,7 @@ struct DatagramClient {
         }
         let patience = Duration.milliseconds(Int64(wait * 1000))
         do throws(UnixSocketError) {
-            try Relay.messagesToStdout(lines: lines) { (buffer) throws(UnixSocketError) -> Int? in
+            try Relay.messagesToStdout(lines: lines) { () throws(UnixSocketError) -> [UInt8]? in
                 while true {
                     let (ended, last) = progress.state.withLock { $0 }
                     var timeout = Duration.milliseconds(100)  // stdin still open: look again soon
@@ -94,9 +98,9 @@ struct DatagramClient {
                         timeout = min(left, timeout)
                     }
                     do throws(UnixSocketError) {
-                        let count = try socket.receive(into: buffer, timeout: timeout)
+                        let message = try socket.receiveIgnoringDescriptors(verbose: verbose, timeout: timeout)
                         progress.state.withLock { $0.lastReply = .now }
-                        return count
+                        return message.bytes
                     } catch {
                         guard error.code == .timedOut else { throw error }
                         continue

@@ -79,7 +79,8 @@ struct DemoStory {
         try descriptorPassing(in: directory)
         say("6. Cleanup")
         let left = ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).filter {
-            socketFileIdentity(directory + "/" + $0) != nil
+            let attributes = try? FileManager.default.attributesOfItem(atPath: directory + "/" + $0)
+            return attributes?[.type] as? FileAttributeType == .typeSocket
         }
         say("   every socket closed; socket files left in \(directory): \(left.isEmpty ? "none" : left.joined(separator: ", "))")
         try? FileManager.default.removeItem(atPath: directory)

@@ -11,8 +11,10 @@ struct Listen: ParsableCommand {
             side is shut down and reading goes on; it exits 0 once the peer's EOF has arrived and everything \
             received is written out. The socket file is removed on exit, SIGINT and SIGTERM included.
 
-            With -t dgram it prints every datagram it receives until SIGINT/SIGTERM. With -k it serves \
-            clients concurrently until SIGINT/SIGTERM (their data goes to stdout; stdin is unused).
+            With -t dgram it prints every datagram it receives until SIGINT/SIGTERM; with --echo it answers \
+            each sender without waiting (a sender whose queue is full, because it does not read, loses that \
+            reply; -v says so). With -k it serves clients concurrently until SIGINT/SIGTERM (their data goes \
+            to stdout; stdin is unused). Descriptors a peer attaches to a message are closed (-v says how many).
 
             Examples:
               uds listen /tmp/app.sock > received.bin
@@ -33,7 +35,7 @@ struct Listen: ParsableCommand {
     @Flag(help: "Send every byte or message back to whoever sent it (prints nothing; stdin unused).")
     var echo = false
 
-    @Option(help: "The socket file's exact permission bits, in octal, whatever the umask.", transform: parseMode)
+    @Option(help: "The socket file's exact permission bits, in octal (0 to 777), whatever the umask.", transform: parseMode)
     var mode: UInt32?
 
     @Flag(help: "Messages: each stdin line is one message; each received message is printed with a newline.")
@@ -76,7 +78,7 @@ struct ListenSettings: Sendable {
 
     func serveStream() throws {
         let listener = try UnixStreamListener.bind(address, mode: mode)
-        closeOnExit(address) { listener.close() }
+        closeOnExit { listener.close() }
         if keepOpen {
             let policy = policy, echo = echo
             serveConcurrently(listener, admit: { policy.admit($0) }) { connection in
@@ -149,21 +151,27 @@ struct ListenSettings: Sendable {
 
     func serveSeqPacket() throws {
         let listener = try UnixSeqPacketListener.bind(address, mode: mode)
-        closeOnExit(address) { listener.close() }
+        closeOnExit { listener.close() }
         if keepOpen {
             let policy = policy, echo = echo, lines = lines
             serveConcurrently(listener, admit: { policy.admit($0) }) { connection in
-                await Self.serveSeqPacketClient(connection, echo: echo, lines: lines)
+                await Self.serveSeqPacketClient(connection, echo: echo, lines: lines, verbose: policy.verbose)
             }
         }
         let connection = try acceptAdmitted(listener) { policy.admit($0) }
         if echo {
             do throws(UnixSocketError) {
-                let buffer = Relay.allocate(Relay.messageCapacity)
                 while true {
-                    let count = try connection.receive(into: buffer)
-                    if count == 0 { break }
-                    try connection.send(UnsafeRawBufferPointer(rebasing: buffer[..<count]))
+                    let bytes: [UInt8]
+                    do throws(UnixSocketError) {
+                        guard let received = try connection.receiveIgnoringDescriptors(verbose: policy.verbose)
+                        else { break }
+                        bytes = received
+                    } catch where MessageReceiver.isRecoverable(error) {
+                        Lifecycle.diagnostic(error.description)
+                        continue
+                    }
+                    try connection.send(bytes)
                 }
                 try? connection.shutdown(.write)
             } catch {
@@ -172,19 +180,27 @@ struct ListenSettings: Sendable {
             }
             Lifecycle.exit(0)
         }
-        Relay.runSeqPacket(connection, useStdin: true, lines: lines)
+        Relay.runSeqPacket(connection, useStdin: true, lines: lines, verbose: policy.verbose)
     }
 
-    static func serveSeqPacketClient(_ connection: UnixSeqPacket, echo: Bool, lines: Bool) async {
+    /// One `-k` seqpacket client: waits for each message without a buffer (an idle client costs none),
+    /// then receives it at its size; descriptors that come with it are closed.
+    static func serveSeqPacketClient(_ connection: UnixSeqPacket, echo: Bool, lines: Bool, verbose: Bool) async {
         defer { connection.close() }
         do {
             while true {
-                let message = try await connection.receive(maxBytes: Relay.messageCapacity, maxDescriptors: 0)
-                if message.bytes.isEmpty { break }
+                let bytes: [UInt8]
+                do {
+                    guard let received = try await connection.receiveIgnoringDescriptors(verbose: verbose) else { break }
+                    bytes = received
+                } catch let error as UnixSocketError where MessageReceiver.isRecoverable(error) {
+                    Lifecycle.diagnostic(error.description)
+                    continue
+                }
                 if echo {
-                    try await connection.send(message.bytes)
+                    try await connection.send(bytes)
                 } else {
-                    stdoutLock.withLock { _ in Relay.printMessage(message.bytes, lines: lines) }
+                    stdoutLock.withLock { _ in Relay.printMessage(bytes, lines: lines) }
                 }
             }
             try? connection.shutdown(.write)
@@ -195,37 +211,54 @@ struct ListenSettings: Sendable {
 
     func serveDatagrams() throws {
         let socket = try UnixDatagram.bind(address, mode: mode)
-        closeOnExit(address) { socket.close() }
+        closeOnExit { socket.close() }
         if policy.needsCredentials { try socket.receiveCredentials() }
         while true {
             let message: UnixMessage
             do throws(UnixSocketError) {
-                message = try socket.receive(maxBytes: Relay.messageCapacity, maxDescriptors: 0)
+                message = try socket.receiveIgnoringDescriptors(verbose: policy.verbose)
             } catch {
-                if error.code == .closed {
-                    Lifecycle.exit(0)
-                } else if error.code == .messageTruncated || error.code == .controlTruncated {
-                    if policy.verbose { Lifecycle.diagnostic(error.description) }
-                    continue
-                } else {
-                    throw error
-                }
+                if error.code == .closed { Lifecycle.exit(0) }
+                guard MessageReceiver.isRecoverable(error) else { throw error }
+                Lifecycle.diagnostic(error.description)  // that datagram is lost; the next one is not
+                continue
             }
             if policy.needsCredentials && !policy.admit(message.credentials) { continue }
             if echo {
                 // An unbound sender cannot be answered: skip it.
                 guard let sender = message.sender, !sender.isUnnamed else { continue }
-                do throws(UnixSocketError) {
-                    try socket.send(message.bytes, to: sender, timeout: .seconds(1))
-                } catch {
-                    if error.code == .closed {
-                        Lifecycle.exit(0)
-                    } else {
-                        if policy.verbose { Lifecycle.diagnostic(error.description) }
-                    }
-                }
+                Self.echo(message.bytes, to: sender, on: socket, verbose: policy.verbose)
             } else {
                 Relay.printMessage(message.bytes, lines: lines)
+            }
+        }
+    }
+
+    /// How long an echo may wait for room in its sender's queue: one attempt, in effect. The library's
+    /// unconnected send retries a full receiver (EAGAIN) only until its deadline, which has passed by the
+    /// time the first attempt returns. So a sender that never reads costs the others nothing: once its
+    /// queue is full, its echoes are dropped.
+    static let echoPatience = Duration.nanoseconds(1)
+
+    /// Sends one echo without waiting: a sender whose queue is full (it does not read) or that is gone
+    /// loses that reply (said on stderr with -v), and the next datagram is served at once. (The kernel
+    /// charges unread replies to this socket's send buffer: a sender that never reads pins at most
+    /// `max_dgram_qlen` + 1 of them, which with large datagrams can fill it for everyone until it reads or
+    /// exits. Nothing here can take them back; at least no one waits.)
+    static func echo(_ bytes: [UInt8], to sender: UnixAddress, on socket: UnixDatagram, verbose: Bool) {
+        do throws(UnixSocketError) {
+            try socket.send(bytes, to: sender, timeout: echoPatience)
+        } catch {
+            if error.code == .closed { Lifecycle.exit(0) }
+            guard verbose else { return }
+            if error.code == .timedOut {
+                // EAGAIN: the sender's queue is full, or this socket's send buffer is (the kernel charges
+                // every reply to it until its receiver reads it).
+                Lifecycle.diagnostic(
+                    "dropped the echo to \(sender): no room (its receive queue, or this socket's send buffer, "
+                        + "is full of replies not yet read)")
+            } else {
+                Lifecycle.diagnostic("dropped the echo to \(sender): \(error.description)")
             }
         }
     }

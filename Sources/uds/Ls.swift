@@ -6,9 +6,12 @@ struct Ls: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "List the Unix sockets on this machine: address, type, state, peer and owning process.",
         discussion: """
-            Reads /proc/net/unix, sock_diag (peer inodes, exact abstract names) and /proc/*/fd (owners; \
-            other users' processes are visible to root only). --json prints one array of objects with the \
-            keys address, type, state, inode, peer_inode, pid, command (null where unknown).
+            Reads sock_diag (what ss -x reads: exact names, peer inodes; /proc/net/unix only where sock_diag \
+            is unavailable) and /proc/*/fd (owners; other users' processes are visible to root only). An \
+            address or command name holding control or format characters is printed escaped (\\xHH for each \
+            byte other than printable ASCII, \\\\ for a backslash), so no name can forge a row or drive the \
+            terminal. --json prints one array of objects with the keys address, type, state, inode, \
+            peer_inode, pid, command (null where unknown), escaped as JSON.
 
             Examples:
               uds ls
@@ -43,32 +46,33 @@ struct SocketInfo {
 }
 
 enum SocketInventory {
+    /// The sockets from sock_diag, which gives every field exactly (the bound name with its own length);
+    /// /proc/net/unix only if sock_diag is unavailable. That file prints a path's bytes raw, newlines
+    /// included, so a socket bound to a crafted path could add rows of its choosing to it.
     static func collect() throws -> [SocketInfo] {
+        let owners = socketOwners()
+        func info(type: UInt16, state: String, inode: UInt64, address: String?, peer: UInt64?) -> SocketInfo {
+            let owner = owners[inode]
+            return SocketInfo(
+                address: address, type: typeName(type), state: state, inode: inode, peerInode: peer, pid: owner,
+                command: owner.flatMap(command(of:)))
+        }
+        if case .success(let table) = UnixSocketTable.entries() {
+            return table.values.sorted { $0.inode < $1.inode }.map { entry in
+                info(
+                    type: UInt16(entry.type), state: diagStateName(entry.state), inode: entry.inode,
+                    address: entry.address?.description, peer: entry.peerInode)
+            }
+        }
         let text: String
         do {
             text = try String(contentsOfFile: "/proc/net/unix", encoding: .utf8)
         } catch {
             throw CLIError("read /proc/net/unix: \(error.localizedDescription)")
         }
-        let diagnostics = (try? UnixSocketTable.entries().get()) ?? [:]
-        let owners = socketOwners()
         var result: [SocketInfo] = []
         for line in text.split(separator: "\n").dropFirst() {
             guard let row = parse(line) else { continue }
-            let diag = diagnostics[row.inode]
-            var address: String?
-            if let bound = diag?.address {
-                address = bound.description
-            } else if let path = row.path, !path.isEmpty {
-                address = path
-            }
-            let type =
-                switch row.type {
-                case 1: "stream"
-                case 2: "dgram"
-                case 5: "seqpacket"
-                default: "type-\(row.type)"
-                }
             let state: String
             if row.flags & 0x10000 != 0 {
                 state = "listening"
@@ -81,13 +85,30 @@ enum SocketInventory {
                 default: state = "state-\(row.state)"
                 }
             }
-            let owner = owners[row.inode]
-            result.append(
-                SocketInfo(
-                    address: address, type: type, state: state, inode: row.inode, peerInode: diag?.peerInode,
-                    pid: owner, command: owner.flatMap(command(of:))))
+            let path = row.path.flatMap { $0.isEmpty ? nil : $0 }
+            result.append(info(type: row.type, state: state, inode: row.inode, address: path, peer: nil))
         }
         return result
+    }
+
+    static func typeName(_ type: UInt16) -> String {
+        switch type {
+        case 1: "stream"
+        case 2: "dgram"
+        case 5: "seqpacket"
+        default: "type-\(type)"
+        }
+    }
+
+    /// sock_diag's sk_state, in the words /proc/net/unix's state gave.
+    static func diagStateName(_ state: UInt8) -> String {
+        switch state {
+        case 10: "listening"  // TCP_LISTEN
+        case 1: "connected"  // TCP_ESTABLISHED
+        case 2: "connecting"  // TCP_SYN_SENT
+        case 7: "unconnected"  // TCP_CLOSE
+        default: "state-\(state)"
+        }
     }
 
     /// One line of /proc/net/unix: Num RefCount Protocol Flags Type St Inode [Path].
@@ -125,9 +146,28 @@ enum SocketInventory {
         return owners
     }
 
+    /// The command name (/proc/PID/comm, which the process itself sets and may fill with any bytes but
+    /// NUL): as text when it is UTF-8, else in the escaped form.
     static func command(of pid: Int32) -> String? {
-        guard let text = try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8) else { return nil }
-        return text.trimmingCharacters(in: .newlines)
+        guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/comm") else { return nil }
+        var bytes = Array(data)
+        if bytes.last == UInt8(ascii: "\n") { bytes.removeLast() }  // the kernel's own line end
+        return String(validating: bytes, as: UTF8.self) ?? escapeBytes(bytes)
+    }
+
+    /// A cell of the table: text with nothing a terminal would act on. Anything holding a control
+    /// character (C0, DEL, C1), a format character (bidirectional overrides, zero-width) or a line or
+    /// paragraph separator is written in the address syntax's escaped form: printable ASCII as is, `\\` for a
+    /// backslash, `\xHH` for every other byte (as `UnixAddress` describes a path that is not UTF-8). So no
+    /// name can end a row early, forge one or move the cursor.
+    static func printable(_ text: String) -> String {
+        let unsafe = text.unicodeScalars.contains { scalar in
+            switch scalar.properties.generalCategory {
+            case .control, .format, .lineSeparator, .paragraphSeparator: true
+            default: false
+            }
+        }
+        return unsafe ? escapeBytes(text.utf8) : text
     }
 
     static func table(_ sockets: [SocketInfo]) -> String {
@@ -135,7 +175,8 @@ enum SocketInventory {
         for socket in sockets {
             rows.append([
                 socket.type, socket.state, "\(socket.inode)", socket.peerInode.map { "\($0)" } ?? "-",
-                socket.pid.map { "\($0)" } ?? "-", socket.command ?? "-", socket.address ?? "-",
+                socket.pid.map { "\($0)" } ?? "-", socket.command.map(printable) ?? "-",
+                socket.address.map(printable) ?? "-",
             ])
         }
         var widths = [Int](repeating: 0, count: 7)
@@ -162,8 +203,11 @@ enum SocketInventory {
                 case "\n": out += "\\n"
                 case "\r": out += "\\r"
                 case "\t": out += "\\t"
-                case _ where scalar.value < 0x20 || scalar.value == 0x7F:
+                case _ where scalar.value < 0x20 || (0x7F...0x9F).contains(scalar.value):
                     out += String(format: "\\u%04x", scalar.value)
+                case _ where [.format, .lineSeparator, .paragraphSeparator].contains(scalar.properties.generalCategory):
+                    // Valid JSON raw, but a terminal showing it would act on it (bidi overrides, U+2028).
+                    out += scalar.utf16.map { String(format: "\\u%04x", $0) }.joined()
                 default: out.unicodeScalars.append(scalar)
                 }
             }

@@ -8,16 +8,23 @@ enum SocketKind: String, ExpressibleByArgument, CaseIterable, Sendable {
     var isMessageType: Bool { self != .stream }
 }
 
-/// Parses ADDRESS for `@Argument(transform:)`: an invalid address is a usage error (status 64) that
-/// carries the library's reason, before any socket is made.
+/// Parses ADDRESS for `@Argument(transform:)` from the argument's exact bytes (a path need not be UTF-8):
+/// an invalid address is a usage error (status 64) that carries the library's reason, before any socket
+/// is made.
 func parseAddress(_ text: String) throws -> UnixAddress {
-    try UnixAddress(text)
+    try address(fromArgument: RawArguments.bytes(of: text))
 }
 
-/// Parses `--mode` as octal permission bits.
+/// Parses `--mode` as octal permission bits, 0 to 777. The setuid, setgid and sticky bits mean nothing on
+/// a socket file (and only mislead whoever reads `ls -l`): refused as a usage error.
 func parseMode(_ text: String) throws -> UInt32 {
-    guard let mode = UInt32(text, radix: 8), mode <= 0o7777 else {
+    guard let mode = UInt32(text, radix: 8) else {
         throw ValidationError("--mode takes octal permission bits such as 600 or 0660 (got '\(text)')")
+    }
+    guard mode <= 0o777 else {
+        throw ValidationError(
+            "--mode takes permission bits 0 to 777 (rwx for user, group and others); setuid, setgid and sticky "
+                + "bits are refused (got '\(text)')")
     }
     return mode
 }
@@ -35,7 +42,12 @@ struct PeerOptions: ParsableArguments {
             "Accept only peers with this primary or supplementary group id (repeatable).", valueName: "gid"))
     var allowGIDs: [UInt32] = []
 
-    @Flag(name: .shortAndLong, help: "One stderr line per peer: uds: peer pid=PID uid=UID gid=GID.")
+    @Flag(
+        name: .shortAndLong,
+        help: """
+            One stderr line per peer (uds: peer pid=PID uid=UID gid=GID), and the command's own notes: \
+            descriptors closed, echoes dropped, bytes copied.
+            """)
     var verbose = false
 
     /// The plain values, for threads and tasks.

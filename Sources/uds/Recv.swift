@@ -6,7 +6,9 @@ struct Recv: ParsableCommand {
         abstract: "Bind and print each received message followed by a newline (dgram by default).",
         discussion: """
             Runs until --count messages arrived, or SIGINT/SIGTERM; the socket file is removed on exit. With \
-            -t seqpacket it accepts peers one after another and prints their messages.
+            -t seqpacket it accepts peers one after another and prints their messages. Descriptors a peer \
+            attaches to a message are closed (-v says how many); a message that cannot be received whole (too \
+            large, or its descriptors cut short) is reported on stderr and skipped.
 
             Examples:
               uds recv @log
@@ -22,8 +24,11 @@ struct Recv: ParsableCommand {
     @Option(help: "Stop after this many messages.")
     var count: Int?
 
-    @Option(help: "The socket file's exact permission bits, in octal, whatever the umask.", transform: parseMode)
+    @Option(help: "The socket file's exact permission bits, in octal (0 to 777), whatever the umask.", transform: parseMode)
     var mode: UInt32?
+
+    @Flag(name: .shortAndLong, help: "Say on stderr how many descriptors that came with a message were closed.")
+    var verbose = false
 
     func validate() throws {
         if type == .stream {
@@ -37,7 +42,7 @@ struct Recv: ParsableCommand {
 
     func run() throws {
         Lifecycle.handleTerminationSignals()
-        let address = address, type = type, limit = count ?? Int.max, mode = mode
+        let address = address, type = type, limit = count ?? Int.max, mode = mode, verbose = verbose
         runCommand {
             var received = 0
             func deliver(_ bytes: [UInt8]) {
@@ -47,18 +52,19 @@ struct Recv: ParsableCommand {
             }
             if type == .dgram {
                 let socket = try UnixDatagram.bind(address, mode: mode)
-                closeOnExit(address) { socket.close() }
+                closeOnExit { socket.close() }
                 while true {
                     do throws(UnixSocketError) {
-                        deliver(try socket.receive(maxBytes: Relay.messageCapacity, maxDescriptors: 0).bytes)
+                        deliver(try socket.receiveIgnoringDescriptors(verbose: verbose).bytes)
                     } catch {
-                        guard error.code == .closed else { throw error }
-                        Lifecycle.exit(0)
+                        if error.code == .closed { Lifecycle.exit(0) }
+                        guard MessageReceiver.isRecoverable(error) else { throw error }
+                        Lifecycle.diagnostic(error.description)  // that message is lost; the next one is not
                     }
                 }
             }
             let listener = try UnixSeqPacketListener.bind(address, mode: mode)
-            closeOnExit(address) { listener.close() }
+            closeOnExit { listener.close() }
             while true {
                 let connection: UnixSeqPacket
                 do throws(UnixSocketError) {
@@ -68,15 +74,16 @@ struct Recv: ParsableCommand {
                     Lifecycle.exit(0)
                 }
                 defer { connection.close() }
-                do throws(UnixSocketError) {
-                    while true {
-                        let message = try connection.receive(maxBytes: Relay.messageCapacity, maxDescriptors: 0)
-                        if message.bytes.isEmpty { break }
-                        deliver(message.bytes)
+                while true {
+                    do throws(UnixSocketError) {
+                        guard let bytes = try connection.receiveIgnoringDescriptors(verbose: verbose) else { break }
+                        deliver(bytes)
+                    } catch {
+                        if error.code == .closed { Lifecycle.exit(0) }
+                        Lifecycle.diagnostic(error.description)
+                        if MessageReceiver.isRecoverable(error) { continue }
+                        break  // this peer failed; serve the next one
                     }
-                } catch {
-                    if error.code == .closed { Lifecycle.exit(0) }
-                    Lifecycle.diagnostic(error.description)  // this peer failed; serve the next one
                 }
             }
         }

@@ -2,6 +2,12 @@ import ArgumentParser
 import SystemPackage
 import UnixSockets
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
 struct RecvFD: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "recv-fd",
@@ -9,12 +15,19 @@ struct RecvFD: ParsableCommand {
         discussion: """
             Listens (stream by default, or -t seqpacket), accepts one peer and, for each descriptor received, \
             in order, copies what can be read from it to stdout. Payloads are not printed; a message without \
-            descriptors is skipped. Exits 0 when the peer closes, or at once after --count descriptors. The \
+            descriptors is skipped. Exits when the peer closes, or at once after --count descriptors. The \
             socket file is removed on exit.
+
+            Each copy is bounded: at most --max-bytes bytes (default 64 MiB) from one descriptor, and a \
+            descriptor that gives no data for --timeout seconds (default 10; a pipe whose writer stays open) \
+            is left. A descriptor that cannot be read to its end (too long, idle, unreadable, a directory) \
+            gets one stderr line and the copy goes on with the next; the exit status is then 1. With -v, one \
+            stderr line per descriptor says how many bytes were copied.
 
             Examples:
               uds recv-fd /tmp/fd.sock > copy.bin
               uds recv-fd --count 1 @fd-drop
+              uds recv-fd --max-bytes 1048576 --timeout 2 -v /tmp/fd.sock
             """)
 
     @Argument(help: "The path or @abstract-name to bind.", transform: parseAddress)
@@ -26,8 +39,18 @@ struct RecvFD: ParsableCommand {
     @Option(help: "Exit after this many descriptors.")
     var count: Int?
 
-    @Option(help: "The socket file's exact permission bits, in octal, whatever the umask.", transform: parseMode)
+    @Option(help: "The socket file's exact permission bits, in octal (0 to 777), whatever the umask.", transform: parseMode)
     var mode: UInt32?
+
+    @Option(
+        name: .customLong("max-bytes"),
+        help: ArgumentHelp("Copy at most this many bytes from each descriptor (the default is 64 MiB).", valueName: "n"))
+    var maxBytes: Int = DescriptorCopy.defaultMaxBytes
+
+    @Option(
+        help: ArgumentHelp(
+            "Leave a descriptor that gives no data for this many seconds.", valueName: "seconds"))
+    var timeout: Double = 10
 
     @OptionGroup var peers: PeerOptions
 
@@ -35,16 +58,21 @@ struct RecvFD: ParsableCommand {
         if type == .dgram { throw ValidationError("recv-fd accepts a connection: use -t stream or -t seqpacket") }
         if let count, count < 1 { throw ValidationError("--count must be at least 1") }
         if mode != nil && address.isAbstract { throw ValidationError("--mode: abstract names have no file and no mode") }
+        if maxBytes < 1 { throw ValidationError("--max-bytes must be at least 1") }
+        if !(timeout > 0 && timeout < 1e9) { throw ValidationError("--timeout takes a number of seconds > 0") }
     }
 
     func run() throws {
         Lifecycle.handleTerminationSignals()
         let address = address, type = type, limit = count ?? Int.max, mode = mode, policy = peers.policy
+        let copy = DescriptorCopy(
+            maxBytes: maxBytes, idleMilliseconds: max(Int32(clamping: Int64(timeout * 1000)), 1), timeoutText: "\(timeout)",
+            verbose: policy.verbose)
         runCommand {
             let receive: () throws(UnixSocketError) -> UnixMessage?
             if type == .seqpacket {
                 let listener = try UnixSeqPacketListener.bind(address, mode: mode)
-                closeOnExit(address) { listener.close() }
+                closeOnExit { listener.close() }
                 let connection = try acceptAdmitted(listener) { policy.admit($0) }
                 receive = { () throws(UnixSocketError) -> UnixMessage? in
                     let message = try connection.receive(maxBytes: 65536, maxDescriptors: 253)
@@ -52,38 +80,158 @@ struct RecvFD: ParsableCommand {
                 }
             } else {
                 let listener = try UnixStreamListener.bind(address, mode: mode)
-                closeOnExit(address) { listener.close() }
+                closeOnExit { listener.close() }
                 let connection = try acceptAdmitted(listener) { policy.admit($0) }
                 receive = { () throws(UnixSocketError) -> UnixMessage? in
                     let message = try connection.receive(maxBytes: 65536, maxDescriptors: 253)
                     return message.bytes.isEmpty && message.descriptors.isEmpty ? nil : message
                 }
             }
-            var copied = 0
-            let buffer = Relay.allocate(1 << 20)
+            var seen = 0
+            var failed = 0
+            func finish() -> Never {
+                guard failed > 0 else { Lifecycle.exit(0) }
+                Lifecycle.exit(1, message: "\(failed) of \(seen) descriptors could not be copied in full")
+            }
             while let message = try receive() {
                 for owned in message.descriptors {
                     guard let descriptor = owned.take() else { continue }
-                    defer { try? descriptor.close() }
-                    try copyAll(from: descriptor, buffer: buffer)
-                    copied += 1
-                    if copied >= limit { Lifecycle.exit(0) }
+                    seen += 1
+                    if !copy.copy(descriptor, number: seen) { failed += 1 }
+                    try? descriptor.close()
+                    if seen >= limit { finish() }
                 }
+            }
+            finish()
+        }
+    }
+}
+
+/// Copies what can be read from one received descriptor to stdout, bounded in bytes and in idle time, and
+/// says how it went. The descriptor's open file is shared with the sender: its O_NONBLOCK flag is never
+/// changed. Regular files are read directly (a read there never waits for a writer). Anything else is read
+/// only once poll says it is readable, and without waiting even if another reader takes the data first:
+/// sockets with MSG_DONTWAIT, pipes and FIFOs through a private non-blocking open of the same pipe
+/// (/proc/self/fd/N). So a writer that keeps its end open without writing costs at most the idle timeout.
+final class DescriptorCopy {
+    static let defaultMaxBytes = 64 << 20
+
+    let maxBytes: Int
+    let idleMilliseconds: Int32
+    let timeoutText: String
+    let verbose: Bool
+    /// One buffer for every copy, in one thread.
+    private let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 4096)
+
+    init(maxBytes: Int, idleMilliseconds: Int32, timeoutText: String, verbose: Bool) {
+        self.maxBytes = maxBytes
+        self.idleMilliseconds = idleMilliseconds
+        self.timeoutText = timeoutText
+        self.verbose = verbose
+    }
+
+    deinit { buffer.deallocate() }
+
+    /// What the descriptor is, for messages.
+    enum Kind: String {
+        case regularFile = "regular file", directory, pipe, socket, characterDevice = "character device"
+        case blockDevice = "block device", other = "file"
+
+        /// Whether a read can wait for a writer (so it goes through poll first).
+        var canWait: Bool { self != .regularFile && self != .blockDevice }
+    }
+
+    static func kind(of fd: CInt) -> Kind? {
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { return nil }
+        switch info.st_mode & S_IFMT {
+        case S_IFREG: return .regularFile
+        case S_IFDIR: return .directory
+        case S_IFIFO: return .pipe
+        case S_IFSOCK: return .socket
+        case S_IFCHR: return .characterDevice
+        case S_IFBLK: return .blockDevice
+        default: return .other
+        }
+    }
+
+    /// A non-blocking open file of our own on the same pipe or FIFO, if the descriptor may be read and the
+    /// kernel lets us reopen it; nil otherwise (then poll and a plain read serve).
+    static func privateReader(for fd: CInt) -> CInt? {
+        let flags = fcntl(fd, F_GETFL)
+        guard flags >= 0, flags & O_ACCMODE != O_WRONLY else { return nil }
+        let reopened = open("/proc/self/fd/\(fd)", O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+        return reopened >= 0 ? reopened : nil
+    }
+
+    /// Copies descriptor `number` (1-based, in the order received); false if it could not be read to its end.
+    func copy(_ descriptor: FileDescriptor, number: Int) -> Bool {
+        guard let kind = Self.kind(of: descriptor.rawValue) else {
+            Lifecycle.diagnostic("descriptor \(number): fstat: \(Errno(rawValue: errno)); skipped")
+            return false
+        }
+        let label = "descriptor \(number) (\(kind.rawValue))"
+        if kind == .directory {
+            Lifecycle.diagnostic("\(label): a directory has no content to copy; skipped")
+            return false
+        }
+        let reader = kind == .pipe ? Self.privateReader(for: descriptor.rawValue) : nil
+        defer { if let reader { close(reader) } }
+        let fd = reader ?? descriptor.rawValue
+        var copied = 0
+        while true {
+            // One byte more than the bound is asked for: if it comes, the descriptor had more.
+            let room = min(buffer.count, maxBytes - copied + 1)
+            switch readOnce(fd, kind: kind, into: UnsafeMutableRawBufferPointer(rebasing: buffer[..<room])) {
+            case .data(let count):
+                let kept = min(count, maxBytes - copied)
+                StandardIO.write(UnsafeRawBufferPointer(rebasing: buffer[..<kept]))
+                copied += kept
+                if kept < count {
+                    Lifecycle.diagnostic("\(label): stopped at --max-bytes \(maxBytes) (it had more); moved on")
+                    return false
+                }
+            case .endOfFile:
+                if verbose { Lifecycle.diagnostic("\(label): copied \(copied) bytes") }
+                return true
+            case .idle:
+                Lifecycle.diagnostic(
+                    "\(label): no data for \(timeoutText) s (its writer keeps it open?) after \(copied) bytes; moved on")
+                return false
+            case .failed(let errno):
+                let error = UnixSocketError(.system, operation: "read", errno: errno)
+                Lifecycle.diagnostic("\(label): \(error.description); skipped after \(copied) bytes")
+                return false
             }
         }
     }
 
-    /// Copies what can be read from `descriptor` (to its end of file) to stdout.
-    func copyAll(from descriptor: FileDescriptor, buffer: UnsafeMutableRawBufferPointer) throws {
+    enum ReadResult {
+        case data(Int), endOfFile, idle, failed(Errno)
+    }
+
+    /// One bounded read: directly for files that cannot wait; otherwise after poll said readable (for at
+    /// most the idle timeout), and again after poll if the data was gone (EAGAIN).
+    func readOnce(_ fd: CInt, kind: Kind, into buffer: UnsafeMutableRawBufferPointer) -> ReadResult {
         while true {
-            let count: Int
-            do {
-                count = try descriptor.read(into: buffer)
-            } catch {
-                throw CLIError("read received descriptor \(descriptor.rawValue): \(error)")
+            if kind.canWait {
+                var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                let ready = poll(&entry, 1, idleMilliseconds)
+                if ready < 0 {
+                    if errno == EINTR { continue }
+                    return .failed(Errno(rawValue: errno))
+                }
+                if ready == 0 { return .idle }
+                if entry.revents & Int16(POLLNVAL) != 0 { return .failed(.badFileDescriptor) }
             }
-            if count == 0 { return }
-            StandardIO.write(UnsafeRawBufferPointer(rebasing: buffer[..<count]))
+            let count =
+                kind == .socket
+                ? recv(fd, buffer.baseAddress, buffer.count, CInt(MSG_DONTWAIT)) : read(fd, buffer.baseAddress, buffer.count)
+            if count > 0 { return .data(count) }
+            if count == 0 { return .endOfFile }
+            let failure = errno
+            if failure == EINTR || (failure == EAGAIN && kind.canWait) { continue }
+            return .failed(Errno(rawValue: failure))
         }
     }
 }

@@ -161,21 +161,21 @@ enum Relay {
         }
     }
 
-    /// Messages -> stdout: `receive` fills the buffer and returns a length, or nil at EOF. Each message is
-    /// printed raw, or followed by a newline with `lines`.
-    static func messagesToStdout(
-        lines: Bool, _ receive: (UnsafeMutableRawBufferPointer) throws(UnixSocketError) -> Int?
-    ) throws(UnixSocketError) {
-        let buffer = allocate(messageCapacity + 1)
-        defer { buffer.deallocate() }
-        let room = UnsafeMutableRawBufferPointer(rebasing: buffer[..<messageCapacity])
-        while let count = try receive(room) {
-            var end = count
-            if lines {
-                buffer[count] = UInt8(ascii: "\n")
-                end += 1
+    /// Messages -> stdout: `receive` returns one message, or nil at EOF. Each message is printed raw, or
+    /// followed by a newline with `lines`. A message that could not be received whole (too large, or its
+    /// descriptors cut short) is reported on stderr and skipped.
+    static func messagesToStdout(lines: Bool, _ receive: () throws(UnixSocketError) -> [UInt8]?) throws(UnixSocketError) {
+        while true {
+            let message: [UInt8]?
+            do throws(UnixSocketError) {
+                message = try receive()
+            } catch {
+                guard MessageReceiver.isRecoverable(error) else { throw error }
+                Lifecycle.diagnostic(error.description)
+                continue
             }
-            StandardIO.write(UnsafeRawBufferPointer(rebasing: buffer[..<end]))
+            guard let message else { return }
+            printMessage(message, lines: lines)
         }
     }
 
@@ -215,8 +215,9 @@ enum Relay {
         finishAfterPeerEOF(pump) { stream.isHungUp }
     }
 
-    /// The same end rule for a seqpacket connection (one message per line or stdin chunk).
-    static func runSeqPacket(_ connection: UnixSeqPacket, useStdin: Bool, lines: Bool) -> Never {
+    /// The same end rule for a seqpacket connection (one message per line or stdin chunk). Descriptors that
+    /// come with a message are closed (`verbose`: said on stderr).
+    static func runSeqPacket(_ connection: UnixSeqPacket, useStdin: Bool, lines: Bool, verbose: Bool) -> Never {
         let pump = StdinPump()
         if useStdin {
             Lifecycle.thread {
@@ -235,9 +236,8 @@ enum Relay {
             pump.finish()
         }
         do throws(UnixSocketError) {
-            try messagesToStdout(lines: lines) { (buffer) throws(UnixSocketError) -> Int? in
-                let count = try connection.receive(into: buffer)
-                return count == 0 ? nil : count
+            try messagesToStdout(lines: lines) { () throws(UnixSocketError) -> [UInt8]? in
+                try connection.receiveIgnoringDescriptors(verbose: verbose)
             }
         } catch {
             if error.code == .closed { Lifecycle.exit(0) }

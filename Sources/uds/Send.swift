@@ -49,33 +49,7 @@ struct Send: ParsableCommand {
     }
 }
 
-/// The exact bytes of command-line arguments: Swift's `CommandLine.arguments` repairs invalid UTF-8, so
-/// each parsed value is matched, in order, to the raw argv entry it came from.
+/// The exact bytes of command-line argument values (see ``RawArguments``).
 func rawArgumentBytes(for values: [String]) -> [[UInt8]] {
-    let raw: [[UInt8]] = (0..<Int(CommandLine.argc)).map { index in
-        guard let pointer = CommandLine.unsafeArgv[index] else { return [] }
-        var bytes: [UInt8] = []
-        var cursor = pointer
-        while cursor.pointee != 0 {
-            bytes.append(UInt8(bitPattern: cursor.pointee))
-            cursor += 1
-        }
-        return bytes
-    }
-    // Values are the trailing positional arguments: match from the end backwards.
-    var result: [[UInt8]] = []
-    var index = raw.count - 1
-    for value in values.reversed() {
-        var found: [UInt8]?
-        while index > 0 {
-            let candidate = raw[index]
-            index -= 1
-            if String(decoding: candidate, as: UTF8.self) == value {
-                found = candidate
-                break
-            }
-        }
-        result.append(found ?? Array(value.utf8))
-    }
-    return result.reversed()
+    values.map(RawArguments.bytes(of:))
 }

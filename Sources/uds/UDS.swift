@@ -1,4 +1,5 @@
 import ArgumentParser
+import SystemPackage
 
 #if canImport(Glibc)
 import Glibc
@@ -33,10 +34,24 @@ struct UDS: ParsableCommand {
     )
 
     /// Process-wide setup before any command runs: a reader that goes away (`| head`) must not kill us
-    /// with SIGPIPE; stdout writes then see EPIPE and end quietly.
+    /// with SIGPIPE; stdout writes then see EPIPE and end quietly. The parser gets argv with every byte
+    /// kept (see ``RawArguments``), not Swift's repaired `CommandLine.arguments`.
     static func main() {
         signal(SIGPIPE, SIG_IGN)
-        self.main(nil)
+        do {
+            var command = try parseAsRoot(RawArguments.parsed.arguments)
+            try command.run()
+        } catch {
+            // As ArgumentParser's own main does, except that the NUL marking a raw-bytes token is taken out
+            // of the message: it stays readable, and no NUL reaches the terminal.
+            let message = String(fullMessage(for: error).unicodeScalars.filter { $0 != "\u{0}" })
+            let code = exitCode(for: error)
+            if !message.isEmpty {
+                let output = code == .success ? StandardIO.output : FileDescriptor.standardError
+                _ = try? Array((message + "\n").utf8).withUnsafeBytes { try output.writeAll($0) }
+            }
+            processExit(code.rawValue)
+        }
     }
 }
 
