@@ -42,8 +42,7 @@ struct Bridge: ParsableCommand {
             let acceptor: BridgeAcceptor
             switch listen {
             case .unix(let address):
-                let listener = try UnixStreamListener.bind(address, mode: mode)
-                closeOnExit { listener.close() }
+                let listener = try closingOnExit({ try UnixStreamListener.bind(address, mode: mode) }) { $0.close() }
                 acceptor = .unix(listener)
             case .tcp(let endpoint):
                 let listener = try TCPSocket.listen(on: endpoint)

@@ -19,6 +19,15 @@ enum Lifecycle {
     }
 
     private static let state = Mutex(State())
+    /// Held while a resource is made and its cleanup registered; `exit` waits for it.
+    private static let startup = NSLock()
+
+    /// Runs `body` (make a socket, register its cleanup) so that no exit happens in the middle.
+    static func starting<R>(_ body: () throws -> R) rethrows -> R {
+        startup.lock()
+        defer { startup.unlock() }
+        return try body()
+    }
 
     /// Runs `cleanup` before the process exits, on every path (success, error, SIGINT, SIGTERM).
     static func onExit(_ cleanup: @escaping @Sendable () -> Void) {
@@ -27,6 +36,7 @@ enum Lifecycle {
 
     /// Ends the process with `code`, after the cleanups; `message` (an error) is printed as `uds: message`.
     static func exit(_ code: Int32, message: String? = nil) -> Never {
+        startup.lock()  // never released: the process ends (a second caller waits here, like below)
         let cleanups = state.withLock { state -> [@Sendable () -> Void]? in
             if state.exiting { return nil }
             state.exiting = true

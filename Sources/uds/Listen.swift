@@ -77,8 +77,7 @@ struct ListenSettings: Sendable {
     // MARK: stream
 
     func serveStream() throws {
-        let listener = try UnixStreamListener.bind(address, mode: mode)
-        closeOnExit { listener.close() }
+        let listener = try closingOnExit({ try UnixStreamListener.bind(address, mode: mode) }) { $0.close() }
         if keepOpen {
             let policy = policy, echo = echo
             serveConcurrently(listener, admit: { policy.admit($0) }) { connection in
@@ -150,8 +149,7 @@ struct ListenSettings: Sendable {
     // MARK: seqpacket
 
     func serveSeqPacket() throws {
-        let listener = try UnixSeqPacketListener.bind(address, mode: mode)
-        closeOnExit { listener.close() }
+        let listener = try closingOnExit({ try UnixSeqPacketListener.bind(address, mode: mode) }) { $0.close() }
         if keepOpen {
             let policy = policy, echo = echo, lines = lines
             serveConcurrently(listener, admit: { policy.admit($0) }) { connection in
@@ -210,8 +208,7 @@ struct ListenSettings: Sendable {
     // MARK: datagram
 
     func serveDatagrams() throws {
-        let socket = try UnixDatagram.bind(address, mode: mode)
-        closeOnExit { socket.close() }
+        let socket = try closingOnExit({ try UnixDatagram.bind(address, mode: mode) }) { $0.close() }
         if policy.needsCredentials { try socket.receiveCredentials() }
         while true {
             let message: UnixMessage

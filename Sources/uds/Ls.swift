@@ -61,7 +61,7 @@ enum SocketInventory {
             return table.values.sorted { $0.inode < $1.inode }.map { entry in
                 info(
                     type: UInt16(entry.type), state: diagStateName(entry.state), inode: entry.inode,
-                    address: entry.address?.description, peer: entry.peerInode)
+                    address: entry.address.map(exactText), peer: entry.peerInode)
             }
         }
         let text: String
@@ -144,6 +144,15 @@ enum SocketInventory {
             }
         }
         return owners
+    }
+
+    /// An address as exact text for the JSON output (a UTF-8 path as it is, control characters included:
+    /// JSON escapes them), and in the address syntax otherwise; the table escapes its cells itself.
+    static func exactText(_ address: UnixAddress) -> String {
+        if let bytes = address.pathBytes, let text = String(validating: bytes, as: UTF8.self) {
+            return bytes.first == UInt8(ascii: "@") ? "./" + text : text
+        }
+        return address.description
     }
 
     /// The command name (/proc/PID/comm, which the process itself sets and may fill with any bytes but

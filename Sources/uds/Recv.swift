@@ -51,8 +51,7 @@ struct Recv: ParsableCommand {
                 if received >= limit { Lifecycle.exit(0) }
             }
             if type == .dgram {
-                let socket = try UnixDatagram.bind(address, mode: mode)
-                closeOnExit { socket.close() }
+                let socket = try closingOnExit({ try UnixDatagram.bind(address, mode: mode) }) { $0.close() }
                 while true {
                     do throws(UnixSocketError) {
                         deliver(try socket.receiveIgnoringDescriptors(verbose: verbose).bytes)
@@ -63,8 +62,7 @@ struct Recv: ParsableCommand {
                     }
                 }
             }
-            let listener = try UnixSeqPacketListener.bind(address, mode: mode)
-            closeOnExit { listener.close() }
+            let listener = try closingOnExit({ try UnixSeqPacketListener.bind(address, mode: mode) }) { $0.close() }
             while true {
                 let connection: UnixSeqPacket
                 do throws(UnixSocketError) {

@@ -71,16 +71,14 @@ struct RecvFD: ParsableCommand {
         runCommand {
             let receive: () throws(UnixSocketError) -> UnixMessage?
             if type == .seqpacket {
-                let listener = try UnixSeqPacketListener.bind(address, mode: mode)
-                closeOnExit { listener.close() }
+                let listener = try closingOnExit({ try UnixSeqPacketListener.bind(address, mode: mode) }) { $0.close() }
                 let connection = try acceptAdmitted(listener) { policy.admit($0) }
                 receive = { () throws(UnixSocketError) -> UnixMessage? in
                     let message = try connection.receive(maxBytes: 65536, maxDescriptors: 253)
                     return message.bytes.isEmpty && message.descriptors.isEmpty ? nil : message
                 }
             } else {
-                let listener = try UnixStreamListener.bind(address, mode: mode)
-                closeOnExit { listener.close() }
+                let listener = try closingOnExit({ try UnixStreamListener.bind(address, mode: mode) }) { $0.close() }
                 let connection = try acceptAdmitted(listener) { policy.admit($0) }
                 receive = { () throws(UnixSocketError) -> UnixMessage? in
                     let message = try connection.receive(maxBytes: 65536, maxDescriptors: 253)

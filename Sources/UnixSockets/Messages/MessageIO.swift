@@ -176,9 +176,12 @@ extension SocketCore {
         let credentialsSpace = credentials ? uds_cmsg_space(MemoryLayout<uds_ucred>.size) : 0
         let space = rightsSpace + credentialsSpace
         var iov = iovec(iov_base: buffer.baseAddress, iov_len: buffer.count)
-        var name = sockaddr_un()
+        // Room past sockaddr_un: the kernel reports a longer msg_namelen for a peer bound to a 108-byte path
+        // (it writes no more than we offer), and ASan's recvmsg interceptor then marks that many bytes.
+        var name = sockaddr_storage()
         return withUnsafeMutablePointer(to: &iov) { iovPointer in
-            withUnsafeMutablePointer(to: &name) { namePointer in
+            withUnsafeMutablePointer(to: &name) { storagePointer in
+                let namePointer = UnsafeMutableRawPointer(storagePointer).bindMemory(to: sockaddr_un.self, capacity: 1)
                 var message = msghdr()
                 message.msg_iov = iovPointer
                 message.msg_iovlen = 1
