@@ -4,22 +4,28 @@ public import SystemPackage
 
 /// Limits and deadlines of a ``UnixServer``.
 ///
-/// Buffered bytes are capped per connection and in total, in both directions, so the server's buffer memory
-/// stays within about `maxInboundBytes + maxOutboundBytes` (256 MiB by default; allocations for frames near
-/// the maximum length can reach about twice that) whatever its clients do.
+/// The defaults are meant to be safe for a server anyone who can reach its socket may talk to: no single
+/// client, and no single user, can take every connection slot or make the server's memory grow without
+/// bound. Buffered bytes are capped per connection and in total, in both directions, so the server's buffer
+/// memory stays within about `maxInboundBytes + maxOutboundBytes` (256 MiB by default; allocations for frames
+/// near the maximum length can reach about twice that) whatever its clients do.
 public struct UnixServerConfiguration: Sendable {
-    /// The most connections served at once; more are accepted and closed at once (logged).
-    public var maxConnections = 1024
-    /// The most connections one peer uid may hold at once (nil: no limit).
-    public var maxConnectionsPerUID: Int?
+    /// The most connections served at once; more are accepted and closed at once (logged). Default 4,096.
+    ///
+    /// Each connection is a descriptor: raise `RLIMIT_NOFILE` (systemd `LimitNOFILE=`) above this, or the
+    /// server pauses accepting when it runs out of descriptors.
+    public var maxConnections = 4096
+    /// The most connections one peer uid may hold at once (nil: no limit). Default 1,024, a quarter of
+    /// ``maxConnections``: one user cannot take every slot and lock the others out.
+    public var maxConnectionsPerUID: Int? = 1024
     /// Only these uids (or members of ``allowedGIDs``) are served, checked with SO_PEERCRED before a byte is
     /// read. Nil: everyone the socket file's permissions let in. An unknown peer is never allowed.
     public var allowedUIDs: Set<UInt32>?
     /// Groups (primary or supplementary) that are served when ``allowedUIDs`` is set.
     public var allowedGIDs: Set<UInt32> = []
     /// How long ``UnixServerConnection/receive()`` waits for the first byte of the next frame before the
-    /// connection is closed (nil: forever).
-    public var idleTimeout: Duration?
+    /// connection is closed (nil: forever). Default 60 s: an idle client does not hold its slot forever.
+    public var idleTimeout: Duration? = .seconds(60)
     /// How long one frame may take from its first byte (a peer trickling bytes is cut off). Default 30 s.
     public var frameTimeout: Duration? = .seconds(30)
     /// How long the server waits for a client to take any of its queued replies (no progress at all) before
@@ -61,7 +67,7 @@ public struct UnixServerConfiguration: Sendable {
     /// The socket file's exact mode (paths only).
     public var mode: UInt32?
 
-    /// The defaults: 1,024 connections; 30 s per frame and 30 s to take a reply;
+    /// The defaults: 4,096 connections and 1,024 per uid; 60 s idle, 30 s per frame and 30 s to take a reply;
     /// 16 MiB frames; per connection 256 queued frames, 32 MiB and 64 descriptors queued; 128 MiB queued and
     /// 128 MiB of unfinished frames in total; 5 s shutdown grace.
     public init() {}
