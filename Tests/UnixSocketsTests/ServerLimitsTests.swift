@@ -330,6 +330,32 @@ struct ServerLimitsTests {
         #expect(served.server.outboundBytes.now == 0)
     }
 
+    @Test("a connection between frames keeps no read buffer, however large its last frame was")
+    func idleConnectionsKeepNoBuffer() async throws {
+        // Found by scripts/soak.sh: the decoder kept up to 1 MiB of capacity per connection for reuse, which
+        // 1,000 clients that had each sent one large frame turned into ~900 MiB nobody accounted for.
+        let connections = Mutex<[UnixServerConnection]>([])
+        let served = try ServedServer("idle-buffer") { connection in
+            connections.withLock { $0.append(connection) }
+            try await echoHandler(connection)
+        }
+        var clients: [FramedStream] = []
+        for index in 0..<4 {
+            let client = try await served.client()
+            // Under 1 MiB: a larger buffer the decoder drops by itself.
+            let payload = patternBytes(300_000 + 1000 * index, seed: UInt64(index + 1))
+            try await client.send(payload)
+            #expect(try await client.receive(timeout: .seconds(20))?.payload == payload)
+            clients.append(client)
+        }
+        let held = connections.withLock { $0 }
+        #expect(held.count == 4)
+        #expect(held.map(\.inboundBufferCapacity) == [0, 0, 0, 0])
+        #expect(served.server.inboundBytes.now == 0)
+        for client in clients { client.stream.close() }
+        await served.stop()
+    }
+
     @Test("a client that does not read its descriptors is cut off at the descriptor cap")
     func outboundDescriptorCap() async throws {
         var configuration = UnixServerConfiguration()

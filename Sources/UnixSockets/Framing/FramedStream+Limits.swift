@@ -36,6 +36,8 @@ extension FramedStream {
         var bufferedByteCount: Int { state.decoder.bufferedByteCount }
         /// The wire length of the frame in progress, once its header has arrived.
         var pendingFrameWireLength: Int? { state.decoder.pendingFrameWireLength }
+        /// The capacity of the decoder's buffer (for tests of memory use).
+        var bufferCapacity: Int { state.decoder.storageCapacity }
         /// Whether the stream ended (a clean EOF was ingested).
         var ended: Bool { state.ended }
 
@@ -51,6 +53,16 @@ extension FramedStream {
                 readyHead = 0
             }
             return frame
+        }
+
+        /// Between frames, drops the decoder's buffer (the decoder keeps up to 1 MiB of capacity for reuse,
+        /// which across thousands of idle connections is memory nobody accounts for). Kept when descriptors
+        /// wait for the next frame, whose offset the decoder tracks.
+        mutating func releaseIdleBuffer() {
+            guard state.decoder.bufferedByteCount == 0, state.decoder.storageCapacity > 0, state.pending.isEmpty,
+                state.decoder.failure == nil, !state.ended
+            else { return }
+            state.decoder = FrameDecoder(maximumFrameLength: state.decoder.maximumFrameLength)
         }
 
         /// Feeds one read: decodes the frames it completes; an empty read is the end of the stream.

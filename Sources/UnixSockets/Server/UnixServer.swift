@@ -140,6 +140,8 @@ public final class UnixServerConnection: Sendable {
         var readerWaiting: Ticket?
         /// Bytes of the server's inbound budget this connection holds.
         var inboundHeld = 0
+        /// The reader's buffer capacity when it last settled (for tests: idle connections keep none).
+        var inboundBufferCapacity = 0
     }
 
     init(stream: UnixStream, credentials: UnixCredentials, id: UInt64, resources: ServerResources) {
@@ -218,6 +220,7 @@ public final class UnixServerConnection: Sendable {
             let message = try await framed.stream.receive(
                 maxBytes: room, maxDescriptors: framed.maxDescriptorsPerRead, timeout: remaining)
             try reader.ingest(message)
+            reader.releaseIdleBuffer()
             settleInbound(reader)
         }
     }
@@ -265,6 +268,7 @@ public final class UnixServerConnection: Sendable {
     private func settleInbound(_ reader: FramedStream.MeteredReader) {
         let keep = reader.readyByteCount + max(reader.bufferedByteCount, reader.pendingFrameWireLength ?? 0)
         let surplus = state.withLock { state -> Int in
+            state.inboundBufferCapacity = reader.bufferCapacity
             guard !state.closed, state.inboundHeld > keep else { return 0 }
             defer { state.inboundHeld = keep }
             return state.inboundHeld - keep
@@ -405,6 +409,8 @@ public final class UnixServerConnection: Sendable {
 
     /// Bytes queued for this client (the frame being written included).
     var queuedOutboundBytes: Int { state.withLock { $0.bytes } }
+    /// The capacity of the reader's buffer when it last settled.
+    var inboundBufferCapacity: Int { state.withLock { $0.inboundBufferCapacity } }
     /// Whether ``receive()`` is waiting for this client to take its replies (backpressure).
     var isWaitingForOutboundRoom: Bool { state.withLock { $0.readerWaiting != nil } }
     /// Whether ``disconnect()`` ran.
