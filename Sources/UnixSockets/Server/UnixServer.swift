@@ -561,6 +561,20 @@ final class ServerResources: Sendable {
     }
 }
 
+/// What a ``UnixServer`` holds at one moment, for monitoring.
+public struct UnixServerUsage: Sendable, Hashable {
+    /// Connections being served.
+    public var connections: Int
+    /// Bytes of unfinished inbound frames counted against ``UnixServerConfiguration/maxInboundBytes``.
+    public var inboundBytes: Int
+    /// Bytes of queued outbound frames counted against ``UnixServerConfiguration/maxOutboundBytes``.
+    public var outboundBytes: Int
+    /// The most inbound bytes held at once since the server started.
+    public var peakInboundBytes: Int
+    /// The most outbound bytes queued at once since the server started.
+    public var peakOutboundBytes: Int
+}
+
 /// A framed server: binds, accepts, and runs a handler per connection in a task group, with caps on total
 /// connections and per peer uid, idle, per-frame and send deadlines, byte caps on what is buffered in each
 /// direction (per connection and in total, with backpressure), and a graceful shutdown that lets in-flight
@@ -598,6 +612,13 @@ public final class UnixServer: Sendable {
 
     /// The number of connections being served.
     public var connectionCount: Int { resources.state.withLock { $0.connections.count } }
+
+    /// Connections and buffered bytes now, and the peaks.
+    public var usage: UnixServerUsage {
+        UnixServerUsage(
+            connections: connectionCount, inboundBytes: resources.inbound.used, outboundBytes: resources.outbound.used,
+            peakInboundBytes: resources.inbound.peak, peakOutboundBytes: resources.outbound.peak)
+    }
 
     /// Bytes of unfinished inbound frames held now, and the most ever held (all connections together).
     var inboundBytes: (now: Int, peak: Int) { (resources.inbound.used, resources.inbound.peak) }
