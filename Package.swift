@@ -39,6 +39,15 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // Test support: an echo UnixServer with the default limits, driven by scripts/soak.sh. Not a product.
+        .executableTarget(
+            name: "SoakEchoServer",
+            dependencies: [
+                "UnixSockets",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "UnixSocketsTests",
             dependencies: [

@@ -46,6 +46,8 @@ public final class FramedStream: Sendable {
     public let maxDescriptorsPerRead: Int
     /// The most descriptors one frame may collect.
     public let maxDescriptorsPerFrame: Int
+    /// The default of ``maxDescriptorsPerFrame``.
+    public static let defaultMaxDescriptorsPerFrame = 64
     /// Bytes asked for per read.
     static let readSize = 64 * 1024
 
@@ -55,7 +57,7 @@ public final class FramedStream: Sendable {
         self.encoder = FrameEncoder(maximumFrameLength: FrameFormat.defaultMaximumFrameLength)
         self.reader = Lock(ReaderState(decoder: FrameDecoder(maximumFrameLength: FrameFormat.defaultMaximumFrameLength)))
         self.maxDescriptorsPerRead = 16
-        self.maxDescriptorsPerFrame = 64
+        self.maxDescriptorsPerFrame = Self.defaultMaxDescriptorsPerFrame
     }
 
     /// Wraps `stream`.

@@ -1,0 +1,72 @@
+// An echo UnixServer with the default limits, for scripts/soak.sh: every frame goes back with its
+// descriptors. Prints `READY` once listening and a `usage ...` line every second on stdout; logs refusals and
+// cut-off clients on stderr. SIGTERM or SIGINT: graceful shutdown, then exit 0.
+//
+//     SoakEchoServer ADDRESS
+import Dispatch
+import SystemPackage
+import UnixSockets
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+@main
+struct SoakEchoServer {
+    /// Writes one line, unbuffered (stdout is a pipe to the soak script).
+    static func line(_ text: String, to output: FileDescriptor = .standardOutput) {
+        _ = try? Array((text + "\n").utf8).withUnsafeBytes { try output.writeAll($0) }
+    }
+
+    static func main() async {
+        guard CommandLine.arguments.count == 2 else {
+            line("usage: SoakEchoServer ADDRESS", to: .standardError)
+            exit(64)
+        }
+        let server: UnixServer
+        do {
+            server = try UnixServer(address: try UnixAddress(CommandLine.arguments[1]))
+        } catch {
+            line("SoakEchoServer: \(error)", to: .standardError)
+            exit(1)
+        }
+        var signalSources: [any DispatchSourceSignal] = []
+        for number in [SIGTERM, SIGINT] {
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            // @Sendable: not isolated to the main actor (main() is), since it runs on a Dispatch queue.
+            source.setEventHandler { @Sendable in server.shutdown() }
+            source.resume()
+            signalSources.append(source)
+        }
+        let reporter = Task {
+            let start = ContinuousClock.now
+            while !Task.isCancelled {
+                let usage = server.usage
+                line(
+                    "usage t=\((ContinuousClock.now - start).components.seconds) connections=\(usage.connections) "
+                        + "inbound=\(usage.inboundBytes) outbound=\(usage.outboundBytes) "
+                        + "peakInbound=\(usage.peakInboundBytes) peakOutbound=\(usage.peakOutboundBytes)")
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
+        line("READY")
+        do {
+            try await server.run { connection in
+                while let frame = try await connection.receive() {
+                    let descriptors = frame.descriptors.compactMap { $0.rawValue.map(FileDescriptor.init(rawValue:)) }
+                    try connection.send(frame.payload, descriptors: descriptors)
+                }
+            }
+        } catch {
+            line("SoakEchoServer: \(error)", to: .standardError)
+            exit(1)
+        }
+        reporter.cancel()
+        withExtendedLifetime(signalSources) {}
+        line("STOPPED")
+        exit(0)
+    }
+}
