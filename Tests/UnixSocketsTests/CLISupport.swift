@@ -52,6 +52,12 @@ final class Spawned: @unchecked Sendable {  // used by one test at a time
     let errorPath: String
     private var inputPipe: Pipe?
 
+    static func cloexecHandle(_ path: String, _ flags: CInt) throws -> FileHandle {
+        let fd = open(path, flags | O_CLOEXEC)
+        guard fd >= 0 else { throw PythonPeerError(description: "open \(path): errno \(errno)") }
+        return FileHandle(fileDescriptor: fd, closeOnDealloc: true)
+    }
+
     /// Starts `arguments[0]` with the rest; `stdin` is a file path, "pipe" (write with ``write(_:)``) or nil
     /// (/dev/null).
     init(_ arguments: [String], stdin: String? = nil, directory: TempDirectory, environment: [String: String]? = nil)
@@ -64,14 +70,16 @@ final class Spawned: @unchecked Sendable {  // used by one test at a time
         _ = FileManager.default.createFile(atPath: errorPath, contents: nil)
         process.executableURL = URL(fileURLWithPath: arguments[0])
         process.arguments = Array(arguments.dropFirst())
-        process.standardOutput = FileHandle(forWritingAtPath: outputPath)
-        process.standardError = FileHandle(forWritingAtPath: errorPath)
+        // Close-on-exec (FileHandle(forWritingAtPath:) is not): other tests' child processes, exit tests
+        // among them, must not inherit these files, or their descriptor counts see strangers.
+        process.standardOutput = try Self.cloexecHandle(outputPath, O_WRONLY)
+        process.standardError = try Self.cloexecHandle(errorPath, O_WRONLY)
         if stdin == "pipe" {
             let pipe = Pipe()
             inputPipe = pipe
             process.standardInput = pipe
         } else if let stdin {
-            process.standardInput = FileHandle(forReadingAtPath: stdin)
+            process.standardInput = try Self.cloexecHandle(stdin, O_RDONLY)
         } else {
             process.standardInput = FileHandle.nullDevice
         }
