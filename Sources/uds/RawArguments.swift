@@ -43,21 +43,8 @@ enum RawArguments {
     }
 }
 
-/// The address syntax's escape, as `UnixAddress` describes a path that is not UTF-8: printable ASCII as is,
-/// `\\` for a backslash, `\xHH` for any other byte.
-func escapeBytes(_ bytes: some Sequence<UInt8>) -> String {
-    var text = ""
-    for byte in bytes {
-        if byte == UInt8(ascii: "\\") {
-            text += "\\\\"
-        } else if byte >= 0x20 && byte < 0x7F {
-            text.unicodeScalars.append(Unicode.Scalar(byte))
-        } else {
-            text += "\\x" + (byte < 0x10 ? "0" : "") + String(byte, radix: 16)
-        }
-    }
-    return text
-}
+/// The address syntax's escape (`UnixAddress.escape`).
+func escapeBytes(_ bytes: some Sequence<UInt8>) -> String { UnixAddress.escape(bytes) }
 
 /// An ADDRESS from its exact bytes: `@name` is an abstract name (with `\xHH` and `\\` escapes), anything
 /// else a path, byte for byte.

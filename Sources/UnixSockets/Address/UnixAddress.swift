@@ -206,7 +206,9 @@ public struct UnixAddress: Hashable, Sendable, CustomStringConvertible, Expressi
 
     // MARK: escapes
 
-    static func escape(_ bytes: [UInt8]) -> String {
+    /// The address syntax's escape of `bytes`: printable ASCII as is, `\\` for a backslash, `\xHH` for any
+    /// other byte. What ``description`` writes for an abstract name (after the `@`) or an unsafe path.
+    public static func escape(_ bytes: some Sequence<UInt8>) -> String {
         var text = ""
         for byte in bytes {
             if byte == UInt8(ascii: "\\") {

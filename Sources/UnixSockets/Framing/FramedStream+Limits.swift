@@ -68,22 +68,9 @@ extension FramedStream {
         /// Feeds one read: decodes the frames it completes; an empty read is the end of the stream.
         /// - Throws: ``UnixSocketError`` `.truncatedFrame` (the stream ended inside a frame), `.frameTooLarge`.
         mutating func ingest(_ message: UnixMessage) throws(UnixSocketError) {
-            if message.bytes.isEmpty {
-                state.ended = true
-                message.descriptors.forEach { $0.close() }
-                state.pending?.descriptors.forEach { $0.close() }
-                state.pending = nil
-                try state.decoder.finish()
-                return
-            }
             let before = state.ready.count
-            try message.bytes.withUnsafeBytes { raw in
-                Result { () throws(UnixSocketError) in
-                    try FramedStream.absorb(
-                        &state, bytes: raw, descriptors: message.descriptors,
-                        maxDescriptorsPerFrame: FramedStream.defaultMaxDescriptorsPerFrame, address: nil)
-                }
-            }.get()
+            try FramedStream.ingest(
+                &state, message, maxDescriptorsPerFrame: FramedStream.defaultMaxDescriptorsPerFrame, address: nil)
             for index in before..<state.ready.count {
                 readyByteCount += FrameFormat.headerLength + state.ready[index].payload.count
             }

@@ -276,6 +276,14 @@ public final class FramedStream: Sendable {
     }
 
     private func ingest(_ state: inout ReaderState, _ message: UnixMessage) throws(UnixSocketError) {
+        try Self.ingest(&state, message, maxDescriptorsPerFrame: maxDescriptorsPerFrame, address: stream.core.address)
+    }
+
+    /// Feeds one read to `state`: an empty read is the end of the stream (every descriptor still held is
+    /// closed), anything else goes through ``absorb(_:bytes:descriptors:maxDescriptorsPerFrame:address:)``.
+    static func ingest(
+        _ state: inout ReaderState, _ message: UnixMessage, maxDescriptorsPerFrame: Int, address: UnixAddress?
+    ) throws(UnixSocketError) {
         if message.bytes.isEmpty {
             state.ended = true
             message.descriptors.forEach { $0.close() }
@@ -284,12 +292,11 @@ public final class FramedStream: Sendable {
             try state.decoder.finish()
             return
         }
-        let limit = maxDescriptorsPerFrame
-        let address = stream.core.address
         try message.bytes.withUnsafeBytes { raw in
             Result { () throws(UnixSocketError) in
-                try Self.absorb(
-                    &state, bytes: raw, descriptors: message.descriptors, maxDescriptorsPerFrame: limit, address: address)
+                try absorb(
+                    &state, bytes: raw, descriptors: message.descriptors, maxDescriptorsPerFrame: maxDescriptorsPerFrame,
+                    address: address)
             }
         }.get()
     }
