@@ -41,9 +41,20 @@ struct Listen: ParsableCommand {
     @Flag(help: "Messages: each stdin line is one message; each received message is printed with a newline.")
     var lines = false
 
+    @Option(help: "With -k: the most clients served at once; more are accepted and closed at once.")
+    var maxConnections = 4096
+
+    @Option(
+        name: .customLong("max-per-uid"),
+        help: "With -k: the most clients one user id may hold at once, so that one user cannot take every slot.")
+    var maxPerUID = 1024
+
     @OptionGroup var peers: PeerOptions
 
     func validate() throws {
+        if maxConnections < 1 || maxPerUID < 1 {
+            throw ValidationError("--max-connections and --max-per-uid must be at least 1")
+        }
         if mode != nil && address.isAbstract {
             throw ValidationError("--mode: abstract names have no file and no mode (check peers with --allow-uid)")
         }
@@ -53,7 +64,7 @@ struct Listen: ParsableCommand {
         Lifecycle.handleTerminationSignals()
         let settings = ListenSettings(
             address: address, type: type, keepOpen: keepOpen, echo: echo, mode: mode, lines: lines,
-            policy: peers.policy)
+            policy: peers.policy, limits: ConnectionLimits(total: maxConnections, perUID: maxPerUID))
         runCommand {
             switch settings.type {
             case .stream: try settings.serveStream()
@@ -73,6 +84,7 @@ struct ListenSettings: Sendable {
     let mode: UInt32?
     let lines: Bool
     let policy: PeerPolicy
+    let limits: ConnectionLimits
 
     // MARK: stream
 
@@ -80,7 +92,7 @@ struct ListenSettings: Sendable {
         let listener = try closingOnExit({ try UnixStreamListener.bind(address, mode: mode) }) { $0.close() }
         if keepOpen {
             let policy = policy, echo = echo
-            serveConcurrently(listener, admit: { policy.admit($0) }) { connection in
+            serveConcurrently(listener, admit: { policy.admit($0) }, uid: { try? $0.credentials.uid }) { connection in
                 if echo { await Self.echoStreamAsync(connection) } else { await Self.streamToSharedStdout(connection) }
             }
         }
@@ -152,7 +164,7 @@ struct ListenSettings: Sendable {
         let listener = try closingOnExit({ try UnixSeqPacketListener.bind(address, mode: mode) }) { $0.close() }
         if keepOpen {
             let policy = policy, echo = echo, lines = lines
-            serveConcurrently(listener, admit: { policy.admit($0) }) { connection in
+            serveConcurrently(listener, admit: { policy.admit($0) }, uid: { try? $0.credentials.uid }) { connection in
                 await Self.serveSeqPacketClient(connection, echo: echo, lines: lines, verbose: policy.verbose)
             }
         }
@@ -265,9 +277,10 @@ struct ListenSettings: Sendable {
     /// `-k`: accepts on the async API and serves each admitted client in a task of one task group (no
     /// thread per client) until SIGINT/SIGTERM.
     func serveConcurrently<C: UnixConnection>(
-        _ listener: UnixListener<C>, admit: @escaping @Sendable (C) -> Bool,
+        _ listener: UnixListener<C>, admit: @escaping @Sendable (C) -> Bool, uid: @escaping @Sendable (C) -> UInt32?,
         serve: @escaping @Sendable (C) async -> Void
     ) -> Never {
+        let limits = limits, verbose = policy.verbose
         Task {
             await withDiscardingTaskGroup { group in
                 while true {
@@ -286,7 +299,16 @@ struct ListenSettings: Sendable {
                         closeConnection(connection)
                         continue
                     }
-                    group.addTask { await serve(connection) }
+                    let owner = uid(connection)
+                    guard limits.enter(uid: owner) else {
+                        if verbose { Lifecycle.diagnostic("refused a client: connection limit reached") }
+                        closeConnection(connection)
+                        continue
+                    }
+                    group.addTask {
+                        await serve(connection)
+                        limits.leave(uid: owner)
+                    }
                 }
             }
             Lifecycle.exit(0)
@@ -299,4 +321,34 @@ struct ListenSettings: Sendable {
 func closeConnection<C>(_ connection: C) {
     if let stream = connection as? UnixStream { stream.close() }
     if let packet = connection as? UnixSeqPacket { packet.close() }
+}
+
+/// `listen -k`'s caps: clients in total and per user id (an unknown uid counts as one user of its own).
+final class ConnectionLimits: Sendable {
+    let total: Int
+    let perUID: Int
+    private let counts = Mutex<(total: Int, byUID: [UInt32?: Int])>((0, [:]))
+
+    init(total: Int, perUID: Int) {
+        self.total = total
+        self.perUID = perUID
+    }
+
+    /// Takes a slot for a client of `uid`, or returns false when a cap is reached.
+    func enter(uid: UInt32?) -> Bool {
+        counts.withLock { counts in
+            if counts.total >= total || counts.byUID[uid, default: 0] >= perUID { return false }
+            counts.total += 1
+            counts.byUID[uid, default: 0] += 1
+            return true
+        }
+    }
+
+    func leave(uid: UInt32?) {
+        counts.withLock { counts in
+            counts.total -= 1
+            counts.byUID[uid, default: 1] -= 1
+            if counts.byUID[uid] == 0 { counts.byUID.removeValue(forKey: uid) }
+        }
+    }
 }

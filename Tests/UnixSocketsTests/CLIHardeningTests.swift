@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import UnixSockets
 
 #if canImport(Glibc)
 import Glibc
@@ -494,5 +495,55 @@ struct CLIHardeningTests {
             let result = try CLI.uds(["recv-fd"] + bad + [socket], in: dir, seconds: 10)
             #expect(result.status == 64, "\(bad)")
         }
+    }
+
+    // MARK: listen -k caps: one user cannot take every slot
+
+    @Test("listen -k --max-per-uid: a user's extra client is closed at once while another user is served")
+    func listenKeepOpenPerUIDCap() throws {
+        guard CLI.isRoot, let setpriv = CLI.which("setpriv") else {
+            print("skipped: a second user needs root and setpriv")
+            return
+        }
+        let dir = try TempDirectory(worldReadable: true)
+        let socket = dir.file("capped.sock")
+        let server = try CLI.spawnUDS(["listen", "-k", "--echo", "--max-per-uid", "2", "--mode", "666", socket], in: dir)
+        #expect(CLI.waitForSocket(socket))
+        let address = UnixAddress(stringLiteral: socket)
+        // Root holds its two slots (each echoes, so each is being served).
+        var held: [UnixStream] = []
+        for index in 0..<2 {
+            let client = try UnixStream.connect(to: address, timeout: .seconds(10))
+            try client.write(all: Array("hold \(index)".utf8), timeout: .seconds(10))
+            #expect(try client.read(exactly: 6, timeout: .seconds(10)) == Array("hold \(index)".utf8))
+            held.append(client)
+        }
+        // The third is closed without a byte served.
+        let extra = try UnixStream.connect(to: address, timeout: .seconds(10))
+        #expect(try extra.read(maxBytes: 16, timeout: .seconds(10)).isEmpty, "a third root client was served")
+        extra.close()
+        // Another user still gets in.
+        let nobody = try CLI.runProcess(
+            [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", CLI.python, "-c",
+             """
+             import socket, sys
+             c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); c.settimeout(10); c.connect(sys.argv[1])
+             c.sendall(b'nobody'); print(c.recv(16).decode())
+             """, socket], in: dir)
+        #expect(nobody.outputText == "nobody\n", "\(nobody.error)")
+        // A slot given back is taken again.
+        held.removeFirst().close()
+        var served = false
+        for _ in 0..<50 where !served {
+            let again = try UnixStream.connect(to: address, timeout: .seconds(10))
+            try? again.write(all: Array("again".utf8), timeout: .seconds(10))
+            served = (try? again.read(exactly: 5, timeout: .seconds(10))) == Array("again".utf8)
+            again.close()
+            if !served { usleep(20_000) }
+        }
+        #expect(served, "the freed slot was not given back")
+        held.forEach { $0.close() }
+        server.signal(SIGTERM)
+        #expect(server.wait() == 0)
     }
 }
