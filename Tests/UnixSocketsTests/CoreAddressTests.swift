@@ -294,7 +294,7 @@ struct CoreAddressTests {
 
         // Stale: a socket file nobody is bound to (bound with raw calls, closed without unlink).
         let stalePath = dir.file("stale.sock")
-        close(rawBoundSocket(type, path: stalePath))
+        makeStaleSocketFile(type, path: stalePath)
         #expect(isSocketFile(stalePath))
         let stale = expectError(.system, errno: .connectionRefused) { try dial(dir.address("stale.sock")) }
         #expect(stale?.description.contains("ECONNREFUSED") == true)

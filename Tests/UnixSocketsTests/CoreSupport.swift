@@ -251,6 +251,21 @@ func rawBoundSocket(_ type: UnixSocketType, path: String) -> CInt {
     return fd
 }
 
+/// Leaves a stale socket file of `type` at `path`: bound with raw calls, closed without unlink. Returns
+/// once the kernel agrees nobody is bound there: a child process another test is starting can hold the
+/// socket (inherited across fork, until its exec closes it) for a moment after our close.
+func makeStaleSocketFile(_ type: UnixSocketType, path: String) {
+    close(rawBoundSocket(type, path: path))
+    for _ in 0..<500 {
+        let probe = socket(AF_UNIX, CInt(SOCK_DGRAM.rawValue) | CInt(SOCK_CLOEXEC.rawValue), 0)
+        let refused = UnixAddress(stringLiteral: path).withSockAddrForTest { connect(probe, $0, $1) } == -1
+            && errno == ECONNREFUSED
+        close(probe)
+        if refused { return }
+        usleep(10_000)
+    }
+}
+
 extension UnixAddress {
     /// The library's own sockaddr for this address, for raw kernel calls in tests.
     func withSockAddrForTest<R>(_ body: (UnsafePointer<sockaddr>, socklen_t) -> R) -> R {

@@ -27,7 +27,7 @@ struct SocketFileAttackTests {
         #expect(FileManager.default.createFile(atPath: victim + "/s.sock", contents: Data("root's file".utf8)))
         let address = UnixAddress(stringLiteral: attacker + "/sub/s.sock")
         // A stale socket file where the server is about to bind.
-        close(rawBoundSocket(type, path: attacker + "/sub/s.sock"))
+        makeStaleSocketFile(type, path: attacker + "/sub/s.sock")
 
         let swapper = try PythonPeer(
             """
