@@ -510,10 +510,23 @@ struct CLIHardeningTests {
         let server = try CLI.spawnUDS(["listen", "-k", "--echo", "--max-per-uid", "2", "--mode", "666", socket], in: dir)
         #expect(CLI.waitForSocket(socket))
         let address = UnixAddress(stringLiteral: socket)
+        // The file appears at bind, a moment before listen(): dial until it is listening.
+        func dial() throws -> UnixStream {
+            var attempts = 0
+            while true {
+                do {
+                    return try UnixStream.connect(to: address, timeout: .seconds(10))
+                } catch {
+                    attempts += 1
+                    guard attempts < 200, "\(error)".contains("ECONNREFUSED") else { throw error }
+                    usleep(10_000)
+                }
+            }
+        }
         // Root holds its two slots (each echoes, so each is being served).
         var held: [UnixStream] = []
         for index in 0..<2 {
-            let client = try UnixStream.connect(to: address, timeout: .seconds(10))
+            let client = try dial()
             try client.write(all: Array("hold \(index)".utf8), timeout: .seconds(10))
             #expect(try client.read(exactly: 6, timeout: .seconds(10)) == Array("hold \(index)".utf8))
             held.append(client)
