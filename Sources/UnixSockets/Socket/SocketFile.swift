@@ -147,8 +147,9 @@ enum SocketFile {
         Array(".".utf8) + name + Array(".lock".utf8)
     }
 
-    /// Binds `core` to the path of `address` safely, with `mode` exact, then runs `whileLocked` (listen)
-    /// before the lock is released. Returns the claim to the new file.
+    /// Binds `core` to the path of `address` safely, with `mode` exact, and listens with `backlog` (for a
+    /// listener) right after the bind on the same thread, so that the file is connectable a moment after it
+    /// appears; all before the lock is released. Returns the claim to the new file.
     ///
     /// A listener binds the file's name relative to its directory (`byName`), so that not even the bind
     /// can be redirected; the kernel then records that name alone as the socket's address, which
@@ -157,8 +158,8 @@ enum SocketFile {
     /// is detected and fails.
     static func bind(
         _ core: SocketCore, to address: UnixAddress, path: [UInt8], mode: UInt32?, byName: Bool,
-        whileLocked: () throws(UnixSocketError) -> Void = {}
-    ) throws(UnixSocketError) -> SocketFileClaim {
+        listenBacklog: Int32? = nil
+    ) throws(UnixSocketError) -> SocketFileClaim? {
         _ = try address.sockAddr(operation: "bind")  // an invalid literal fails before any syscall
         if let mode, mode & ~0o777 != 0 {
             throw UnixSocketError(
@@ -172,31 +173,22 @@ enum SocketFile {
                 if case .failure(let errno) = system_fchmod(fd, mode_t(mode)) { throw .system("fchmod", errno, address: address) }
             }
         }
-        try bindInDirectory(core, location: location, exactMode: mode != nil, byName: byName)
-        guard case .success(let identity?) = location.identity(), identity.isSocket else {
-            throw UnixSocketError(
-                .system, operation: "bind", address: address, errno: .noSuchFileOrDirectory,
-                detail: "the socket file vanished right after bind")
-        }
-        let claim = SocketFileClaim(location: location, identity: identity)
-        do throws(UnixSocketError) {
-            try whileLocked()
-        } catch {
-            claim.removeIfOurs()
-            throw error
-        }
-        _ = consume lock  // held until `whileLocked` (listen) returned: two servers cannot both win the path
-        return claim
+        let identity = try bindInDirectory(
+            core, location: location, exactMode: mode != nil, byName: byName, backlog: listenBacklog)
+        _ = consume lock  // held until listen() returned: two servers cannot both win the path
+        // A file someone removed or replaced at once is not ours to remove on close: no claim.
+        return identity.map { SocketFileClaim(location: location, identity: $0) }
     }
 
     /// On a fresh thread with its own fs context, in the socket file's directory (`fchdir`): checks the
     /// name, removes it if the kernel says it is a stale socket file, and binds the name there.
     /// With `exactMode`, the thread's umask is 0 (the socket was fchmod'ed before).
-    static func bindInDirectory(_ core: SocketCore, location: SocketFileLocation, exactMode: Bool, byName: Bool)
-        throws(UnixSocketError)
-    {
+    /// Returns the new file's identity, read right after the bind (nil if it was already gone or replaced).
+    static func bindInDirectory(
+        _ core: SocketCore, location: SocketFileLocation, exactMode: Bool, byName: Bool, backlog: Int32?
+    ) throws(UnixSocketError) -> EntryIdentity? {
         let address = location.address
-        nonisolated(unsafe) var outcome: Result<Void, UnixSocketError> = .success(())
+        nonisolated(unsafe) var outcome: Result<EntryIdentity?, UnixSocketError> = .success(nil)
         let started = system_runOnFreshThread {
             do throws(UnixSocketError) {
                 if case .failure(let errno) = system_unshare(UDS_CLONE_FS) {
@@ -210,7 +202,7 @@ enum SocketFile {
                 if exactMode { _ = system_umask(0) }
                 try replaceStale(location)
                 let bound = byName ? try UnixAddress.path(bytes: location.name) : address
-                try bound.withSockAddr(operation: "bind") { (pointer, length) throws(UnixSocketError) in
+                outcome = .success(try bound.withSockAddr(operation: "bind") { (pointer, length) throws(UnixSocketError) in
                     try core.withDescriptor("bind") { (fd) throws(UnixSocketError) in
                         if case .failure(let errno) = system_bind(fd, pointer, length) {
                             throw errno == .addressInUse
@@ -219,14 +211,29 @@ enum SocketFile {
                                     detail: "already in use by a running server")
                                 : .system("bind", errno, address: address)
                         }
+                        var made: EntryIdentity?
+                        if case .success(let identity?) = location.identity(), identity.isSocket { made = identity }
+                        if made == nil && !byName {
+                            // A full path resolved elsewhere (a directory swapped meanwhile): refuse it.
+                            throw UnixSocketError(
+                                .system, operation: "bind", address: address, errno: .noSuchFileOrDirectory,
+                                detail: "the socket file did not appear in the directory that was checked")
+                        }
+                        guard let backlog else { return made }
+                        if case .failure(let errno) = system_listen(fd, backlog) {
+                            // Ours since a moment ago, and the lock is held: take it back.
+                            if let made { location.remove(ifStill: made) }
+                            throw .system("listen", errno, address: address)
+                        }
+                        return made
                     }
-                }
+                })
             } catch {
                 outcome = .failure(error)
             }
         }
         if case .failure(let errno) = started { throw .system("pthread_create", errno, address: address) }
-        try outcome.get()
+        return try outcome.get()
     }
 
     /// Leaves the name free or throws: nothing there is fine; a socket file the kernel says nobody is bound

@@ -53,9 +53,8 @@ public final class UnixListener<Connection: UnixConnection>: Sendable, CustomStr
         let core = try SocketCore.make(Connection.socketType, address: address, operation: "bind")
         switch address.kind {
         case .path(let path):
-            let claim = try SocketFile.bind(core, to: address, path: path, mode: mode, byName: true) { () throws(UnixSocketError) in
-                try listen(core, address: address, backlog: backlog)
-            }
+            let claim = try SocketFile.bind(
+                core, to: address, path: path, mode: mode, byName: true, listenBacklog: backlog)
             return UnixListener(core: core, address: address, claim: claim)
         case .abstract:
             if mode != nil {
