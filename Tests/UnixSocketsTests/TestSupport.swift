@@ -58,19 +58,9 @@ extension Trait where Self == OnReactorTrait {
 /// Starts `process` while holding a process-wide lock. Foundation's `Process.run()` on Linux is not safe to
 /// call from several threads at once (a concurrent launch crashed in memmove inside `Process.run`), and
 /// Swift Testing runs tests in parallel.
-///
-/// It also waits (30 s at most) while this process has more than 700 descriptors open (a test with a
-/// thousand clients): `Process.run()` lists /proc/self/fd and copies a whole `struct dirent` out of
-/// readdir's 32 KiB buffer, reading past its end when the listing fills it; the sanitizer pass reports
-/// that read, and once it crossed into an unmapped page and crashed the test process (SIGSEGV in memmove).
 func launch(_ process: Process) throws {
     processLaunchLock.lock()
     defer { processLaunchLock.unlock() }
-    for _ in 0..<3000 {
-        let open = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? 0
-        if open <= 700 { break }
-        usleep(10_000)
-    }
     try process.run()
 }
 
