@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import Synchronization
 import UnixSockets
 
@@ -324,10 +325,14 @@ func closeConnection<C>(_ connection: C) {
 }
 
 /// `listen -k`'s caps: clients in total and per user id (an unknown uid counts as one user of its own).
-final class ConnectionLimits: Sendable {
+/// Guarded by an NSLock (pthread): `Synchronization.Mutex` hands a contended lock over in the kernel,
+/// where ThreadSanitizer cannot see it.
+final class ConnectionLimits: @unchecked Sendable {  // the counts are reached only under `lock`
     let total: Int
     let perUID: Int
-    private let counts = Mutex<(total: Int, byUID: [UInt32?: Int])>((0, [:]))
+    private let lock = NSLock()
+    private var count = 0
+    private var byUID: [UInt32?: Int] = [:]
 
     init(total: Int, perUID: Int) {
         self.total = total
@@ -336,19 +341,19 @@ final class ConnectionLimits: Sendable {
 
     /// Takes a slot for a client of `uid`, or returns false when a cap is reached.
     func enter(uid: UInt32?) -> Bool {
-        counts.withLock { counts in
-            if counts.total >= total || counts.byUID[uid, default: 0] >= perUID { return false }
-            counts.total += 1
-            counts.byUID[uid, default: 0] += 1
-            return true
-        }
+        lock.lock()
+        defer { lock.unlock() }
+        if count >= total || byUID[uid, default: 0] >= perUID { return false }
+        count += 1
+        byUID[uid, default: 0] += 1
+        return true
     }
 
     func leave(uid: UInt32?) {
-        counts.withLock { counts in
-            counts.total -= 1
-            counts.byUID[uid, default: 1] -= 1
-            if counts.byUID[uid] == 0 { counts.byUID.removeValue(forKey: uid) }
-        }
+        lock.lock()
+        defer { lock.unlock() }
+        count -= 1
+        byUID[uid, default: 1] -= 1
+        if byUID[uid] == 0 { byUID.removeValue(forKey: uid) }
     }
 }
