@@ -54,16 +54,20 @@ func ioResultOrErrno<T: FixedWidthInteger>(_ name: StaticString, _ body: () -> T
 /// ThreadSanitizer cannot see it: every contended section was reported as a race. Same shape as `Mutex`.
 final class Lock<Value>: @unchecked Sendable {  // the value is reached only under the lock
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
-    private var value: Value
+    /// Behind a pointer, not a stored `var`: no class-property access tracking outside the lock.
+    private let value: UnsafeMutablePointer<Value>
 
     init(_ value: consuming sending Value) {
         mutex = .allocate(capacity: 1)
         mutex.initialize(to: pthread_mutex_t())
         precondition(pthread_mutex_init(mutex, nil) == 0, "pthread_mutex_init")
-        self.value = value
+        self.value = .allocate(capacity: 1)
+        self.value.initialize(to: value)
     }
 
     deinit {
+        value.deinitialize(count: 1)
+        value.deallocate()
         pthread_mutex_destroy(mutex)
         mutex.deallocate()
     }
@@ -72,7 +76,7 @@ final class Lock<Value>: @unchecked Sendable {  // the value is reached only und
     func withLock<Result, E: Error>(_ body: (inout sending Value) throws(E) -> sending Result) throws(E) -> sending Result {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
-        return try body(&value)
+        return try body(&value.pointee)
     }
 }
 
