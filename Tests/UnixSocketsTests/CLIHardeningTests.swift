@@ -192,15 +192,8 @@ struct CLIHardeningTests {
         let echo = try CLI.spawnUDS(["listen", "-k", "--echo", service], in: dir)
         #expect(CLI.waitForSocket(service))
         let tcpSide = try CLI.spawnUDS(["bridge", "tcp:127.0.0.1:0", "unix:" + service], in: dir)
-        var port = 0
-        #expect(CLI.waitUntil {
-            if let range = tcpSide.errorText.range(of: "127.0.0.1:"),
-                let value = Int(tcpSide.errorText[range.upperBound...].prefix { $0.isNumber })
-            {
-                port = value
-            }
-            return port > 0
-        })
+        let port = CLI.listeningPort(of: tcpSide)
+        #expect(port > 0)
         let unixSide = try CLI.spawnUDS(["bridge", front, "tcp:127.0.0.1:\(port)"], in: dir)
         #expect(CLI.waitForSocket(front))
         let clients = """

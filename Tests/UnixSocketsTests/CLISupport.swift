@@ -204,6 +204,20 @@ extension CLI {
     }
 
     /// Waits until `condition` holds, up to `seconds`.
+    /// The port a `uds bridge tcp:127.0.0.1:0 ...` says on stderr that it listens on; 0 if it never says.
+    static func listeningPort(of bridge: Spawned) -> Int {
+        var port = 0
+        _ = waitUntil {
+            if let range = bridge.errorText.range(of: "127.0.0.1:"),
+                let value = Int(bridge.errorText[range.upperBound...].prefix { $0.isNumber })
+            {
+                port = value
+            }
+            return port > 0
+        }
+        return port
+    }
+
     static func waitUntil(seconds: Double = 20, _ condition: () -> Bool) -> Bool {
         let deadline = Date().addingTimeInterval(seconds)
         while Date() < deadline {

@@ -469,15 +469,8 @@ struct CLITests {
         let service = try CLI.spawnUDS(["listen", "-k", "--echo", socket], in: dir)
         #expect(CLI.waitForSocket(socket))
         let tcpSide = try CLI.spawnUDS(["bridge", "tcp:127.0.0.1:0", "unix:" + socket], in: dir)
-        var port = 0
-        #expect(CLI.waitUntil {
-            if let range = tcpSide.errorText.range(of: "127.0.0.1:"),
-                let value = Int(tcpSide.errorText[range.upperBound...].prefix { $0.isNumber })
-            {
-                port = value
-            }
-            return port > 0
-        })
+        let port = CLI.listeningPort(of: tcpSide)
+        #expect(port > 0)
         let payload = CLI.randomBytes(1 << 20)
         let input = dir.write("in.bin", payload)
         let viaTCP = try CLI.python(

@@ -257,9 +257,8 @@ enum SocketFile {
             return  // gone meanwhile
         case .failure(.connectionRefused):
             // Stale: no socket of any namespace is bound to it.
-            if !location.remove(ifStill: existing), case .success(let now?) = location.identity() {
-                // Replaced between the probe and the removal: check again from the start.
-                _ = now
+            if !location.remove(ifStill: existing), case .success(.some) = location.identity() {
+                // Replaced between the probe and the removal: leave the newcomer alone.
                 throw UnixSocketError(
                     .addressInUse, operation: "bind", address: address, errno: .addressInUse,
                     detail: "the socket file changed while it was being replaced; it was left untouched")
