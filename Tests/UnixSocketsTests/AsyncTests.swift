@@ -25,13 +25,13 @@ import Testing
         try await withThrowingTaskGroup(of: Bool.self) { group in
             for client in 0..<50 {
                 group.addTask {
-                    let stream = try await UnixStream.connect(to: address, timeout: .seconds(10))
+                    let stream = try await UnixStream.connect(to: address, timeout: .seconds(60))
                     defer { stream.close() }
                     var ok = true
                     for round in 0..<20 {
                         let payload = Array("client \(client) round \(round)".utf8)
                         try await stream.write(all: payload)
-                        let echoed = try await stream.read(exactly: payload.count, timeout: .seconds(10))
+                        let echoed = try await stream.read(exactly: payload.count, timeout: .seconds(60))
                         if echoed != payload { ok = false }
                     }
                     return ok
@@ -92,7 +92,7 @@ import Testing
             for index in 0..<100 {
                 let payload = Array("message \(index)".utf8)
                 try await a.send(payload)
-                #expect(try await a.receive(timeout: .seconds(10)).bytes == payload)
+                #expect(try await a.receive(timeout: .seconds(60)).bytes == payload)
             }
         }
         try await echo.value
@@ -104,7 +104,7 @@ import Testing
         defer { server.close(); client.close() }
         let fd = try FileDescriptor.open("/dev/null", .readOnly, options: .closeOnExec)
         defer { try? fd.close() }
-        let receiving = Task(executorPreference: UnixReactor.shared) { try await server.receive(timeout: .seconds(10)) }
+        let receiving = Task(executorPreference: UnixReactor.shared) { try await server.receive(timeout: .seconds(60)) }
         try await client.send(Array("hi".utf8), to: try server.local, descriptors: [fd])
         let message = try await receiving.value
         #expect(message.bytes == Array("hi".utf8))

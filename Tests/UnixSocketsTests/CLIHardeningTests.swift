@@ -508,7 +508,7 @@ struct CLIHardeningTests {
             var attempts = 0
             while true {
                 do {
-                    return try UnixStream.connect(to: address, timeout: .seconds(10))
+                    return try UnixStream.connect(to: address, timeout: .seconds(60))
                 } catch {
                     attempts += 1
                     guard attempts < 200, "\(error)".contains("ECONNREFUSED") else { throw error }
@@ -520,13 +520,13 @@ struct CLIHardeningTests {
         var held: [UnixStream] = []
         for index in 0..<2 {
             let client = try dial()
-            try client.write(all: Array("hold \(index)".utf8), timeout: .seconds(10))
-            #expect(try client.read(exactly: 6, timeout: .seconds(10)) == Array("hold \(index)".utf8))
+            try client.write(all: Array("hold \(index)".utf8), timeout: .seconds(60))
+            #expect(try client.read(exactly: 6, timeout: .seconds(60)) == Array("hold \(index)".utf8))
             held.append(client)
         }
         // The third is closed without a byte served.
-        let extra = try UnixStream.connect(to: address, timeout: .seconds(10))
-        #expect(try extra.read(maxBytes: 16, timeout: .seconds(10)).isEmpty, "a third root client was served")
+        let extra = try UnixStream.connect(to: address, timeout: .seconds(60))
+        #expect(try extra.read(maxBytes: 16, timeout: .seconds(60)).isEmpty, "a third root client was served")
         extra.close()
         // Another user still gets in.
         let nobody = try CLI.runProcess(
@@ -541,9 +541,9 @@ struct CLIHardeningTests {
         held.removeFirst().close()
         var served = false
         for _ in 0..<50 where !served {
-            let again = try UnixStream.connect(to: address, timeout: .seconds(10))
-            try? again.write(all: Array("again".utf8), timeout: .seconds(10))
-            served = (try? again.read(exactly: 5, timeout: .seconds(10))) == Array("again".utf8)
+            let again = try UnixStream.connect(to: address, timeout: .seconds(60))
+            try? again.write(all: Array("again".utf8), timeout: .seconds(60))
+            served = (try? again.read(exactly: 5, timeout: .seconds(60))) == Array("again".utf8)
             again.close()
             if !served { usleep(20_000) }
         }

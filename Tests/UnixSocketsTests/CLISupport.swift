@@ -47,15 +47,15 @@ enum CLI {
 
 /// A process started by a test: stdout and stderr go to files (no pipe can fill up and stall it).
 final class Spawned: @unchecked Sendable {  // used by one test at a time
-    let process = Process()
+    let process: ChildProcess
     let outputPath: String
     let errorPath: String
-    private var inputPipe: Pipe?
+    private let inputPipe: TestPipe?
 
-    static func cloexecHandle(_ path: String, _ flags: CInt) throws -> FileHandle {
+    static func cloexecDescriptor(_ path: String, _ flags: CInt) throws -> CInt {
         let fd = open(path, flags | O_CLOEXEC)
         guard fd >= 0 else { throw PythonPeerError(description: "open \(path): errno \(errno)") }
-        return FileHandle(fileDescriptor: fd, closeOnDealloc: true)
+        return fd
     }
 
     /// Starts `arguments[0]` with the rest; `stdin` is a file path, "pipe" (write with ``write(_:)``) or nil
@@ -68,61 +68,52 @@ final class Spawned: @unchecked Sendable {  // used by one test at a time
         errorPath = directory.file("err-\(tag)")
         _ = FileManager.default.createFile(atPath: outputPath, contents: nil)
         _ = FileManager.default.createFile(atPath: errorPath, contents: nil)
-        process.executableURL = URL(fileURLWithPath: arguments[0])
-        process.arguments = Array(arguments.dropFirst())
-        // Close-on-exec (FileHandle(forWritingAtPath:) is not): other tests' child processes, exit tests
-        // among them, must not inherit these files, or their descriptor counts see strangers.
-        process.standardOutput = try Self.cloexecHandle(outputPath, O_WRONLY)
-        process.standardError = try Self.cloexecHandle(errorPath, O_WRONLY)
-        if stdin == "pipe" {
-            let pipe = Pipe()
-            inputPipe = pipe
-            process.standardInput = pipe
-        } else if let stdin {
-            process.standardInput = try Self.cloexecHandle(stdin, O_RDONLY)
-        } else {
-            process.standardInput = FileHandle.nullDevice
-        }
-        if let environment {
-            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        }
-        try launch(process)
+        // Close-on-exec: other tests' child processes, exit tests among them, must not inherit these files,
+        // or their descriptor counts see strangers. The child gets its copies as 0, 1 and 2.
+        let output = try Self.cloexecDescriptor(outputPath, O_WRONLY)
+        defer { close(output) }
+        let error = try Self.cloexecDescriptor(errorPath, O_WRONLY)
+        defer { close(error) }
+        let pipe = stdin == "pipe" ? try TestPipe() : nil
+        let file = try stdin.flatMap { $0 == "pipe" ? nil : try Self.cloexecDescriptor($0, O_RDONLY) }
+        defer { if let file { close(file) } }
+        inputPipe = pipe
+        let input = pipe?.read ?? file
+        let merged = environment.map { ProcessInfo.processInfo.environment.merging($0) { $1 } }
+        process = try ChildProcess(
+            arguments[0], Array(arguments.dropFirst()), environment: merged, stdin: input, stdout: output,
+            stderr: error)
     }
 
-    var pid: Int32 { process.processIdentifier }
+    var pid: Int32 { process.pid }
 
-    func write(_ bytes: [UInt8]) { inputPipe?.fileHandleForWriting.write(Data(bytes)) }
-    func closeInput() { try? inputPipe?.fileHandleForWriting.close() }
+    func write(_ bytes: [UInt8]) {
+        guard let fd = inputPipe?.write, fd >= 0 else { return }
+        var offset = 0
+        while offset < bytes.count {
+            let count = bytes[offset...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+            if count < 0 && errno == EINTR { continue }
+            guard count > 0 else { return }
+            offset += count
+        }
+    }
+
+    func closeInput() { inputPipe?.closeWrite() }
 
     /// Waits up to `seconds`; kills the process (SIGKILL) if it is still running then.
     /// - Returns: the exit status, or nil if it had to be killed or died of a signal.
     @discardableResult
     func wait(seconds: Double = 30) -> Int32? {
-        let deadline = Date().addingTimeInterval(seconds)
-        while process.isRunning && Date() < deadline { usleep(10_000) }
-        if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
-            return nil
-        }
-        process.waitUntilExit()
-        return process.terminationReason == .exit ? process.terminationStatus : nil
+        process.wait(seconds: seconds) ? process.exitStatus : nil
     }
 
-    var terminatedBySignal: Bool { process.terminationReason == .uncaughtSignal }
+    var terminatedBySignal: Bool { process.terminationSignal != nil }
 
-    func signal(_ number: Int32) { kill(process.processIdentifier, number) }
+    func signal(_ number: Int32) { process.signal(number) }
 
     var output: [UInt8] { Array((try? Data(contentsOf: URL(fileURLWithPath: outputPath))) ?? Data()) }
     var outputText: String { String(decoding: output, as: UTF8.self) }
     var errorText: String { (try? String(contentsOfFile: errorPath, encoding: .utf8)) ?? "" }
-
-    deinit {
-        if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
-        }
-    }
 }
 
 /// The result of a finished process.

@@ -377,7 +377,7 @@ struct CoreAddressTests {
             exitCheck(setgroups(0, nil) == 0, "setgroups")
             exitCheck(setgid(65534) == 0 && setuid(65534) == 0, "drop to nobody")
             do {
-                _ = try UnixStream.connect(to: try UnixAddress(privatePath), timeout: .seconds(5))
+                _ = try UnixStream.connect(to: try UnixAddress(privatePath), timeout: .seconds(60))
                 exitCheck(false, "nobody connected to a 0600 root socket")
             } catch let error as UnixSocketError {
                 exitCheck(error.errno == .permissionDenied, "\(error)")
@@ -386,7 +386,7 @@ struct CoreAddressTests {
                         == "connect \(privatePath): permission denied (EACCES): check the socket file's mode and its directories' search permission",
                     error.description)
             }
-            let client = try UnixStream.connect(to: try UnixAddress(publicPath), timeout: .seconds(5))
+            let client = try UnixStream.connect(to: try UnixAddress(publicPath), timeout: .seconds(60))
             client.close()
         }
     }
@@ -482,7 +482,7 @@ struct CoreAddressTests {
             try peer.expectLine("ready")
             expectError(.addressInUse, "while the Python server lives, the path is taken") { _ = try AnyServer(type, address) }
             peer.terminate(signal: SIGKILL)
-            #expect(peer.process.terminationReason == .uncaughtSignal)
+            #expect(peer.process.terminationSignal == SIGKILL)
         } else {
             try peer.expectLine("closed")
             try peer.succeed()

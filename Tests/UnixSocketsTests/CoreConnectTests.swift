@@ -110,8 +110,8 @@ struct CoreConnectTests {
             let listener = try UnixStreamListener.bind(address, backlog: 256)
             var clients: [UnixStream] = []
             for index in 0..<100 {
-                let client = try UnixStream.connect(to: address, timeout: .seconds(5))
-                try client.write(all: [UInt8(index)], timeout: .seconds(5))
+                let client = try UnixStream.connect(to: address, timeout: .seconds(60))
+                try client.write(all: [UInt8(index)], timeout: .seconds(60))
                 clients.append(client)
             }
             // Cap the table at what is open now, then fill any hole: no descriptor number is free.
@@ -120,7 +120,7 @@ struct CoreConnectTests {
             let filler = exhaustDescriptors()
             for _ in 0..<3 {
                 do {
-                    _ = try listener.accept(timeout: .seconds(5))
+                    _ = try listener.accept(timeout: .seconds(60))
                     exitCheck(false, "accept succeeded with no descriptor free")
                 } catch let error as UnixSocketError {
                     // Thrown at once (not a timeout after spinning on poll, which would report ready forever).
@@ -133,8 +133,8 @@ struct CoreConnectTests {
             setDescriptorLimit(previous)
             var seen = Set<UInt8>()
             for _ in 0..<100 {
-                let connection = try listener.accept(timeout: .seconds(5))
-                seen.insert(try connection.read(exactly: 1, timeout: .seconds(5))[0])
+                let connection = try listener.accept(timeout: .seconds(60))
+                seen.insert(try connection.read(exactly: 1, timeout: .seconds(60))[0])
                 connection.close()
             }
             exitCheck(seen.count == 100, "every queued client was served once: \(seen.count)")

@@ -162,14 +162,14 @@ struct CoreLeakTests {
                 // Each end travels through its own socket: the in-flight references form a cycle.
                 try pair.send(bytes("self"), descriptors: [FileDescriptor(rawValue: a), FileDescriptor(rawValue: b)])
                 if let stream = pair.stream {
-                    try stream.1.send(bytes("back"), descriptors: [FileDescriptor(rawValue: a), FileDescriptor(rawValue: b)], timeout: .seconds(5))
+                    try stream.1.send(bytes("back"), descriptors: [FileDescriptor(rawValue: a), FileDescriptor(rawValue: b)], timeout: .seconds(60))
                     stream.0.close()
                     stream.1.close()
                 } else if let messages = pair.messages {
                     if let seqB = messages.seqB {
-                        try seqB.send(bytes("back"), descriptors: [FileDescriptor(rawValue: a)], timeout: .seconds(5))
+                        try seqB.send(bytes("back"), descriptors: [FileDescriptor(rawValue: a)], timeout: .seconds(60))
                     } else {
-                        try messages.dgramB!.send(bytes("back"), descriptors: [FileDescriptor(rawValue: a)], timeout: .seconds(5))
+                        try messages.dgramB!.send(bytes("back"), descriptors: [FileDescriptor(rawValue: a)], timeout: .seconds(60))
                     }
                     messages.seqA?.close()
                     messages.seqB?.close()

@@ -134,10 +134,10 @@ struct CoreStreamTests {
             let (a, b) = try UnixStream.pair()
             b.close()
             let sends: [(String, () throws -> Void)] = [
-                ("write", { try a.write(all: bytes("x"), timeout: .seconds(5)) }),
-                ("vectored", { try a.write(vectored: [bytes("x"), bytes("y")], timeout: .seconds(5)) }),
-                ("vectored large", { try a.write(vectored: [[UInt8](repeating: 1, count: 70_000), bytes("y")], timeout: .seconds(5)) }),
-                ("descriptors", { try a.send(bytes("x"), descriptors: [.standardInput], timeout: .seconds(5)) }),
+                ("write", { try a.write(all: bytes("x"), timeout: .seconds(60)) }),
+                ("vectored", { try a.write(vectored: [bytes("x"), bytes("y")], timeout: .seconds(60)) }),
+                ("vectored large", { try a.write(vectored: [[UInt8](repeating: 1, count: 70_000), bytes("y")], timeout: .seconds(60)) }),
+                ("descriptors", { try a.send(bytes("x"), descriptors: [.standardInput], timeout: .seconds(60)) }),
             ]
             for (name, send) in sends {
                 do {
@@ -151,7 +151,7 @@ struct CoreStreamTests {
             let (c, d) = try UnixSeqPacket.pair()
             d.close()
             do {
-                try c.send(bytes("x"), timeout: .seconds(5))
+                try c.send(bytes("x"), timeout: .seconds(60))
                 exitCheck(false, "seqpacket send to a closed peer succeeded")
             } catch let error as UnixSocketError {
                 exitCheck(error.errno == .brokenPipe, "seqpacket: \(error)")

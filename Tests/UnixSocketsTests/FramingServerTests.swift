@@ -29,10 +29,10 @@ func checksum(_ bytes: [UInt8]) -> UInt64 {
                 try? a.shutdown(.write)
             }
             writer.start()
-            #expect(try framed.receive(timeout: .seconds(10))?.payload == payload)
-            #expect(try framed.receive(timeout: .seconds(10))?.payload == [])
-            #expect(try framed.receive(timeout: .seconds(10))?.payload == payload.reversed())
-            #expect(try framed.receive(timeout: .seconds(10)) == nil)
+            #expect(try framed.receive(timeout: .seconds(60))?.payload == payload)
+            #expect(try framed.receive(timeout: .seconds(60))?.payload == [])
+            #expect(try framed.receive(timeout: .seconds(60))?.payload == payload.reversed())
+            #expect(try framed.receive(timeout: .seconds(60)) == nil)
         }
     }
 
@@ -44,7 +44,7 @@ func checksum(_ bytes: [UInt8]) -> UInt64 {
             a.close()
             let framed = FramedStream(b)
             #expect {
-                _ = try framed.receive(timeout: .seconds(5))
+                _ = try framed.receive(timeout: .seconds(60))
             } throws: { ($0 as? UnixSocketError)?.code == .truncatedFrame }
         }
     }
@@ -55,7 +55,7 @@ func checksum(_ bytes: [UInt8]) -> UInt64 {
         try a.write(all: [0xFF, 0xFF, 0xFF, 0xFF])
         let framed = try FramedStream(b, maximumFrameLength: 1024)
         #expect {
-            _ = try framed.receive(timeout: .seconds(5))
+            _ = try framed.receive(timeout: .seconds(60))
         } throws: { ($0 as? UnixSocketError)?.code == .frameTooLarge }
     }
 
@@ -70,9 +70,9 @@ func checksum(_ bytes: [UInt8]) -> UInt64 {
         try await sender.send(Array("before".utf8))
         try await sender.send(Array("with fd".utf8), descriptors: [file])
         try await sender.send(Array("after".utf8))
-        let first = try #require(try await receiver.receive(timeout: .seconds(5)))
-        let second = try #require(try await receiver.receive(timeout: .seconds(5)))
-        let third = try #require(try await receiver.receive(timeout: .seconds(5)))
+        let first = try #require(try await receiver.receive(timeout: .seconds(60)))
+        let second = try #require(try await receiver.receive(timeout: .seconds(60)))
+        let third = try #require(try await receiver.receive(timeout: .seconds(60)))
         #expect(first.payload == Array("before".utf8) && first.descriptors.isEmpty)
         #expect(second.payload == Array("with fd".utf8) && second.descriptors.count == 1)
         #expect(third.payload == Array("after".utf8) && third.descriptors.isEmpty)
@@ -191,13 +191,13 @@ func checksum(_ bytes: [UInt8]) -> UInt64 {
         for index in 0..<200 {
             let payload = Array("ping \(index)".utf8)
             try await fast.send(payload)
-            #expect(try await fast.receive(timeout: .seconds(10))?.payload == payload)
+            #expect(try await fast.receive(timeout: .seconds(60))?.payload == payload)
         }
         // The flooding connection was cut: reading it ends (EOF or reset) after what was queued.
         var ended = false
         for _ in 0..<100_000 {
             do {
-                if try await slow.receive(timeout: .seconds(10)) == nil { ended = true; break }
+                if try await slow.receive(timeout: .seconds(60)) == nil { ended = true; break }
             } catch {
                 ended = true
                 break
@@ -255,7 +255,7 @@ func checksum(_ bytes: [UInt8]) -> UInt64 {
         let third = FramedStream(try await UnixStream.connect(to: address))
         try? await third.send([1])
         var refused = false
-        do { refused = try await third.receive(timeout: .seconds(5)) == nil } catch { refused = true }
+        do { refused = try await third.receive(timeout: .seconds(60)) == nil } catch { refused = true }
         #expect(refused)
         for client in kept + [third] { client.stream.close() }
         server.shutdown()

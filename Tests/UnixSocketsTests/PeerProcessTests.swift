@@ -37,25 +37,21 @@ func peerPidfd(_ body: () throws(UnixSocketError) -> OwnedDescriptor) throws -> 
         defer { dir.cleanup() }
         let listener = try UnixStreamListener.bind(dir.address("pidfd.sock"))
         defer { listener.close() }
-        let python = Process()
-        python.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        python.arguments = [
-            "-c", "import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.recv(1)",
-            dir.file("pidfd.sock"),
-        ]
-        try launch(python)
-        defer {
-            if python.isRunning { python.terminate() }
-            python.waitUntilExit()
-        }
-        let connection = try listener.accept(timeout: .seconds(10))
+        let python = try ChildProcess(
+            "/usr/bin/python3",
+            [
+                "-c", "import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.recv(1)",
+                dir.file("pidfd.sock"),
+            ])
+        defer { python.wait(seconds: 10) }
+        let connection = try listener.accept(timeout: .seconds(60))
         defer { connection.close() }
         guard let pidfd = try peerPidfd({ () throws(UnixSocketError) -> OwnedDescriptor in
             try connection.peerProcessDescriptor()
         }) else { return }
         let fd: CInt = try #require(pidfd.rawValue)
         let named: Int32? = pidNamed(byPidfd: fd)
-        let expected: Int32 = python.processIdentifier
+        let expected: Int32 = python.pid
         #expect(named == expected)
         let flags: CInt = fcntl(fd, F_GETFD)
         #expect(flags & FD_CLOEXEC != 0)

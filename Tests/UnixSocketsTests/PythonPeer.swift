@@ -47,9 +47,9 @@ final class PythonPeer: @unchecked Sendable {  // used by one test at a time
 
         """
 
-    let process = Process()
-    private let stdoutPipe = Pipe()
-    private let stderrPipe = Pipe()
+    let process: ChildProcess
+    private let stdoutPipe: TestPipe
+    private let stderrPipe: TestPipe
     private var pending: [UInt8] = []
     private var stdoutDone = false
 
@@ -59,28 +59,22 @@ final class PythonPeer: @unchecked Sendable {  // used by one test at a time
             throw PythonPeerError(description: "the core tests need /usr/bin/python3 (the standard socket module) as a peer")
         }
         let code = Self.prelude + script
+        stdoutPipe = try TestPipe()
+        stderrPipe = try TestPipe()
         if asNobody {
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
-            process.arguments =
-                ["--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", code] + arguments
+            process = try ChildProcess(
+                "/usr/bin/setpriv",
+                ["--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", code] + arguments,
+                stdout: stdoutPipe.write, stderr: stderrPipe.write)
         } else {
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-            process.arguments = ["-c", code] + arguments
+            process = try ChildProcess(
+                "/usr/bin/python3", ["-c", code] + arguments, stdout: stdoutPipe.write, stderr: stderrPipe.write)
         }
-        process.standardOutput = stdoutPipe
-        process.standardError = stderrPipe
-        process.standardInput = FileHandle.nullDevice
-        try launch(process)
+        stdoutPipe.closeWrite()
+        stderrPipe.closeWrite()
     }
 
-    deinit {
-        if process.isRunning {
-            Glibc.kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
-        }
-    }
-
-    var pid: Int32 { process.processIdentifier }
+    var pid: Int32 { process.pid }
 
     /// The next line the peer printed, waiting at most `timeout`.
     func line(timeout: Duration = .seconds(20)) throws -> String {
@@ -116,7 +110,7 @@ final class PythonPeer: @unchecked Sendable {  // used by one test at a time
     /// One read from stdout if poll says it is ready within `pollMilliseconds`; false if nothing came.
     private func readStdout(pollMilliseconds: CInt) -> Bool {
         if stdoutDone { return false }
-        let fd = stdoutPipe.fileHandleForReading.fileDescriptor
+        let fd = stdoutPipe.read
         var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
         let ready = poll(&entry, 1, pollMilliseconds)
         guard ready > 0 else { return false }
@@ -137,7 +131,7 @@ final class PythonPeer: @unchecked Sendable {  // used by one test at a time
         let deadline = ContinuousClock.now + timeout
         while process.isRunning {
             if ContinuousClock.now >= deadline {
-                Glibc.kill(process.processIdentifier, SIGKILL)
+                process.signal(SIGKILL)
                 process.waitUntilExit()
                 throw PythonPeerError(description: "peer still running after \(timeout): killed; stderr: \(stderrText())")
             }
@@ -148,16 +142,16 @@ final class PythonPeer: @unchecked Sendable {  // used by one test at a time
         let text = String(decoding: pending, as: UTF8.self)
         pending = []
         let lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init).filter { !$0.isEmpty }
-        return (process.terminationStatus, lines)
+        return (process.exitStatus ?? -1, lines)
     }
 
     /// Waits for a successful exit and returns the remaining lines; a non-zero exit throws with stderr.
     @discardableResult
     func succeed(timeout: Duration = .seconds(20)) throws -> [String] {
         let (status, lines) = try finish(timeout: timeout)
-        if status != 0 || process.terminationReason != .exit {
+        if status != 0 || process.exitStatus == nil {
             throw PythonPeerError(
-                description: "peer exited with \(status) (\(process.terminationReason == .exit ? "exit" : "signal")); "
+                description: "peer exited with \(status) (\(process.exitStatus != nil ? "exit" : "signal")); "
                     + "stdout: \(lines); stderr: \(stderrText())")
         }
         return lines
@@ -166,14 +160,14 @@ final class PythonPeer: @unchecked Sendable {  // used by one test at a time
     /// Kills the peer with `signal` and reaps it.
     func terminate(signal: Int32) {
         if process.isRunning {
-            _ = Glibc.kill(process.processIdentifier, signal)
+            process.signal(signal)
             process.waitUntilExit()
         }
     }
 
     /// Whatever the peer wrote to stderr so far (non-blocking).
     func stderrText() -> String {
-        let fd = stderrPipe.fileHandleForReading.fileDescriptor
+        let fd = stderrPipe.read
         var text: [UInt8] = []
         var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
         var chunk = [UInt8](repeating: 0, count: 4096)

@@ -15,7 +15,7 @@ import UnixSockets
         // README: blocking
         let address = try UnixAddress(path)                          // or "@name" for an abstract name
         let listener = try UnixStreamListener.bind(address, mode: 0o660)
-        let client = try UnixStream.connect(to: address, timeout: .seconds(5))
+        let client = try UnixStream.connect(to: address, timeout: .seconds(60))
         let connection = try listener.accept()
         print(try connection.credentials)                             // pid=... uid=... gid=...
         try client.write(all: Array("ping".utf8))
@@ -53,7 +53,7 @@ import UnixSockets
 
         #expect(size == 17)
         #expect(whole.bytes.count == 17)
-        #expect(try client.receive(timeout: .seconds(5)).bytes == Array("hi".utf8))
+        #expect(try client.receive(timeout: .seconds(60)).bytes == Array("hi".utf8))
     }
 
     @Test(.onReactor) func asyncEchoServerAndClient() async throws {
@@ -77,7 +77,7 @@ import UnixSockets
         // README: async client
         let stream = try await UnixStream.connect(to: address)
         try await stream.write(all: Array("hello".utf8))
-        let echoed = try await stream.read(exactly: 5, timeout: .seconds(5))
+        let echoed = try await stream.read(exactly: 5, timeout: .seconds(60))
         try stream.shutdown(.write)
         stream.close()
         // end README

@@ -84,9 +84,14 @@ struct ServerDefaultsTests {
         }
         // One client never sends; another sends one frame and then goes quiet.
         let silent = try await served.client()
+        let started = ContinuousClock.now
         let quiet = try await served.client()
         try await quiet.send(Array("once".utf8))
-        #expect(try await quiet.receive(timeout: .seconds(20))?.payload == Array("once".utf8))
+        let reply = try? await quiet.receive(timeout: .seconds(20))
+        // On a loaded machine the frame may reach the server after its idle time: then being cut is right.
+        if ContinuousClock.now - started < configuration.idleTimeout! {
+            #expect(reply?.payload == Array("once".utf8))
+        }
         for client in [silent, quiet] {
             #expect(await serverCloses(client), "the server did not close an idle connection")
             client.stream.close()

@@ -82,9 +82,10 @@ struct SocketFileAttackTests {
         let dir = try TempDir()
         defer { dir.cleanup() }
         let path = dir.file("ns.sock")
-        let server = Process()
-        server.executableURL = URL(fileURLWithPath: "/usr/bin/unshare")
-        server.arguments = [
+        let output = try TestPipe()
+        let server = try ChildProcess(
+            "/usr/bin/unshare",
+            [
             "-n", "/usr/bin/python3", "-c",
             """
             import socket, sys, time, signal
@@ -95,16 +96,14 @@ struct SocketFileAttackTests {
             print('READY', flush=True)
             time.sleep(30)
             """, path,
-        ]
-        let output = Pipe()
-        server.standardOutput = output
-        try launch(server)
-        defer {
-            if server.isRunning { kill(server.processIdentifier, SIGKILL) }
-            server.waitUntilExit()
-        }
-        let ready = output.fileHandleForReading.availableData
-        #expect(String(decoding: ready, as: UTF8.self).hasPrefix("READY"))
+            ], stdout: output.write)
+        output.closeWrite()
+        defer { server.wait(seconds: 0) }
+        var ready = [UInt8](repeating: 0, count: 64)
+        var entry = pollfd(fd: output.read, events: Int16(POLLIN), revents: 0)
+        let readable = poll(&entry, 1, 20_000)
+        let count = readable > 0 ? ready.withUnsafeMutableBytes { read(output.read, $0.baseAddress, $0.count) } : 0
+        #expect(String(decoding: ready.prefix(max(count, 0)), as: UTF8.self).hasPrefix("READY"))
         let before = try #require(fileMode(path))
         #expect(before & S_IFMT == S_IFSOCK)
         let error = expectError(.addressInUse) { _ = try AnyServer(type, UnixAddress(stringLiteral: path)) }
@@ -118,7 +117,7 @@ struct SocketFileAttackTests {
                 : try UnixSeqPacket.connect(to: UnixAddress(stringLiteral: path), timeout: ioTimeout).description
             #expect(!client.isEmpty)
         }
-        kill(server.processIdentifier, SIGKILL)
+        server.signal(SIGKILL)
         server.waitUntilExit()
         let recovered = try AnyServer(type, UnixAddress(stringLiteral: path))
         #expect(try recovered.exchange(via: UnixAddress(stringLiteral: path)).serverSeenByClient.pathBytes != nil)
