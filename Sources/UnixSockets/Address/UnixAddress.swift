@@ -1,5 +1,3 @@
-import CUnixSockets
-
 /// The address of a Unix domain socket: a file-system path, a Linux abstract name, or unnamed.
 ///
 /// Text form: `"@name"` is the abstract name `name` (in which `\xHH` stands for any byte, NUL included, and
@@ -134,49 +132,31 @@ public struct UnixAddress: Hashable, Sendable, CustomStringConvertible, Expressi
         return nil
     }
 
-    /// A `sockaddr_un` for this address with its exact length (paths: with the NUL; abstract: leading NUL
-    /// + the name's bytes, no padding; unnamed: the family alone).
-    struct SockAddr {
-        var storage = sockaddr_un()
-        var length = socklen_t(0)
+    /// The kernel's form of an address (a `sockaddr_un` and its length), built in the syscall layer.
+    typealias SockAddr = SocketAddressStorage
 
-        func withSockAddr<R>(_ body: (UnsafePointer<sockaddr>, socklen_t) -> R) -> R {
-            withUnsafePointer(to: storage) { pointer in
-                pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, length) }
-            }
-        }
-    }
-
-    /// The `sockaddr_un` form, or `.invalidAddress` (for an invalid literal) before any syscall.
+    /// The `sockaddr_un` form with its exact length (paths: with the NUL; abstract: leading NUL + the
+    /// name's bytes, no padding; unnamed: the family alone), or `.invalidAddress` (for an invalid literal)
+    /// before any syscall.
     func sockAddr(operation: String) throws(UnixSocketError) -> SockAddr {
         if let invalidReason {
             throw UnixSocketError(.invalidAddress, operation: operation, address: self, detail: invalidReason)
         }
-        var result = SockAddr()
-        result.storage.sun_family = sa_family_t(AF_UNIX)
-        var length = MemoryLayout<sockaddr_un>.offset(of: \sockaddr_un.sun_path)!
-        withUnsafeMutableBytes(of: &result.storage.sun_path) { raw in
-            switch kind {
-            case .path(let bytes):
-                raw.copyBytes(from: bytes)
-                // The NUL (storage is zeroed; 107 bytes + NUL fill 108). A 108-byte path the kernel reported
-                // for a peer has no room for it: pass exactly the structure, as the kernel expects.
-                length += min(bytes.count + 1, raw.count)
-            case .abstract(let bytes):
-                raw[0] = 0
-                UnsafeMutableRawBufferPointer(rebasing: raw[1...]).copyBytes(from: bytes)
-                length += 1 + bytes.count
-            case .unnamed:
-                break
-            }
+        switch kind {
+        case .path(let bytes):
+            // The NUL (the rest is zeroed; 107 bytes + NUL fill 108). A 108-byte path the kernel reported
+            // for a peer has no room for it: pass exactly the structure, as the kernel expects.
+            return SockAddr(unixPath: bytes, pathLength: min(bytes.count + 1, SockAddr.unixPathCapacity))
+        case .abstract(let bytes):
+            return SockAddr(unixPath: [0] + bytes, pathLength: 1 + bytes.count)
+        case .unnamed:
+            return SockAddr(unixPath: [], pathLength: 0)
         }
-        result.length = socklen_t(length)
-        return result
     }
 
     /// Calls `body` with the `sockaddr_un` of this address and its exact length.
     func withSockAddr<R>(
-        operation: String, _ body: (UnsafePointer<sockaddr>, socklen_t) throws(UnixSocketError) -> R
+        operation: String, _ body: (SockAddr.Pointer, SockAddr.Length) throws(UnixSocketError) -> R
     ) throws(UnixSocketError) -> R {
         let address = try sockAddr(operation: operation)
         return try address.withSockAddr { pointer, length in
@@ -186,16 +166,11 @@ public struct UnixAddress: Hashable, Sendable, CustomStringConvertible, Expressi
 
     /// Reads an address the kernel returned. The length is honoured (abstract names may hold any byte)
     /// and clamped to the structure (a peer bound to a 108-byte path reports a longer length).
-    init(sockaddr storage: sockaddr_un, length: socklen_t) {
-        let offset = MemoryLayout<sockaddr_un>.offset(of: \sockaddr_un.sun_path)!
-        let capacity = MemoryLayout<sockaddr_un>.size - offset
-        let count = min(max(Int(length) - offset, 0), capacity)
-        if count == 0 || storage.sun_family != sa_family_t(AF_UNIX) {
+    init(sockaddr storage: SockAddr.Unix, length: SockAddr.Length) {
+        guard let bytes = SockAddr.unixPath(of: storage, length: length) else {
             self = .unnamed
             return
         }
-        var copy = storage
-        let bytes = withUnsafeBytes(of: &copy.sun_path) { Array($0.prefix(count)) }
         if bytes[0] == 0 {
             self.init(kind: .abstract(Array(bytes.dropFirst())), invalidReason: nil)
         } else {

@@ -1,5 +1,3 @@
-import CUnixSockets
-
 /// Who a peer is: process id, user id, group id and (where asked) supplementary groups.
 ///
 /// Each field is `nil` when the kernel does not know it (an unconnected datagram socket reports pid 0 and
@@ -27,7 +25,8 @@ public struct UnixCredentials: Sendable, Hashable, CustomStringConvertible {
         UnixCredentials(pid: system_getpid(), uid: system_getuid(), gid: system_getgid())
     }
 
-    init(_ raw: uds_ucred) {
+    init(_ raw: KernelCredentials.Raw) {
+        let raw = KernelCredentials.fields(of: raw)
         // pid 0 with the overflow ids (65534): the kernel attached no credentials (a message sent before
         // SO_PASSCRED was on, or an unmappable peer). That is unknown, not the user "nobody".
         if raw.pid <= 0 && raw.uid == Self.overflowID && raw.gid == Self.overflowID {
@@ -43,8 +42,8 @@ public struct UnixCredentials: Sendable, Hashable, CustomStringConvertible {
     /// The kernel's default overflow uid/gid (`/proc/sys/kernel/overflowuid`): what it reports for none.
     static let overflowID: UInt32 = 65534
 
-    var raw: uds_ucred {
-        uds_ucred(pid: pid ?? 0, uid: uid ?? UInt32.max, gid: gid ?? UInt32.max)
+    var raw: KernelCredentials.Raw {
+        KernelCredentials.make(pid: pid ?? 0, uid: uid ?? UInt32.max, gid: gid ?? UInt32.max)
     }
 
     /// Whether the kernel knows who the peer is (uid known).

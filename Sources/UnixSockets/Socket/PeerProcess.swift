@@ -1,14 +1,11 @@
-import CUnixSockets
 import SystemPackage
 
 extension SocketCore {
     /// SO_PEERPIDFD: a pidfd naming the peer process, immune to pid reuse (Linux 6.5 and later).
     func peerProcessDescriptor() throws(UnixSocketError) -> OwnedDescriptor {
         try withDescriptor("getsockopt SO_PEERPIDFD") { (fd) throws(UnixSocketError) -> OwnedDescriptor in
-            var pidfd: CInt = -1
-            var length = socklen_t(MemoryLayout<CInt>.size)
-            switch system_getsockopt(fd, SystemConstants.solSocket, UDS_SO_PEERPIDFD, &pidfd, &length) {
-            case .success where pidfd >= 0: return OwnedDescriptor(pidfd)
+            switch IntSocketOption.get(fd, level: SystemConstants.solSocket, name: SystemConstants.soPeerPidfd, initial: -1) {
+            case .success(let pidfd) where pidfd >= 0: return OwnedDescriptor(pidfd)
             case .success: throw UnixSocketError(.system, operation: "getsockopt SO_PEERPIDFD", address: address, errno: .noSuchProcess)
             case .failure(let errno):
                 throw UnixSocketError(

@@ -1,4 +1,3 @@
-import CUnixSockets
 import Synchronization
 import SystemPackage
 
@@ -9,11 +8,11 @@ struct EntryIdentity: Equatable, Sendable {
     let device: UInt64
     let inode: UInt64
 
-    init(_ info: stat) {
-        isSocket = (info.st_mode & mode_t(S_IFMT)) == mode_t(S_IFSOCK)
-        isRegular = (info.st_mode & mode_t(S_IFMT)) == mode_t(S_IFREG)
-        device = UInt64(info.st_dev)
-        inode = UInt64(info.st_ino)
+    init(_ info: FileStatus) {
+        isSocket = info.type == .socket
+        isRegular = info.type == .regular
+        device = info.device
+        inode = info.inode
     }
 
     func isSameFile(as other: EntryIdentity) -> Bool { device == other.device && inode == other.inode }
@@ -80,9 +79,8 @@ final class SocketFileLocation: Sendable {
     func identity(of entry: [UInt8]? = nil) -> Result<EntryIdentity?, Errno> {
         let fd = directory.load(ordering: .acquiring)
         guard fd >= 0 else { return .failure(.badFileDescriptor) }
-        var info = stat()
-        switch Self.withCString(entry ?? name, { system_fstatatNoFollow(fd, $0, &info) }) {
-        case .success: return .success(EntryIdentity(info))
+        switch Self.withCString(entry ?? name, { FileStatus.of(entry: $0, in: fd) }) {
+        case .success(let info): return .success(EntryIdentity(info))
         case .failure(.noSuchFileOrDirectory): return .success(nil)
         case .failure(let errno): return .failure(errno)
         }
@@ -170,7 +168,7 @@ enum SocketFile {
         let lock = try PathLock(location, timeout: lockTimeout)
         if let mode {
             try core.withDescriptor("fchmod") { (fd) throws(UnixSocketError) in
-                if case .failure(let errno) = system_fchmod(fd, mode_t(mode)) { throw .system("fchmod", errno, address: address) }
+                if case .failure(let errno) = system_fchmod(fd, mode) { throw .system("fchmod", errno, address: address) }
             }
         }
         let identity = try bindInDirectory(
@@ -191,7 +189,7 @@ enum SocketFile {
         nonisolated(unsafe) var outcome: Result<EntryIdentity?, UnixSocketError> = .success(nil)
         let started = system_runOnFreshThread {
             do throws(UnixSocketError) {
-                if case .failure(let errno) = system_unshare(UDS_CLONE_FS) {
+                if case .failure(let errno) = system_unshare(SystemConstants.cloneFS) {
                     throw .system("unshare CLONE_FS", errno, address: address)
                 }
                 let entered = try location.withDirectory { (fd) throws(UnixSocketError) -> Bool in
@@ -325,8 +323,7 @@ enum SocketFile {
                     }
                 }
                 guard let fd = opened else { throw UnixSocketError(.closed, operation: "bind", address: address) }
-                var info = stat()
-                guard case .success = system_fstat(fd, &info), EntryIdentity(info).isRegular else {
+                guard case .success(let info) = FileStatus.of(fd), EntryIdentity(info).isRegular else {
                     _ = system_close(fd)
                     throw UnixSocketError(
                         .system, operation: "bind", address: address, errno: .invalidArgument,

@@ -1,4 +1,3 @@
-import CUnixSockets
 import SystemPackage
 
 /// Zero-copy moves between a stream socket and a pipe (splice(2)), and the few facts about an inherited
@@ -15,21 +14,20 @@ package enum InheritedDescriptor {
 
     /// The kind of file behind `fd` (fstat), or nil if it is not open.
     package static func kind(of fd: FileDescriptor) -> Kind? {
-        var info = stat()
-        guard case .success = system_fstat(fd.rawValue, &info) else { return nil }
-        switch info.st_mode & mode_t(S_IFMT) {
-        case mode_t(S_IFIFO): return .pipe
-        case mode_t(S_IFREG): return .regularFile
-        case mode_t(S_IFSOCK): return .socket
-        case mode_t(S_IFCHR): return .characterDevice
-        default: return .other
+        guard case .success(let info) = FileStatus.of(fd.rawValue) else { return nil }
+        switch info.type {
+        case .fifo: return .pipe
+        case .regular: return .regularFile
+        case .socket: return .socket
+        case .characterDevice: return .characterDevice
+        case .other: return .other
         }
     }
 
     /// Whether O_NONBLOCK is set on the open file behind `fd` (read only; never changed here).
     package static func isNonBlocking(_ fd: FileDescriptor) -> Bool {
-        guard case .success(let flags) = system_fcntl(fd.rawValue, F_GETFL) else { return false }
-        return flags & O_NONBLOCK != 0
+        guard case .success(let flags) = system_fcntl(fd.rawValue, SystemConstants.fcntlGetStatusFlags) else { return false }
+        return flags & SystemConstants.openNonBlocking != 0
     }
 
     /// Waits until `fd` is readable (or hung up). For an inherited descriptor someone else made non-blocking.
@@ -43,9 +41,9 @@ package enum InheritedDescriptor {
     }
 
     static func wait(_ fd: CInt, events: Int16) {
-        var entry = pollfd(fd: fd, events: events, revents: 0)
+        var entry = PollDescriptor(fd, events: events)
         while true {
-            switch system_poll(&entry, 1, -1) {
+            switch entry.poll(timeoutMilliseconds: -1) {
             case .success: return
             case .failure(.interrupted): continue
             case .failure: return  // the next I/O call reports the problem
@@ -62,7 +60,7 @@ extension UnixStream {
     package func splice(into pipe: FileDescriptor, maxBytes: Int) throws(UnixSocketError) -> Int {
         try core.withDescriptor("splice") { (fd) throws(UnixSocketError) -> Int in
             while true {
-                switch system_splice(fd, pipe.rawValue, maxBytes, UInt32(UDS_SPLICE_F_MOVE)) {
+                switch system_splice(fd, pipe.rawValue, maxBytes, SystemConstants.spliceMove) {
                 case .success(.done(let count)): return count
                 case .success(.wouldBlock):
                     // Either the pipe is full or the socket is empty: wait for the pipe, then the socket.
@@ -82,7 +80,7 @@ extension UnixStream {
     package func splice(from pipe: FileDescriptor, maxBytes: Int) throws(UnixSocketError) -> Int {
         try core.withDescriptor("splice") { (fd) throws(UnixSocketError) -> Int in
             while true {
-                switch system_splice(pipe.rawValue, fd, maxBytes, UInt32(UDS_SPLICE_F_MOVE)) {
+                switch system_splice(pipe.rawValue, fd, maxBytes, SystemConstants.spliceMove) {
                 case .success(.done(let count)): return count
                 case .success(.wouldBlock):
                     InheritedDescriptor.wait(pipe.rawValue, events: SystemConstants.pollIn)
@@ -98,9 +96,9 @@ extension SocketCore {
     /// Whether both directions are shut (POLLHUP): the peer closed entirely, not just its write side.
     func isHungUp() -> Bool {
         (try? withDescriptor("poll") { (fd) throws(UnixSocketError) -> Bool in
-            var entry = pollfd(fd: fd, events: 0, revents: 0)
-            guard case .success(let ready) = system_poll(&entry, 1, 0), ready > 0 else { return false }
-            return entry.revents & Int16(POLLHUP) != 0
+            var entry = PollDescriptor(fd, events: 0)
+            guard case .success(let ready) = entry.poll(timeoutMilliseconds: 0), ready > 0 else { return false }
+            return entry.returnedEvents & SystemConstants.pollHup != 0
         }) ?? true
     }
 }
