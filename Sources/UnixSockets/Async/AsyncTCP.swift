@@ -1,13 +1,6 @@
 // The async face of the few TCP calls `uds bridge` needs, at package access: accept, connect, read and
 // write without a thread per connection, on the same reactor as the Unix sockets.
-import CUnixSockets
 import SystemPackage
-
-#if canImport(Glibc)
-@preconcurrency import Glibc
-#elseif canImport(Musl)
-@preconcurrency import Musl
-#endif
 
 extension TCPSocket {
     /// Connects to `endpoint` without blocking a thread, trying each resolved address in turn (TCP_NODELAY).
@@ -19,9 +12,8 @@ extension TCPSocket {
             let core = try makeSocket(family, endpoint, operation: "connect")
             do {
                 try await core.asyncTCPConnect(address, endpoint: endpoint, timeout: timeout)
-                var one: CInt = 1
                 _ = core.withDescriptorIfOpen { fd in
-                    system_setsockopt(fd, CInt(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<CInt>.size))
+                    IntSocketOption.set(fd, level: SystemConstants.ipprotoTCP, name: SystemConstants.tcpNoDelay, 1)
                 }
                 return TCPSocket(core: core, endpoint: endpoint)
             } catch let error as UnixSocketError {
@@ -41,13 +33,9 @@ extension TCPSocket {
     /// and retries, as the Unix listeners do. Closing the listener wakes it with `.closed`.
     package func accept() async throws -> TCPSocket {
         let fd = try await core.asyncAccept(flags: SocketType.stream.flags & ~SocketType.stream.rawValue, timeout: nil)
-        var one: CInt = 1
-        _ = system_setsockopt(fd, CInt(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<CInt>.size))
-        var storage = sockaddr_storage()
-        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        let named = withUnsafeMutablePointer(to: &storage) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { system_getpeername(fd, $0, &length) }
-        }
+        _ = IntSocketOption.set(fd, level: SystemConstants.ipprotoTCP, name: SystemConstants.tcpNoDelay, 1)
+        var storage = InetAddressStorage()
+        let named = storage.withMutableSockAddr { system_getpeername(fd, $0, $1) }
         var peer = TCPEndpoint(host: "unknown", port: 0)
         if case .success = named, let known = Self.endpoint(of: storage) { peer = known }
         return TCPSocket(core: SocketCore(adopting: fd, type: .stream, address: nil), endpoint: peer)
@@ -69,9 +57,7 @@ extension SocketCore {
     /// how it ended.
     func asyncTCPConnect(_ address: [UInt8], endpoint: TCPEndpoint, timeout: Duration?) async throws {
         let first = try withDescriptor("connect") { (fd) throws(UnixSocketError) -> Result<IOResult<CInt>, Errno> in
-            address.withUnsafeBytes { raw in
-                system_connect(fd, raw.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t(raw.count))
-            }
+            InetAddress.withSockAddr(address) { system_connect(fd, $0, $1) }
         }
         switch first {
         case .success(.done): return
@@ -79,8 +65,8 @@ extension SocketCore {
         case .failure(let errno): throw TCPSocket.error("connect", endpoint, errno)
         }
         try await asyncIO("connect", writing: true, timeout: timeout) { fd -> Result<IOResult<Void>, Errno> in
-            var entry = pollfd(fd: fd, events: SystemConstants.pollOut, revents: 0)
-            switch system_poll(&entry, 1, 0) {
+            var entry = PollDescriptor(fd, events: SystemConstants.pollOut)
+            switch entry.poll(timeoutMilliseconds: 0) {
             case .success(0): return .success(.wouldBlock)
             case .success: return .success(.done(()))
             case .failure(.interrupted): return .success(.wouldBlock)
@@ -88,12 +74,10 @@ extension SocketCore {
             }
         }
         let pending = try withDescriptor("connect") { (fd) throws(UnixSocketError) -> CInt in
-            var value: CInt = 0
-            var length = socklen_t(MemoryLayout<CInt>.size)
-            if case .failure(let errno) = system_getsockopt(fd, SOL_SOCKET, SO_ERROR, &value, &length) {
-                throw TCPSocket.error("connect", endpoint, errno)
+            switch IntSocketOption.get(fd, level: SystemConstants.solSocket, name: SystemConstants.soError) {
+            case .success(let value): return value
+            case .failure(let errno): throw TCPSocket.error("connect", endpoint, errno)
             }
-            return value
         }
         if pending != 0 { throw TCPSocket.error("connect", endpoint, Errno(rawValue: pending)) }
     }

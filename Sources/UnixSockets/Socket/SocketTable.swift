@@ -1,4 +1,3 @@
-import CUnixSockets
 import SystemPackage
 
 /// One Unix socket of this machine (network namespace) as sock_diag reports it.
@@ -21,17 +20,17 @@ package enum UnixSocketTable {
     /// Every Unix socket the kernel reports, by inode.
     package static func entries() -> Result<[UInt64: UnixSocketTableEntry], Errno> {
         var table: [UInt64: UnixSocketTableEntry] = [:]
-        let dumped = SockDiag.dump(show: UInt32(UDIAG_SHOW_NAME | UDIAG_SHOW_PEER)) { message in
+        let dumped = SockDiag.dump(show: Netlink.unixShowName | Netlink.unixShowPeer) { message in
             var entry = UnixSocketTableEntry(
                 inode: UInt64(message.inode), type: message.type, state: message.state, address: nil, peerInode: nil)
             for (type, payload) in message.attributes {
-                if type == UNIX_DIAG_NAME, let first = payload.first {
+                if type == Netlink.unixAttributeName, let first = payload.first {
                     if first == 0 {
                         entry.address = try? UnixAddress.abstract(Array(payload.dropFirst()))
                     } else {
                         entry.address = try? UnixAddress.path(bytes: Array(payload.prefix { $0 != 0 }))
                     }
-                } else if type == UNIX_DIAG_PEER && payload.count >= 4 {
+                } else if type == Netlink.unixAttributePeer && payload.count >= 4 {
                     let peer = UInt64(SockDiag.read32(payload, 0))
                     if peer != 0 { entry.peerInode = peer }
                 }

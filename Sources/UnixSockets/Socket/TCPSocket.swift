@@ -1,14 +1,8 @@
-// The few TCP calls `uds bridge` needs (socket, bind with SO_REUSEADDR, listen, accept, connect,
-// getaddrinfo), at package access: part of the syscall layer, so the CLI never calls libc for them.
-// I/O, waiting (poll), shutdown and close-once reuse `SocketCore`, which works on any socket descriptor.
-import CUnixSockets
+// The few TCP calls `uds bridge` needs (socket, bind with SO_REUSEADDR, listen, accept, connect, name
+// resolution), at package access, so the CLI never calls libc for them. Beside the Unix sockets, on the
+// same wrappers: the C side (addresses, getaddrinfo) is in System/InetAddress.swift; I/O, waiting (poll),
+// shutdown and close-once reuse `SocketCore`, which works on any socket descriptor.
 import SystemPackage
-
-#if canImport(Glibc)
-@preconcurrency import Glibc
-#elseif canImport(Musl)
-@preconcurrency import Musl
-#endif
 
 /// A TCP endpoint: `tcp:HOST:PORT` (`[::1]` for an IPv6 literal; the host is always explicit).
 package struct TCPEndpoint: Sendable, Hashable, CustomStringConvertible {
@@ -62,28 +56,13 @@ package final class TCPSocket: Sendable, CustomStringConvertible {
     static func resolve(_ endpoint: TCPEndpoint, passive: Bool, operation: String) throws(UnixSocketError)
         -> [(family: CInt, address: [UInt8])]
     {
-        var hints = addrinfo()
-        hints.ai_family = AF_UNSPEC
-        hints.ai_socktype = CInt(SOCK_STREAM.rawValue)
-        hints.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0)
-        var list: UnsafeMutablePointer<addrinfo>?
-        let status = getaddrinfo(endpoint.host, String(endpoint.port), &hints, &list)
-        guard status == 0, let list else {
-            let why = gai_strerror(status).map { String(validatingCString: $0) ?? "error \(status)" } ?? "error \(status)"
+        switch InetAddress.resolve(host: endpoint.host, port: endpoint.port, passive: passive) {
+        case .success(let addresses): return addresses
+        case .failure(let failure):
             throw UnixSocketError(
-                .invalidAddress, operation: operation, detail: "\(endpoint): cannot resolve the host: \(why)")
+                .invalidAddress, operation: operation,
+                detail: "\(endpoint): cannot resolve the host: \(failure.reason)")
         }
-        defer { freeaddrinfo(list) }
-        var result: [(CInt, [UInt8])] = []
-        var entry: UnsafeMutablePointer<addrinfo>? = list
-        while let current = entry {
-            if let address = current.pointee.ai_addr {
-                let bytes = Array(UnsafeRawBufferPointer(start: address, count: Int(current.pointee.ai_addrlen)))
-                result.append((current.pointee.ai_family, bytes))
-            }
-            entry = current.pointee.ai_next
-        }
-        return result
     }
 
     static func error(_ operation: String, _ endpoint: TCPEndpoint, _ errno: Errno) -> UnixSocketError {
@@ -116,26 +95,23 @@ package final class TCPSocket: Sendable, CustomStringConvertible {
             let core = try makeSocket(family, endpoint, operation: "connect")
             do throws(UnixSocketError) {
                 try core.withDescriptor("connect") { (fd) throws(UnixSocketError) in
-                    let result = address.withUnsafeBytes { raw in
-                        system_connect(fd, raw.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t(raw.count))
-                    }
+                    let result = InetAddress.withSockAddr(address) { system_connect(fd, $0, $1) }
                     switch result {
                     case .success(.done): return
                     case .success(.wouldBlock), .failure(.nowInProgress):
                         let deadline = try Deadline.after(timeout, operation: "connect")
                         try core.wait(fd, events: SystemConstants.pollOut, deadline: deadline, operation: "connect")
-                        var value: CInt = 0
-                        var length = socklen_t(MemoryLayout<CInt>.size)
-                        if case .failure(let errno) = system_getsockopt(fd, SOL_SOCKET, SO_ERROR, &value, &length) {
-                            throw error("connect", endpoint, errno)
+                        let value: CInt
+                        switch IntSocketOption.get(fd, level: SystemConstants.solSocket, name: SystemConstants.soError) {
+                        case .success(let pending): value = pending
+                        case .failure(let errno): throw error("connect", endpoint, errno)
                         }
                         if value != 0 { throw error("connect", endpoint, Errno(rawValue: value)) }
                     case .failure(let errno): throw error("connect", endpoint, errno)
                     }
                 }
-                var one: CInt = 1
                 _ = core.withDescriptorIfOpen { fd in
-                    system_setsockopt(fd, CInt(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<CInt>.size))
+                    IntSocketOption.set(fd, level: SystemConstants.ipprotoTCP, name: SystemConstants.tcpNoDelay, 1)
                 }
                 return TCPSocket(core: core, endpoint: endpoint)
             } catch {
@@ -154,15 +130,12 @@ package final class TCPSocket: Sendable, CustomStringConvertible {
             let core = try makeSocket(family, endpoint, operation: "bind")
             do throws(UnixSocketError) {
                 try core.withDescriptor("bind") { (fd) throws(UnixSocketError) in
-                    var one: CInt = 1
-                    if case .failure(let errno) = system_setsockopt(
-                        fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<CInt>.size))
+                    if case .failure(let errno) = IntSocketOption.set(
+                        fd, level: SystemConstants.solSocket, name: SystemConstants.soReuseAddr, 1)
                     {
                         throw error("setsockopt SO_REUSEADDR", endpoint, errno)
                     }
-                    let bound = address.withUnsafeBytes { raw in
-                        system_bind(fd, raw.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t(raw.count))
-                    }
+                    let bound = InetAddress.withSockAddr(address) { system_bind(fd, $0, $1) }
                     if case .failure(let errno) = bound { throw error("bind", endpoint, errno) }
                     if case .failure(let errno) = system_listen(fd, backlog) { throw error("listen", endpoint, errno) }
                 }
@@ -177,56 +150,27 @@ package final class TCPSocket: Sendable, CustomStringConvertible {
 
     /// Accepts one connection (CLOEXEC, TCP_NODELAY). A thread blocked here wakes with `.closed` on close.
     package func accept(timeout: Duration? = nil) throws(UnixSocketError) -> TCPSocket {
-        var storage = sockaddr_storage()
-        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        let fd = try withUnsafeMutablePointer(to: &storage) { (pointer) throws(UnixSocketError) -> CInt in
-            try pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { (address) throws(UnixSocketError) -> CInt in
-                try core.blocking("accept", events: SystemConstants.pollIn, timeout: timeout) { fd in
-                    length = socklen_t(MemoryLayout<sockaddr_storage>.size)
-                    return system_accept4(fd, address, &length, SocketType.stream.flags & ~SocketType.stream.rawValue)
-                }
+        var storage = InetAddressStorage()
+        let fd = try core.blocking("accept", events: SystemConstants.pollIn, timeout: timeout) { fd in
+            storage.withMutableSockAddr { address, length in
+                system_accept4(fd, address, length, SocketType.stream.flags & ~SocketType.stream.rawValue)
             }
         }
-        var one: CInt = 1
-        _ = system_setsockopt(fd, CInt(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<CInt>.size))
+        _ = IntSocketOption.set(fd, level: SystemConstants.ipprotoTCP, name: SystemConstants.tcpNoDelay, 1)
         let peer = Self.endpoint(of: storage) ?? TCPEndpoint(host: "unknown", port: 0)
         return TCPSocket(core: SocketCore(adopting: fd, type: .stream, address: nil), endpoint: peer)
     }
 
-    static func endpoint(of storage: sockaddr_storage) -> TCPEndpoint? {
-        var storage = storage
-        var text = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN) + 1)
-        return withUnsafePointer(to: &storage) { pointer -> TCPEndpoint? in
-            switch CInt(pointer.pointee.ss_family) {
-            case AF_INET:
-                return pointer.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { v4 in
-                    var address = v4.pointee.sin_addr
-                    guard inet_ntop(AF_INET, &address, &text, socklen_t(text.count)) != nil else { return nil }
-                    return TCPEndpoint(host: Self.string(text), port: UInt16(bigEndian: v4.pointee.sin_port))
-                }
-            case AF_INET6:
-                return pointer.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { v6 in
-                    var address = v6.pointee.sin6_addr
-                    guard inet_ntop(AF_INET6, &address, &text, socklen_t(text.count)) != nil else { return nil }
-                    return TCPEndpoint(host: Self.string(text), port: UInt16(bigEndian: v6.pointee.sin6_port))
-                }
-            default: return nil
-            }
-        }
-    }
-
-    static func string(_ text: [CChar]) -> String {
-        String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    /// The host and port of an IPv4 or IPv6 address the kernel returned; nil for any other family.
+    static func endpoint(of storage: InetAddressStorage) -> TCPEndpoint? {
+        storage.hostAndPort.map { TCPEndpoint(host: $0.host, port: $0.port) }
     }
 
     /// The bound local port (after listening on port 0).
     package var localPort: UInt16? {
         core.withDescriptorIfOpen { fd -> UInt16? in
-            var storage = sockaddr_storage()
-            var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
-            let result = withUnsafeMutablePointer(to: &storage) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { system_getsockname(fd, $0, &length) }
-            }
+            var storage = InetAddressStorage()
+            let result = storage.withMutableSockAddr { system_getsockname(fd, $0, $1) }
             guard case .success = result else { return nil }
             return Self.endpoint(of: storage)?.port
         } ?? nil
