@@ -1,4 +1,3 @@
-import CUnixSockets
 import Synchronization
 import SystemPackage
 
@@ -122,10 +121,7 @@ public final class UnixReactor: TaskExecutor, @unchecked Sendable {
                 _ = system_close(epoll)
                 throw .system("eventfd", errno)
             }
-            var event = epoll_event()
-            event.events = UInt32(EPOLLIN.rawValue)
-            event.data.u64 = 0
-            _ = system_epoll_ctl(epoll, EPOLL_CTL_ADD, wake, &event)
+            _ = Epoll.control(epoll, .add, wake, EpollEvent(events: .input, data: 0))
             wakeFD.store(wake, ordering: .releasing)
             guard system_startDetachedThread({ [self] in run(epoll: epoll, wake: wake) }) else {
                 _ = system_close(wake)
@@ -147,10 +143,8 @@ public final class UnixReactor: TaskExecutor, @unchecked Sendable {
         try start()
         let registration = Registration(id: nextID.wrappingAdd(1, ordering: .relaxed).oldValue, fd: fd)
         registrations.withLock { $0[registration.id] = registration }
-        var event = epoll_event()
-        event.events = UInt32(EPOLLIN.rawValue | EPOLLRDHUP.rawValue) | UInt32(EPOLLET.rawValue)
-        event.data.u64 = registration.id
-        if case .failure(let errno) = system_epoll_ctl(epollFD.load(ordering: .acquiring), EPOLL_CTL_ADD, fd, &event) {
+        let event = EpollEvent(events: [.input, .readHangUp, .edgeTriggered], data: registration.id)
+        if case .failure(let errno) = Epoll.control(epollFD.load(ordering: .acquiring), .add, fd, event) {
             _ = registrations.withLock { $0.removeValue(forKey: registration.id) }
             throw .system("epoll_ctl", errno)
         }
@@ -163,12 +157,9 @@ public final class UnixReactor: TaskExecutor, @unchecked Sendable {
     func armWrite(_ registration: Registration) throws(UnixSocketError) {
         guard registration.writeArmed.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged
         else { return }
-        var event = epoll_event()
-        event.events =
-            UInt32(EPOLLIN.rawValue | EPOLLOUT.rawValue | EPOLLRDHUP.rawValue) | UInt32(EPOLLET.rawValue)
-        event.data.u64 = registration.id
-        if case .failure(let errno) = system_epoll_ctl(
-            epollFD.load(ordering: .acquiring), EPOLL_CTL_MOD, registration.fd, &event)
+        let event = EpollEvent(events: [.input, .output, .readHangUp, .edgeTriggered], data: registration.id)
+        if case .failure(let errno) = Epoll.control(
+            epollFD.load(ordering: .acquiring), .modify, registration.fd, event)
         {
             registration.writeArmed.store(false, ordering: .relaxed)
             throw .system("epoll_ctl", errno)
@@ -177,7 +168,7 @@ public final class UnixReactor: TaskExecutor, @unchecked Sendable {
 
     /// Removes the registration before its descriptor is closed and wakes its waiters with `error`.
     func deregister(_ registration: Registration, error: UnixSocketError) {
-        _ = system_epoll_ctl(epollFD.load(ordering: .acquiring), EPOLL_CTL_DEL, registration.fd, nil)
+        _ = Epoll.control(epollFD.load(ordering: .acquiring), .delete, registration.fd, nil)
         _ = registrations.withLock { $0.removeValue(forKey: registration.id) }
         for waiter in registration.close(with: error) { waiter.continuation.resume(throwing: error) }
     }
@@ -349,8 +340,7 @@ public final class UnixReactor: TaskExecutor, @unchecked Sendable {
 
     private func run(epoll epollFD: CInt, wake wakeFD: CInt) {
         threadID.store(system_currentThreadID(), ordering: .relaxed)
-        let capacity = 256
-        let events = UnsafeMutablePointer<epoll_event>.allocate(capacity: capacity)
+        let events = EpollEventBuffer(capacity: 256)
         var batch: [UnownedJob] = []
         var woken: [Registration.Waiter] = []
         while true {
@@ -375,14 +365,14 @@ public final class UnixReactor: TaskExecutor, @unchecked Sendable {
                 timeout = 0
             }
             let count: CInt
-            switch system_epoll_wait(epollFD, events, CInt(capacity), timeout) {
+            switch events.wait(epollFD, timeoutMilliseconds: timeout) {
             case .success(let value): count = value
             case .failure: count = 0
             }
             jobs.withLock { $0.sleeping = false }
             for index in 0..<Int(count) {
                 let event = events[index]
-                let id = event.data.u64
+                let id = event.data
                 if id == 0 {
                     var value: UInt64 = 0
                     _ = withUnsafeMutableBytes(of: &value) { system_read(wakeFD, $0) }
@@ -390,9 +380,9 @@ public final class UnixReactor: TaskExecutor, @unchecked Sendable {
                 }
                 guard let registration = registrations.withLock({ $0[id] }) else { continue }
                 let mask = event.events
-                let errorBits = UInt32(EPOLLERR.rawValue | EPOLLHUP.rawValue)
-                let readable = mask & (UInt32(EPOLLIN.rawValue | EPOLLRDHUP.rawValue) | errorBits) != 0
-                let writable = mask & (UInt32(EPOLLOUT.rawValue) | errorBits) != 0
+                let errorBits: EpollEvents = [.error, .hangUp]
+                let readable = !mask.isDisjoint(with: errorBits.union([.input, .readHangUp]))
+                let writable = !mask.isDisjoint(with: errorBits.union(.output))
                 registration.fire(readable: readable, writable: writable, into: &woken)
             }
             for waiter in woken { waiter.continuation.resume() }
