@@ -28,9 +28,7 @@ package struct SocketAddressStorage {
     package init(unixPath bytes: [UInt8], pathLength: Int) {
         storage.sun_family = sa_family_t(AF_UNIX)
         var length = MemoryLayout<sockaddr_un>.offset(of: \sockaddr_un.sun_path)!
-        withUnsafeMutableBytes(of: &storage.sun_path) { raw in
-            raw.copyBytes(from: bytes)
-        }
+        withUnsafeMutableBytes(of: &storage.sun_path) { $0.copyBytes(from: bytes) }
         length += pathLength
         self.length = socklen_t(length)
     }
@@ -42,11 +40,6 @@ package struct SocketAddressStorage {
         }
     }
 
-    /// Calls `body` with the raw bytes of the address (exactly its length).
-    package func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) -> R) -> R {
-        Swift.withUnsafeBytes(of: storage) { body(UnsafeRawBufferPointer(rebasing: $0.prefix(Int(length)))) }
-    }
-
     /// The meaningful bytes of `sun_path` in an address the kernel returned, or nil for none (an unnamed
     /// socket, or not AF_UNIX). The length is honoured (abstract names may hold any byte) and clamped to
     /// the structure (a peer bound to a 108-byte path reports a longer length).
@@ -56,6 +49,6 @@ package struct SocketAddressStorage {
         let count = min(max(Int(length) - offset, 0), capacity)
         if count == 0 || storage.sun_family != sa_family_t(AF_UNIX) { return nil }
         var copy = storage
-        return Swift.withUnsafeBytes(of: &copy.sun_path) { Array($0.prefix(count)) }
+        return withUnsafeBytes(of: &copy.sun_path) { Array($0.prefix(count)) }
     }
 }
