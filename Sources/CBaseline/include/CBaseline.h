@@ -79,6 +79,10 @@ enum {
 //                   datagram of exactly `size` bytes.
 // size >= 1. Messages (seqpacket/dgram) are limited by SO_SNDBUF (about 200 KiB by default).
 
+/// The socket type constant (SOCK_STREAM, SOCK_SEQPACKET, SOCK_DGRAM) for "stream", "seqpacket" or
+/// "dgram"; -EINVAL for any other name. So callers need not import <sys/socket.h> themselves.
+int cb_socket_type(const char *name);
+
 /// Pingpong server: echoes `total_iterations` (= warmup + iterations of the client)
 /// messages, then closes and unlinks `path`.
 int cb_pingpong_server(const char *path, int type, size_t size, long total_iterations,
