@@ -8,7 +8,7 @@ import Glibc
 import Musl
 #endif
 
-struct RecvFD: ParsableCommand {
+struct RecvFD: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "recv-fd",
         abstract: "Receive descriptors (SCM_RIGHTS) and copy what can be read from each to stdout.",
@@ -62,13 +62,13 @@ struct RecvFD: ParsableCommand {
         if !(timeout > 0 && timeout < 1e9) { throw ValidationError("--timeout takes a number of seconds > 0") }
     }
 
-    func run() throws {
-        Lifecycle.handleTerminationSignals()
+    func run() async throws {
         let address = address, type = type, limit = count ?? Int.max, mode = mode, policy = peers.policy
-        let copy = DescriptorCopy(
-            maxBytes: maxBytes, idleMilliseconds: max(Int32(clamping: Int64(timeout * 1000)), 1), timeoutText: "\(timeout)",
-            verbose: policy.verbose)
-        runCommand {
+        let maxBytes = maxBytes, timeout = timeout
+        try await Lifecycle.run(endOnSignals: true) { _ in
+            let copy = DescriptorCopy(
+                maxBytes: maxBytes, idleMilliseconds: max(Int32(clamping: Int64(timeout * 1000)), 1),
+                timeoutText: "\(timeout)", verbose: policy.verbose)
             let receive: () throws(UnixSocketError) -> UnixMessage?
             if type == .seqpacket {
                 let listener = try closingOnExit({ try UnixSeqPacketListener.bind(address, mode: mode) }) { $0.close() }
@@ -87,20 +87,21 @@ struct RecvFD: ParsableCommand {
             }
             var seen = 0
             var failed = 0
-            func finish() -> Never {
-                guard failed > 0 else { Lifecycle.exit(0) }
-                Lifecycle.exit(1, message: "\(failed) of \(seen) descriptors could not be copied in full")
+            func finish() throws {
+                guard failed > 0 else { return }
+                throw CLIError("\(failed) of \(seen) descriptors could not be copied in full")
             }
             while let message = try receive() {
                 for owned in message.descriptors {
                     guard let descriptor = owned.take() else { continue }
                     seen += 1
-                    if !copy.copy(descriptor, number: seen) { failed += 1 }
+                    let copied = Result { try copy.copy(descriptor, number: seen) }
                     try? descriptor.close()
-                    if seen >= limit { finish() }
+                    if try !copied.get() { failed += 1 }
+                    if seen >= limit { return try finish() }
                 }
             }
-            finish()
+            try finish()
         }
     }
 }
@@ -163,7 +164,7 @@ final class DescriptorCopy {
     }
 
     /// Copies descriptor `number` (1-based, in the order received); false if it could not be read to its end.
-    func copy(_ descriptor: FileDescriptor, number: Int) -> Bool {
+    func copy(_ descriptor: FileDescriptor, number: Int) throws(StdioRelay.Failure) -> Bool {
         guard let kind = Self.kind(of: descriptor.rawValue) else {
             Lifecycle.diagnostic("descriptor \(number): fstat: \(Errno(rawValue: errno)); skipped")
             return false
@@ -183,7 +184,7 @@ final class DescriptorCopy {
             switch readOnce(fd, kind: kind, into: UnsafeMutableRawBufferPointer(rebasing: buffer[..<room])) {
             case .data(let count):
                 let kept = min(count, maxBytes - copied)
-                StandardIO.write(UnsafeRawBufferPointer(rebasing: buffer[..<kept]))
+                try StandardIO.write(UnsafeRawBufferPointer(rebasing: buffer[..<kept]))
                 copied += kept
                 if kept < count {
                     Lifecycle.diagnostic("\(label): stopped at --max-bytes \(maxBytes) (it had more); moved on")
@@ -234,15 +235,16 @@ final class DescriptorCopy {
     }
 }
 
-/// Accepts until a peer is admitted; SIGINT/SIGTERM (which closes the listener) ends the process with 0.
-func acceptAdmitted<C>(_ listener: UnixListener<C>, admit: (C) -> Bool) throws(UnixSocketError) -> C {
+/// Accepts until a peer is admitted; SIGINT/SIGTERM (which closes the listener) ends the command with 0
+/// (``CommandEnd``).
+func acceptAdmitted<C>(_ listener: UnixListener<C>, admit: (C) -> Bool) throws -> C {
     while true {
         let connection: C
         do throws(UnixSocketError) {
             connection = try listener.accept()
         } catch {
             guard error.code == .closed else { throw error }
-            Lifecycle.exit(0)
+            throw CommandEnd()
         }
         if admit(connection) { return connection }
         closeConnection(connection)

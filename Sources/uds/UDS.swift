@@ -50,7 +50,7 @@ struct UDS: AsyncParsableCommand {
                 let output = code == .success ? StandardIO.output : FileDescriptor.standardError
                 _ = try? Array((message + "\n").utf8).withUnsafeBytes { try output.writeAll($0) }
             }
-            processExit(code.rawValue)
+            if code != .success { Self.exit(withError: ExitCode(code.rawValue)) }
         }
     }
 }
