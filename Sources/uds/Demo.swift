@@ -1,9 +1,10 @@
 import ArgumentParser
 import Foundation
+import Subprocess
 import SystemPackage
 import UnixSockets
 
-struct Demo: ParsableCommand {
+struct Demo: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "The whole story in one command, in a temporary directory, nothing to set up.",
         discussion: """
@@ -15,8 +16,8 @@ struct Demo: ParsableCommand {
               swift run -c release uds demo
             """)
 
-    func run() throws {
-        try runCommand { try DemoStory().run() }
+    func run() async throws {
+        try await runCommand { try await DemoStory().run() }
     }
 }
 
@@ -68,7 +69,7 @@ struct DemoStory {
     func say(_ text: String) throws(StdioRelay.Failure) { try StandardIO.write(Array((text + "\n").utf8)) }
     func text(_ bytes: [UInt8]) -> String { "\"" + String(decoding: bytes, as: UTF8.self) + "\"" }
 
-    func run() throws {
+    func run() async throws {
         let directory = try makeDirectory()
         Lifecycle.onExit { try? FileManager.default.removeItem(atPath: directory) }
         try say("uds demo: Unix domain sockets, the whole story, in \(directory)")
@@ -76,7 +77,7 @@ struct DemoStory {
         try stream(in: directory)
         try seqPacket(in: directory)
         try datagram(in: directory)
-        try descriptorPassing(in: directory)
+        try await descriptorPassing(in: directory)
         try say("6. Cleanup")
         let left = ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).filter {
             let attributes = try? FileManager.default.attributesOfItem(atPath: directory + "/" + $0)
@@ -170,7 +171,7 @@ struct DemoStory {
         try say("")
     }
 
-    func descriptorPassing(in directory: String) throws {
+    func descriptorPassing(in directory: String) async throws {
         try say("4. A descriptor handed to another process (SCM_RIGHTS), and 5. that peer's credentials (SO_PEERCRED)")
         let secretPath = directory + "/secret.txt"
         let secret = Array("The secret is: descriptors carry the right to read, not the path.\n".utf8)
@@ -205,41 +206,38 @@ struct DemoStory {
         let listener = try UnixStreamListener.bind(address)
         defer { listener.close() }
         try say("   sender: listening on the abstract name \(address) (no file, no permissions)")
-        let child = Process()
-        child.executableURL = URL(fileURLWithPath: command[0])
-        child.arguments = Array(command.dropFirst()) + ["demo-child", name, secretPath]
-        let output = Pipe()
-        child.standardOutput = output
-        child.standardError = output
+        // The receiver is started with swift-subprocess (Foundation's Process crashes when many descriptors
+        // are open, corelibs-foundation #5472); its stdout and stderr are collected and shown at the end.
+        let outcome: ExecutionResult<Result<HandOver, any Error>, StringOutput<UTF8>, CombinedErrorOutput>
         do {
-            try child.run()
+            outcome = try await Subprocess.run(
+                .path(FilePath(command[0])), arguments: Arguments(Array(command.dropFirst()) + ["demo-child", name, secretPath]),
+                input: .none, output: .string(limit: 1 << 20), error: .combinedWithOutput
+            ) { execution in
+                do {
+                    return .success(try await handOver(file, listener: listener))
+                } catch {
+                    try? execution.send(signal: .terminate)
+                    return .failure(error)
+                }
+            }
         } catch {
-            try say("   skipped: could not start the receiver: \(error.localizedDescription)")
+            try say("   skipped: could not start the receiver: \(error)")
             try say("")
             return
         }
-        defer { if child.isRunning { child.terminate() } }
-        let connection: UnixStream
-        do {
-            connection = try listener.accept(timeout: .seconds(20))
-        } catch {
-            child.terminate()
-            let printed = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let printed = outcome.standardOutput
+        let echoed: [UInt8]
+        switch outcome.closureResult {
+        case .success(.echoed(let bytes)):
+            echoed = bytes
+        case .success(.notConnected(let error)):
             try say("   skipped: the receiver did not connect (\(error)); it said: \(printed.trimmingCharacters(in: .whitespacesAndNewlines))")
             try say("")
             return
+        case .failure(let error):
+            throw error
         }
-        defer { connection.close() }
-        let credentials = try connection.credentials
-        try say("   sender: a peer connected; the kernel vouches for it: \(credentials) (SO_PEERCRED)")
-        try connection.send(Array("secret.txt\n".utf8), descriptors: [file])
-        try say("   sender: sent one message carrying a read-only descriptor of the secret file")
-        let echoed = try connection.readToEnd(maxBytes: 1 << 20, timeout: .seconds(20))
-        try? connection.shutdown(.write)
-        let deadline = Date().addingTimeInterval(10)
-        while child.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
-        if child.isRunning { child.terminate() }
-        let printed = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         for line in printed.split(separator: "\n") { try say("   receiver: \(line)") }
         if echoed == secret {
             try say("   sender: the receiver sent back exactly the file's \(secret.count) bytes: \(text(Array(secret.dropLast())))")
@@ -247,6 +245,34 @@ struct DemoStory {
             throw CLIError("demo: the receiver read \(echoed.count) bytes, not the secret's \(secret.count)")
         }
         try say("")
+    }
+
+    enum HandOver {
+        case echoed([UInt8])
+        case notConnected(String)
+    }
+
+    /// The sender's side while the receiver runs: accepts it, sends `file`, reads back what it read.
+    func handOver(_ file: FileDescriptor, listener: UnixStreamListener) async throws -> HandOver {
+        let connection: UnixStream
+        do {
+            connection = try await listener.accept(timeout: .seconds(20))
+        } catch {
+            return .notConnected("\(error)")
+        }
+        defer { connection.close() }
+        let credentials = try connection.credentials
+        try say("   sender: a peer connected; the kernel vouches for it: \(credentials) (SO_PEERCRED)")
+        try await connection.send(Array("secret.txt\n".utf8), descriptors: [file])
+        try say("   sender: sent one message carrying a read-only descriptor of the secret file")
+        var echoed: [UInt8] = []
+        while echoed.count <= 1 << 20 {
+            let chunk = try await connection.read(maxBytes: 65536, timeout: .seconds(20))
+            if chunk.isEmpty { break }
+            echoed += chunk
+        }
+        try? connection.shutdown(.write)
+        return .echoed(echoed)
     }
 
     /// A copy of /proc/self/exe in a world-readable directory (the checkout may sit where only root can

@@ -199,3 +199,19 @@ func runCommand(_ body: () throws -> Void) throws {
         throw ExitCode(1)
     }
 }
+
+/// The same for a short async command body.
+func runCommand(_ body: () async throws -> Void) async throws {
+    let outcome = CommandOutcome()
+    do {
+        try await body()
+        outcome.finish(.success)
+    } catch {
+        outcome.finish(error)
+    }
+    Lifecycle.end()
+    if case .failure(let message) = outcome.decided {
+        Lifecycle.diagnostic(message)
+        throw ExitCode(1)
+    }
+}
