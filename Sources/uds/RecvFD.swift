@@ -2,12 +2,6 @@ import ArgumentParser
 import SystemPackage
 import UnixSockets
 
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#endif
-
 struct RecvFD: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "recv-fd",
@@ -131,42 +125,13 @@ final class DescriptorCopy {
 
     deinit { buffer.deallocate() }
 
-    /// What the descriptor is, for messages.
-    enum Kind: String {
-        case regularFile = "regular file", directory, pipe, socket, characterDevice = "character device"
-        case blockDevice = "block device", other = "file"
-
-        /// Whether a read can wait for a writer (so it goes through poll first).
-        var canWait: Bool { self != .regularFile && self != .blockDevice }
-    }
-
-    static func kind(of fd: CInt) -> Kind? {
-        var info = stat()
-        guard fstat(fd, &info) == 0 else { return nil }
-        switch info.st_mode & S_IFMT {
-        case S_IFREG: return .regularFile
-        case S_IFDIR: return .directory
-        case S_IFIFO: return .pipe
-        case S_IFSOCK: return .socket
-        case S_IFCHR: return .characterDevice
-        case S_IFBLK: return .blockDevice
-        default: return .other
-        }
-    }
-
-    /// A non-blocking open file of our own on the same pipe or FIFO, if the descriptor may be read and the
-    /// kernel lets us reopen it; nil otherwise (then poll and a plain read serve).
-    static func privateReader(for fd: CInt) -> CInt? {
-        let flags = fcntl(fd, F_GETFL)
-        guard flags >= 0, flags & O_ACCMODE != O_WRONLY else { return nil }
-        let reopened = open("/proc/self/fd/\(fd)", O_RDONLY | O_NONBLOCK | O_CLOEXEC)
-        return reopened >= 0 ? reopened : nil
-    }
-
     /// Copies descriptor `number` (1-based, in the order received); false if it could not be read to its end.
     func copy(_ descriptor: FileDescriptor, number: Int) throws(StdioRelay.Failure) -> Bool {
-        guard let kind = Self.kind(of: descriptor.rawValue) else {
-            Lifecycle.diagnostic("descriptor \(number): fstat: \(Errno(rawValue: errno)); skipped")
+        let kind: InheritedFile.Kind
+        switch InheritedFile.kind(of: descriptor) {
+        case .success(let found): kind = found
+        case .failure(let errno):
+            Lifecycle.diagnostic("descriptor \(number): fstat: \(errno); skipped")
             return false
         }
         let label = "descriptor \(number) (\(kind.rawValue))"
@@ -174,14 +139,15 @@ final class DescriptorCopy {
             Lifecycle.diagnostic("\(label): a directory has no content to copy; skipped")
             return false
         }
-        let reader = kind == .pipe ? Self.privateReader(for: descriptor.rawValue) : nil
-        defer { if let reader { close(reader) } }
-        let fd = reader ?? descriptor.rawValue
+        let reader = kind == .pipe ? InheritedFile.privateReader(for: descriptor) : nil
+        defer { try? reader?.close() }
+        let fd = reader ?? descriptor
         var copied = 0
         while true {
             // One byte more than the bound is asked for: if it comes, the descriptor had more.
             let room = min(buffer.count, maxBytes - copied + 1)
-            switch readOnce(fd, kind: kind, into: UnsafeMutableRawBufferPointer(rebasing: buffer[..<room])) {
+            let window = UnsafeMutableRawBufferPointer(rebasing: buffer[..<room])
+            switch InheritedFile.readOnce(fd, kind: kind, into: window, idleMilliseconds: idleMilliseconds) {
             case .data(let count):
                 let kept = min(count, maxBytes - copied)
                 try StandardIO.write(UnsafeRawBufferPointer(rebasing: buffer[..<kept]))
@@ -202,35 +168,6 @@ final class DescriptorCopy {
                 Lifecycle.diagnostic("\(label): \(error.description); skipped after \(copied) bytes")
                 return false
             }
-        }
-    }
-
-    enum ReadResult {
-        case data(Int), endOfFile, idle, failed(Errno)
-    }
-
-    /// One bounded read: directly for files that cannot wait; otherwise after poll said readable (for at
-    /// most the idle timeout), and again after poll if the data was gone (EAGAIN).
-    func readOnce(_ fd: CInt, kind: Kind, into buffer: UnsafeMutableRawBufferPointer) -> ReadResult {
-        while true {
-            if kind.canWait {
-                var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-                let ready = poll(&entry, 1, idleMilliseconds)
-                if ready < 0 {
-                    if errno == EINTR { continue }
-                    return .failed(Errno(rawValue: errno))
-                }
-                if ready == 0 { return .idle }
-                if entry.revents & Int16(POLLNVAL) != 0 { return .failed(.badFileDescriptor) }
-            }
-            let count =
-                kind == .socket
-                ? recv(fd, buffer.baseAddress, buffer.count, CInt(MSG_DONTWAIT)) : read(fd, buffer.baseAddress, buffer.count)
-            if count > 0 { return .data(count) }
-            if count == 0 { return .endOfFile }
-            let failure = errno
-            if failure == EINTR || (failure == EAGAIN && kind.canWait) { continue }
-            return .failed(Errno(rawValue: failure))
         }
     }
 }

@@ -34,3 +34,42 @@ let system_SIGINT = SIGINT
 let system_SIGTERM = SIGTERM
 let system_SIGHUP = SIGHUP
 let system_SIGPIPE = SIGPIPE
+
+// MARK: - Descriptors handed to the process (`uds recv-fd` copies what they hold)
+
+/// The file-type bits of fstat(2)'s st_mode.
+func system_fileType(_ fd: CInt) -> Result<UInt32, Errno> {
+    var info = stat()
+    return valueOrErrno("fstat") { fstat(fd, &info) }.map { _ in UInt32(info.st_mode & S_IFMT) }
+}
+
+let system_S_IFREG = UInt32(S_IFREG)
+let system_S_IFDIR = UInt32(S_IFDIR)
+let system_S_IFIFO = UInt32(S_IFIFO)
+let system_S_IFSOCK = UInt32(S_IFSOCK)
+let system_S_IFCHR = UInt32(S_IFCHR)
+let system_S_IFBLK = UInt32(S_IFBLK)
+
+/// Whether the open file behind `fd` may be read (its access mode is not O_WRONLY).
+func system_isReadable(_ fd: CInt) -> Bool {
+    guard case .success(let flags) = valueOrErrno("fcntl", { fcntl(fd, F_GETFL) }) else { return false }
+    return flags & O_ACCMODE != O_WRONLY
+}
+
+/// poll(2) for readability: true when readable (or hung up), false when `timeout` passed first.
+/// POLLNVAL is EBADF.
+func system_pollReadable(_ fd: CInt, timeoutMilliseconds: CInt) -> Result<Bool, Errno> {
+    var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+    return valueOrErrno("poll") { poll(&entry, 1, timeoutMilliseconds) }.flatMap { ready in
+        if ready == 0 { return .success(false) }
+        if entry.revents & Int16(POLLNVAL) != 0 { return .failure(.badFileDescriptor) }
+        return .success(true)
+    }
+}
+
+/// One read(2), or for a socket one recv(2) with MSG_DONTWAIT; EAGAIN is an error here (errno).
+func system_readOnce(_ fd: CInt, into buffer: UnsafeMutableRawBufferPointer, socket: Bool) -> Result<Int, Errno> {
+    valueOrErrno("read") {
+        socket ? recv(fd, buffer.baseAddress, buffer.count, CInt(MSG_DONTWAIT)) : read(fd, buffer.baseAddress, buffer.count)
+    }
+}
