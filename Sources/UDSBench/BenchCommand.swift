@@ -299,7 +299,7 @@ struct BenchDriver {
         BenchSystem.raiseDescriptorLimit()
         let cpus = BenchSystem.allowedCPUs()  // before pinning
         let clientCPU = cpus[0]
-        try BenchSystem.pin(clientCPU)  // before any other thread exists: they all inherit it
+        try BenchSystem.pin(clientCPU)  // every thread, those that exist already included
         var placements: [(String, Int)] = []
         if placement != "split" { placements.append(("same", clientCPU)) }
         if placement != "same" {

@@ -72,8 +72,10 @@ enum BenchSystem {
         }
     }
 
+    /// Pins the whole process, every thread of it: the command is async, so the concurrency pool's threads
+    /// may exist already.
     static func pin(_ cpu: Int) throws(BenchError) {
-        let rc = cb_pin_to_cpu(Int32(cpu))
+        let rc = cb_pin_process_to_cpu(Int32(cpu))
         if rc != 0 { throw BenchError.c("sched_setaffinity(CPU \(cpu))", rc) }
     }
 

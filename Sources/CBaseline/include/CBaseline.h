@@ -191,6 +191,11 @@ int cb_allowed_cpu(int index);
 /// processes created afterwards inherit the mask. -EINVAL if the CPU is not available.
 int cb_pin_to_cpu(int cpu);
 
+/// Pins every thread of the process (those that exist now, through /proc/self/task; threads created later
+/// inherit their creator's mask) to `cpu`. For a process whose threads (an async runtime's pool) may
+/// already run when it pins. 0 or -errno.
+int cb_pin_process_to_cpu(int cpu);
+
 #ifdef __cplusplus
 }
 #endif
