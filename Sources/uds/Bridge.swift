@@ -37,7 +37,7 @@ struct Bridge: AsyncParsableCommand {
 
     func run() async throws {
         let listen = listen, target = target, mode = mode, verbose = verbose
-        try await Lifecycle.runAsync(endOnSignals: true) { _ in
+        try await Lifecycle.runAsync(endOnSignals: true, onReactor: true) { _ in
             let acceptor: BridgeAcceptor
             switch listen {
             case .unix(let address):
@@ -95,21 +95,19 @@ enum BridgeRelay {
     /// Accepts and relays until SIGINT/SIGTERM closes the listener (the command ends then, without waiting
     /// for the relays).
     static func serve(_ acceptor: BridgeAcceptor, target: BridgeEndpoint, verbose: Bool) async {
-        do {
-            await withDiscardingTaskGroup { group in
-                while true {
-                    let client: any RelayChannel
-                    do {
-                        client = try await acceptor.accept()
-                    } catch let error as UnixSocketError where error.code == .closed {
-                        return  // SIGINT/SIGTERM closed the listener
-                    } catch {
-                        Lifecycle.diagnostic(Lifecycle.describe(error))
-                        try? await Task.sleep(for: .milliseconds(50))  // never spin on a persistent error
-                        continue
-                    }
-                    group.addTask { await relay(client, to: target, verbose: verbose) }
+        await withDiscardingTaskGroup { group in
+            while true {
+                let client: any RelayChannel
+                do {
+                    client = try await acceptor.accept()
+                } catch let error as UnixSocketError where error.code == .closed {
+                    return  // SIGINT/SIGTERM closed the listener
+                } catch {
+                    Lifecycle.diagnostic(Lifecycle.describe(error))
+                    try? await Task.sleep(for: .milliseconds(50))  // never spin on a persistent error
+                    continue
                 }
+                group.addTask { await relay(client, to: target, verbose: verbose) }
             }
         }
     }

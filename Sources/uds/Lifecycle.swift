@@ -87,18 +87,28 @@ enum Lifecycle {
         try await conclude(outcome)
     }
 
-    /// Same for a command whose body is async (it holds no thread while it waits).
-    static func runAsync(endOnSignals: Bool = false, _ body: @escaping @Sendable (CommandOutcome) async throws -> Void) async throws {
+    /// Same for a command whose body is async (it holds no thread while it waits). With `onReactor`, the
+    /// body and its child tasks prefer the library's reactor as their executor (a ready socket is served on
+    /// the reactor thread, no hop): only for bodies that never block on anything but sockets.
+    static func runAsync(
+        endOnSignals: Bool = false, onReactor: Bool = false,
+        _ body: @escaping @Sendable (CommandOutcome) async throws -> Void
+    ) async throws {
         let outcome = CommandOutcome()
         current.withLock { $0 = outcome }
         if endOnSignals { watchSignals(outcome) }
-        Task {
+        let work: @Sendable () async -> Void = {
             do {
                 try await body(outcome)
                 outcome.finish(.success)
             } catch {
                 outcome.finish(error)
             }
+        }
+        if onReactor {
+            Task(executorPreference: UnixReactor.shared) { await work() }
+        } else {
+            Task { await work() }
         }
         try await conclude(outcome)
     }

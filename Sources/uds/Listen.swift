@@ -275,34 +275,32 @@ struct ListenSettings: Sendable {
         serve: @escaping @Sendable (C) async -> Void
     ) async {
         let limits = limits, verbose = policy.verbose
-        do {
-            await withDiscardingTaskGroup { group in
-                while true {
-                    let connection: C
-                    do {
-                        connection = try await listener.accept()
-                    } catch let error as UnixSocketError where error.code == .closed {
-                        return
-                    } catch {
-                        // EMFILE and the like: the library pauses; anything else, say so and go on.
-                        Lifecycle.diagnostic(Lifecycle.describe(error))
-                        try? await Task.sleep(for: .milliseconds(50))
-                        continue
-                    }
-                    guard admit(connection) else {
-                        closeConnection(connection)
-                        continue
-                    }
-                    let owner = uid(connection)
-                    guard limits.enter(uid: owner) else {
-                        if verbose { Lifecycle.diagnostic("refused a client: connection limit reached") }
-                        closeConnection(connection)
-                        continue
-                    }
-                    group.addTask {
-                        await serve(connection)
-                        limits.leave(uid: owner)
-                    }
+        await withDiscardingTaskGroup { group in
+            while true {
+                let connection: C
+                do {
+                    connection = try await listener.accept()
+                } catch let error as UnixSocketError where error.code == .closed {
+                    return
+                } catch {
+                    // EMFILE and the like: the library pauses; anything else, say so and go on.
+                    Lifecycle.diagnostic(Lifecycle.describe(error))
+                    try? await Task.sleep(for: .milliseconds(50))
+                    continue
+                }
+                guard admit(connection) else {
+                    closeConnection(connection)
+                    continue
+                }
+                let owner = uid(connection)
+                guard limits.enter(uid: owner) else {
+                    if verbose { Lifecycle.diagnostic("refused a client: connection limit reached") }
+                    closeConnection(connection)
+                    continue
+                }
+                group.addTask {
+                    await serve(connection)
+                    limits.leave(uid: owner)
                 }
             }
         }
