@@ -150,12 +150,12 @@ enum BenchPeer {
                 }
                 group.addTask {
                     try await Task.sleep(for: timeout)
-                    throw BenchError("the bench peer did not become ready in \(timeout)")
+                    throw BenchError("the bench peer did not become ready in \(timeout.components.seconds) s")
                 }
                 defer { group.cancelAll() }
                 return try await group.next()!
             }
-            guard ready else { return Result<T, any Error>.failure(BenchError("the bench peer exited before it was ready")) }
+            guard ready else { return Result<T, any Error>.failure(NotReady()) }
             do {
                 return .success(try await body())
             } catch {
@@ -163,10 +163,20 @@ enum BenchPeer {
                 return .failure(error)
             }
         }
-        let value = try outcome.closureResult.get()
+        let value: T
+        do {
+            value = try outcome.closureResult.get()
+        } catch is NotReady {
+            let status = Result { () throws(ServerFailure) in try check(outcome.terminationStatus) }
+            let code = if case .failure(let failure) = status { failure.description } else { "exit status 0" }
+            throw BenchError("the bench peer exited before it was ready (\(code))")
+        }
         try Self.check(outcome.terminationStatus)
         return value
     }
+
+    /// Its stdout closed without the readiness byte.
+    private struct NotReady: Error {}
 
     /// The peer exited with a failure once the client was done.
     struct ServerFailure: Error, CustomStringConvertible {
