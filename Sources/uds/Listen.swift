@@ -68,7 +68,11 @@ struct Listen: AsyncParsableCommand {
         if keepOpen && type != .dgram {
             // -k: accepts and serves on the async API until SIGINT/SIGTERM; no thread is parked.
             try await Lifecycle.runAsync(endOnSignals: true) { _ in
-                if settings.type == .stream { try await settings.serveStreamClients() } else { try await settings.serveSeqPacketClients() }
+                if settings.type == .stream {
+                    try await settings.serveStreamClients()
+                } else {
+                    try await settings.serveSeqPacketClients()
+                }
             }
             return
         }

@@ -1,3 +1,4 @@
+import CUnixSockets  // stat and S_IF* through the shim's headers, as in Socket/Splice.swift
 import SystemPackage
 
 /// Reading a descriptor the process was handed (by `SCM_RIGHTS`, or inherited) without changing its open
@@ -14,14 +15,15 @@ package enum InheritedFile {
 
     /// The kind of file behind `fd` (fstat).
     package static func kind(of fd: FileDescriptor) -> Result<Kind, Errno> {
-        system_fileType(fd.rawValue).map { type in
-            switch type {
-            case system_S_IFREG: .regularFile
-            case system_S_IFDIR: .directory
-            case system_S_IFIFO: .pipe
-            case system_S_IFSOCK: .socket
-            case system_S_IFCHR: .characterDevice
-            case system_S_IFBLK: .blockDevice
+        var info = stat()
+        return system_fstat(fd.rawValue, &info).map { _ in
+            switch info.st_mode & mode_t(S_IFMT) {
+            case mode_t(S_IFREG): .regularFile
+            case mode_t(S_IFDIR): .directory
+            case mode_t(S_IFIFO): .pipe
+            case mode_t(S_IFSOCK): .socket
+            case mode_t(S_IFCHR): .characterDevice
+            case mode_t(S_IFBLK): .blockDevice
             default: .other
             }
         }

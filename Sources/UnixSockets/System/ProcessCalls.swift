@@ -37,18 +37,7 @@ let system_SIGPIPE = SIGPIPE
 
 // MARK: - Descriptors handed to the process (`uds recv-fd` copies what they hold)
 
-/// The file-type bits of fstat(2)'s st_mode.
-func system_fileType(_ fd: CInt) -> Result<UInt32, Errno> {
-    var info = stat()
-    return valueOrErrno("fstat") { fstat(fd, &info) }.map { _ in UInt32(info.st_mode & S_IFMT) }
-}
-
-let system_S_IFREG = UInt32(S_IFREG)
-let system_S_IFDIR = UInt32(S_IFDIR)
-let system_S_IFIFO = UInt32(S_IFIFO)
-let system_S_IFSOCK = UInt32(S_IFSOCK)
-let system_S_IFCHR = UInt32(S_IFCHR)
-let system_S_IFBLK = UInt32(S_IFBLK)
+// fstat(2) is `system_fstat` in Syscalls.swift; the file-type bits are read in Process/InheritedFile.swift.
 
 /// Whether the open file behind `fd` may be read (its access mode is not O_WRONLY).
 func system_isReadable(_ fd: CInt) -> Bool {
