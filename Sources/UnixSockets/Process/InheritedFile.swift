@@ -48,7 +48,7 @@ package enum InheritedFile {
     ) -> ReadResult {
         while true {
             if kind.canWait {
-                switch system_pollReadable(fd.rawValue, timeoutMilliseconds: idleMilliseconds) {
+                switch pollReadable(fd, timeoutMilliseconds: idleMilliseconds) {
                 case .success(true): break
                 case .success(false): return .idle
                 case .failure(let errno): return .failed(errno)
@@ -58,6 +58,22 @@ package enum InheritedFile {
             case .success(let count): return count == 0 ? .endOfFile : .data(count)
             case .failure(let errno) where errno == .resourceTemporarilyUnavailable && kind.canWait: continue
             case .failure(let errno): return .failed(errno)
+            }
+        }
+    }
+
+    /// poll(2) for readability: true when readable (or hung up), false when the timeout passed first.
+    /// POLLNVAL is EBADF.
+    static func pollReadable(_ fd: FileDescriptor, timeoutMilliseconds: Int32) -> Result<Bool, Errno> {
+        var entry = pollfd(fd: fd.rawValue, events: Int16(POLLIN), revents: 0)
+        while true {
+            switch system_poll(&entry, 1, timeoutMilliseconds) {
+            case .failure(.interrupted): continue  // a signal: poll again (with the whole idle bound, as before)
+            case .failure(let errno): return .failure(errno)
+            case .success(0): return .success(false)
+            case .success:
+                if entry.revents & Int16(POLLNVAL) != 0 { return .failure(.badFileDescriptor) }
+                return .success(true)
             }
         }
     }

@@ -45,16 +45,8 @@ func system_isReadable(_ fd: CInt) -> Bool {
     return flags & O_ACCMODE != O_WRONLY
 }
 
-/// poll(2) for readability: true when readable (or hung up), false when `timeout` passed first.
-/// POLLNVAL is EBADF.
-func system_pollReadable(_ fd: CInt, timeoutMilliseconds: CInt) -> Result<Bool, Errno> {
-    var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-    return valueOrErrno("poll") { poll(&entry, 1, timeoutMilliseconds) }.flatMap { ready in
-        if ready == 0 { return .success(false) }
-        if entry.revents & Int16(POLLNVAL) != 0 { return .failure(.badFileDescriptor) }
-        return .success(true)
-    }
-}
+// poll(2) is `system_poll` in Syscalls.swift; the pollfd is made in Process/InheritedFile.swift (it sees
+// the type through CUnixSockets).
 
 /// One read(2), or for a socket one recv(2) with MSG_DONTWAIT; EAGAIN is an error here (errno).
 func system_readOnce(_ fd: CInt, into buffer: UnsafeMutableRawBufferPointer, socket: Bool) -> Result<Int, Errno> {
