@@ -16,6 +16,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2"),
     ],
     targets: [
         .target(name: "CUnixSockets"),
@@ -29,11 +30,24 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(name: "CBaseline"),
+        // `uds bench`: the library beside the C baseline; the only target that links CBaseline.
+        .target(
+            name: "UDSBench",
+            dependencies: [
+                "UnixSockets",
+                "CBaseline",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "Subprocess", package: "swift-subprocess"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "uds",
             dependencies: [
                 "UnixSockets",
-                "CBaseline",
+                "UDSBench",
+                .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ],

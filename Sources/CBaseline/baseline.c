@@ -314,6 +314,14 @@ static int client_finish(struct client *c, int rc) {
 // ---------------------------------------------------------------------------------------
 // 1. Pingpong
 
+int cb_socket_type(const char *name) {
+    if (name == NULL) return -EINVAL;
+    if (strcmp(name, "stream") == 0) return SOCK_STREAM;
+    if (strcmp(name, "seqpacket") == 0) return SOCK_SEQPACKET;
+    if (strcmp(name, "dgram") == 0) return SOCK_DGRAM;
+    return -EINVAL;
+}
+
 int cb_pingpong_server(const char *path, int type, size_t size, long total_iterations,
                        int ready_fd) {
     if (!valid_type(type) || size == 0 || size >= (size_t)SSIZE_MAX || total_iterations < 0)

@@ -3,9 +3,11 @@
 #include "CBaseline.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #ifdef __linux__
+#include <dirent.h>
 #include <sched.h>
 
 /// The calling thread's affinity mask, sized for however many CPUs the kernel knows.
@@ -73,7 +75,41 @@ int cb_pin_to_cpu(int cpu) {
     return rc;
 }
 
+int cb_pin_process_to_cpu(int cpu) {
+    int rc = cb_pin_to_cpu(cpu);  // the calling thread first: threads it creates inherit the mask
+    if (rc) return rc;
+    cpu_set_t *set = CPU_ALLOC(cpu + 1);
+    if (set == NULL) return -ENOMEM;
+    size_t size = CPU_ALLOC_SIZE(cpu + 1);
+    CPU_ZERO_S(size, set);
+    CPU_SET_S(cpu, size, set);
+    DIR *tasks = opendir("/proc/self/task");
+    if (tasks == NULL) {
+        rc = errno > 0 ? -errno : -EIO;
+        CPU_FREE(set);
+        return rc;
+    }
+    struct dirent *entry;
+    while ((entry = readdir(tasks)) != NULL) {
+        if (entry->d_name[0] < '0' || entry->d_name[0] > '9') continue;
+        pid_t tid = (pid_t)strtol(entry->d_name, NULL, 10);
+        // A thread that exited meanwhile (ESRCH) needs no pinning.
+        if (sched_setaffinity(tid, size, set) != 0 && errno != ESRCH) {
+            rc = errno > 0 ? -errno : -EIO;
+            break;
+        }
+    }
+    closedir(tasks);
+    CPU_FREE(set);
+    return rc;
+}
+
 #else // !__linux__
+
+int cb_pin_process_to_cpu(int cpu) {
+    (void)cpu;
+    return -ENOSYS;
+}
 
 int cb_cpu_count(void) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);

@@ -2,7 +2,7 @@ import ArgumentParser
 import SystemPackage
 import UnixSockets
 
-struct Bridge: ParsableCommand {
+struct Bridge: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Relay connections between a Unix socket and TCP, both ways with half-close.",
         discussion: """
@@ -35,24 +35,22 @@ struct Bridge: ParsableCommand {
         }
     }
 
-    func run() throws {
-        Lifecycle.handleTerminationSignals()
+    func run() async throws {
         let listen = listen, target = target, mode = mode, verbose = verbose
-        runCommand {
+        try await Lifecycle.runAsync(endOnSignals: true, onReactor: true) { _ in
             let acceptor: BridgeAcceptor
             switch listen {
             case .unix(let address):
                 let listener = try closingOnExit({ try UnixStreamListener.bind(address, mode: mode) }) { $0.close() }
                 acceptor = .unix(listener)
             case .tcp(let endpoint):
-                let listener = try TCPSocket.listen(on: endpoint)
-                Lifecycle.onExit { listener.close() }
+                let listener = try closingOnExit({ try TCPSocket.listen(on: endpoint) }) { $0.close() }
                 if endpoint.port == 0, let port = listener.localPort {
                     Lifecycle.diagnostic("listening on \(TCPEndpoint(host: endpoint.host, port: port))")
                 }
                 acceptor = .tcp(listener)
             }
-            BridgeRelay.serve(acceptor, target: target, verbose: verbose)
+            await BridgeRelay.serve(acceptor, target: target, verbose: verbose)
         }
     }
 }
@@ -75,39 +73,13 @@ enum BridgeEndpoint: Sendable {
     }
 }
 
-/// A connected byte stream the bridge relays: a Unix stream or a TCP connection, read and written with the
-/// async API (a waiting connection holds no thread).
-protocol ByteChannel: AnyObject, Sendable {
-    func readSome(_ buffer: UnsafeMutableRawBufferPointer) async throws -> Int
-    func writeAll(_ buffer: UnsafeRawBufferPointer) async throws
-    func shutdownWrite()
-    func closeChannel()
-    var name: String { get }
-}
-
-extension UnixStream: ByteChannel {
-    func readSome(_ buffer: UnsafeMutableRawBufferPointer) async throws -> Int { try await read(into: buffer) }
-    func writeAll(_ buffer: UnsafeRawBufferPointer) async throws { try await write(all: buffer) }
-    func shutdownWrite() { try? shutdown(.write) }
-    func closeChannel() { close() }
-    var name: String { (try? peer).map { $0.isUnnamed ? "unix peer" : "\($0)" } ?? "unix peer" }
-}
-
-extension TCPSocket: ByteChannel {
-    func readSome(_ buffer: UnsafeMutableRawBufferPointer) async throws -> Int { try await read(into: buffer) }
-    func writeAll(_ buffer: UnsafeRawBufferPointer) async throws { try await write(all: buffer) }
-    func shutdownWrite() { try? shutdown(.write) }
-    func closeChannel() { close() }
-    var name: String { endpoint.description }
-}
-
 /// Where the bridge accepts.
 enum BridgeAcceptor: Sendable {
     case unix(UnixStreamListener)
     case tcp(TCPSocket)
 
     /// One connection, without blocking a thread (out of descriptors, the library pauses and retries).
-    func accept() async throws -> any ByteChannel {
+    func accept() async throws -> any RelayChannel {
         switch self {
         case .unix(let listener): try await listener.accept()
         case .tcp(let listener): try await listener.accept()
@@ -115,79 +87,52 @@ enum BridgeAcceptor: Sendable {
     }
 }
 
-/// The bridge's relays, all on the async API: one task per connection in one task group, no thread per
-/// connection (threads are the process's few: the cooperative pool, the reactor, the signal thread).
+/// The bridge's relays, on the library's relay engine (``ChannelRelay``): one task per connection in one
+/// task group, no thread per connection (threads are the process's few: the cooperative pool, the reactor).
 /// A connection that cannot be served (the target refuses, is missing, or descriptors ran out) is closed at
 /// once with one stderr line, never left waiting.
 enum BridgeRelay {
-    /// Bytes per read, per direction of each connection.
-    static let chunk = 1 << 16
-
-    /// Accepts and relays until SIGINT/SIGTERM closes the listener.
-    static func serve(_ acceptor: BridgeAcceptor, target: BridgeEndpoint, verbose: Bool) -> Never {
-        Task {
-            await withDiscardingTaskGroup { group in
-                while true {
-                    let client: any ByteChannel
-                    do {
-                        client = try await acceptor.accept()
-                    } catch let error as UnixSocketError where error.code == .closed {
-                        return  // SIGINT/SIGTERM closed the listener
-                    } catch {
-                        Lifecycle.diagnostic(Lifecycle.describe(error))
-                        try? await Task.sleep(for: .milliseconds(50))  // never spin on a persistent error
-                        continue
-                    }
-                    group.addTask { await relay(client, to: target, verbose: verbose) }
+    /// Accepts and relays until SIGINT/SIGTERM closes the listener (the command ends then, without waiting
+    /// for the relays).
+    static func serve(_ acceptor: BridgeAcceptor, target: BridgeEndpoint, verbose: Bool) async {
+        await withDiscardingTaskGroup { group in
+            while true {
+                let client: any RelayChannel
+                do {
+                    client = try await acceptor.accept()
+                } catch let error as UnixSocketError where error.code == .closed {
+                    return  // SIGINT/SIGTERM closed the listener
+                } catch {
+                    Lifecycle.diagnostic(Lifecycle.describe(error))
+                    try? await Task.sleep(for: .milliseconds(50))  // never spin on a persistent error
+                    continue
                 }
+                group.addTask { await relay(client, to: target, verbose: verbose) }
             }
-            Lifecycle.exit(0)
         }
-        Lifecycle.parkForever()
     }
 
-    static func connect(to target: BridgeEndpoint) async throws -> any ByteChannel {
+    static func connect(to target: BridgeEndpoint) async throws -> any RelayChannel {
         switch target {
         case .unix(let address): try await UnixStream.connect(to: address, timeout: .seconds(10))
         case .tcp(let endpoint): try await TCPSocket.connect(to: endpoint, timeout: .seconds(10))
         }
     }
 
-    /// Relays one client: connects to the target, then both directions at once; EOF on one side shuts down
-    /// the other's write side (half-close); an error ends both; both sockets are closed at the end.
-    static func relay(_ client: any ByteChannel, to target: BridgeEndpoint, verbose: Bool) async {
-        let server: any ByteChannel
+    /// Relays one client: connects to the target, then both directions at once (the library's engine);
+    /// both sockets are closed at the end.
+    static func relay(_ client: any RelayChannel, to target: BridgeEndpoint, verbose: Bool) async {
+        let server: any RelayChannel
         do {
             server = try await connect(to: target)
         } catch {
-            Lifecycle.diagnostic("\(Lifecycle.describe(error)); closed \(client.name)")
-            client.closeChannel()
+            Lifecycle.diagnostic("\(Lifecycle.describe(error)); closed \(client.relayName)")
+            client.relayClose()
             return
         }
-        if verbose { Lifecycle.diagnostic("relaying \(client.name) <-> \(server.name)") }
-        await withDiscardingTaskGroup { group in
-            group.addTask { await pump(from: server, to: client) }
-            await pump(from: client, to: server)
-        }
-        client.closeChannel()
-        server.closeChannel()
-    }
-
-    static func pump(from source: any ByteChannel, to destination: any ByteChannel) async {
-        let buffer = Relay.allocate(chunk)
-        defer { buffer.deallocate() }
-        do {
-            while true {
-                let count = try await source.readSome(buffer)
-                if count == 0 { break }
-                try await destination.writeAll(UnsafeRawBufferPointer(rebasing: buffer[..<count]))
-            }
-            destination.shutdownWrite()
-        } catch {
-            // A reset or a vanished peer on either side ends the whole connection: closing both wakes the
-            // other direction.
-            source.closeChannel()
-            destination.closeChannel()
-        }
+        if verbose { Lifecycle.diagnostic("relaying \(client.relayName) <-> \(server.relayName)") }
+        await ChannelRelay.relay(client, server)
+        client.relayClose()
+        server.relayClose()
     }
 }

@@ -1,8 +1,9 @@
 import ArgumentParser
+import Foundation
 import Synchronization
 import UnixSockets
 
-struct Connect: ParsableCommand {
+struct Connect: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Connect like nc -U: stdin -> socket and socket -> stdout at the same time.",
         discussion: """
@@ -40,19 +41,19 @@ struct Connect: ParsableCommand {
         if let wait, !(wait >= 0 && wait < 1e9) { throw ValidationError("--wait takes a number of seconds >= 0") }
     }
 
-    func run() throws {
+    func run() async throws {
         let address = address, type = type, lines = lines, wait = wait, verbose = verbose
-        runCommand {
+        try await Lifecycle.run { outcome in
             let bound = wait.map { Duration.milliseconds(max(Int64($0 * 1000), 1)) }
             switch type {
             case .stream:
                 let stream = try UnixStream.connect(to: address, timeout: bound)
-                Relay.runStream(stream, useStdin: true)
+                try Relay.runStream(stream, useStdin: true, outcome: outcome)
             case .seqpacket:
                 let connection = try UnixSeqPacket.connect(to: address, timeout: bound)
-                Relay.runSeqPacket(connection, useStdin: true, lines: lines, verbose: verbose)
+                try Relay.runSeqPacket(connection, useStdin: true, lines: lines, verbose: verbose, outcome: outcome)
             case .dgram:
-                try DatagramClient(address: address, lines: lines, wait: wait ?? 1, verbose: verbose).run()
+                try DatagramClient(address: address, lines: lines, wait: wait ?? 1, verbose: verbose).run(outcome)
             }
         }
     }
@@ -70,23 +71,23 @@ struct DatagramClient {
         let state = Mutex<(stdinEnded: ContinuousClock.Instant?, lastReply: ContinuousClock.Instant?)>((nil, nil))
     }
 
-    func run() throws -> Never {
+    func run(_ outcome: CommandOutcome) throws {
         let socket = try UnixDatagram.bind(.autobind)
         try socket.connect(to: address)
         let progress = Progress()
-        let lines = lines, verbose = verbose
-        Lifecycle.thread {
-            do throws(UnixSocketError) {
-                try Relay.stdinToMessages(lines: lines, skipEmpty: false) { (bytes) throws(UnixSocketError) in
+        let lines = lines
+        Thread.detachNewThread {  // stdin is blocking and shared: its own thread, one per command
+            do {
+                try StdioRelay.inputToMessages(StandardIO.input, lines: lines, skipEmpty: false) { bytes in
                     try socket.send(bytes)
                 }
             } catch {
-                Lifecycle.fail(error)
+                outcome.finish(error)
             }
             progress.state.withLock { $0.stdinEnded = .now }
         }
         let patience = Duration.milliseconds(Int64(wait * 1000))
-        do throws(UnixSocketError) {
+        do {
             try Relay.messagesToStdout(lines: lines) { () throws(UnixSocketError) -> [UInt8]? in
                 while true {
                     let (ended, last) = progress.state.withLock { $0 }
@@ -107,10 +108,8 @@ struct DatagramClient {
                     }
                 }
             }
-        } catch {
-            guard error.code == .closed else { throw error }
-            Lifecycle.exit(0)
+        } catch let error as UnixSocketError where error.code == .closed {
+            return
         }
-        Lifecycle.exit(0)
     }
 }

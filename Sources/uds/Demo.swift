@@ -1,9 +1,10 @@
 import ArgumentParser
 import Foundation
+import Subprocess
 import SystemPackage
 import UnixSockets
 
-struct Demo: ParsableCommand {
+struct Demo: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "The whole story in one command, in a temporary directory, nothing to set up.",
         discussion: """
@@ -15,8 +16,8 @@ struct Demo: ParsableCommand {
               swift run -c release uds demo
             """)
 
-    func run() throws {
-        runCommand { try DemoStory().run() }
+    func run() async throws {
+        try await runCommand { try await DemoStory().run() }
     }
 }
 
@@ -31,15 +32,15 @@ struct DemoChild: ParsableCommand {
 
     func run() throws {
         let address = address, path = path
-        runCommand {
-            let say = { (line: String) in StandardIO.write(Array((line + "\n").utf8)) }
-            say("I am pid \(getpid()), uid \(getuid()), gid \(getgid()).")
+        try runCommand {
+            let say = { (line: String) throws(StdioRelay.Failure) in try StandardIO.write(Array((line + "\n").utf8)) }
+            try say("I am pid \(ProcessControl.processID), uid \(ProcessControl.userID), gid \(ProcessControl.groupID).")
             do {
                 let direct = try FileDescriptor.open(path, .readOnly)
                 try? direct.close()
-                say("I could open \(path) myself (unexpected).")
+                try say("I could open \(path) myself (unexpected).")
             } catch {
-                say("open(\(path)) myself: \(error) - as expected, I may not read it.")
+                try say("open(\(path)) myself: \(error) - as expected, I may not read it.")
             }
             let stream = try UnixStream.connect(to: address, timeout: .seconds(10))
             let message = try stream.receive(maxBytes: 4096, maxDescriptors: 1, timeout: .seconds(10))
@@ -55,7 +56,7 @@ struct DemoChild: ParsableCommand {
                 if count == 0 { break }
                 content += buffer[..<count]
             }
-            say("received descriptor \(received.rawValue) with the payload \"\(String(decoding: message.bytes.filter { $0 != 10 }, as: UTF8.self))\" and read \(content.count) bytes through it.")
+            try say("received descriptor \(received.rawValue) with the payload \"\(String(decoding: message.bytes.filter { $0 != 10 }, as: UTF8.self))\" and read \(content.count) bytes through it.")
             try stream.write(all: content)
             try stream.shutdown(.write)
             _ = try stream.readToEnd(maxBytes: 0, timeout: .seconds(10))
@@ -65,26 +66,26 @@ struct DemoChild: ParsableCommand {
 
 /// The narrative of `uds demo`.
 struct DemoStory {
-    func say(_ text: String) { StandardIO.write(Array((text + "\n").utf8)) }
+    func say(_ text: String) throws(StdioRelay.Failure) { try StandardIO.write(Array((text + "\n").utf8)) }
     func text(_ bytes: [UInt8]) -> String { "\"" + String(decoding: bytes, as: UTF8.self) + "\"" }
 
-    func run() throws {
+    func run() async throws {
         let directory = try makeDirectory()
         Lifecycle.onExit { try? FileManager.default.removeItem(atPath: directory) }
-        say("uds demo: Unix domain sockets, the whole story, in \(directory)")
-        say("")
+        try say("uds demo: Unix domain sockets, the whole story, in \(directory)")
+        try say("")
         try stream(in: directory)
         try seqPacket(in: directory)
         try datagram(in: directory)
-        try descriptorPassing(in: directory)
-        say("6. Cleanup")
+        try await descriptorPassing(in: directory)
+        try say("6. Cleanup")
         let left = ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).filter {
             let attributes = try? FileManager.default.attributesOfItem(atPath: directory + "/" + $0)
             return attributes?[.type] as? FileAttributeType == .typeSocket
         }
-        say("   every socket closed; socket files left in \(directory): \(left.isEmpty ? "none" : left.joined(separator: ", "))")
+        try say("   every socket closed; socket files left in \(directory): \(left.isEmpty ? "none" : left.joined(separator: ", "))")
         try? FileManager.default.removeItem(atPath: directory)
-        say("   removed \(directory). Done.")
+        try say("   removed \(directory). Done.")
     }
 
     /// A short private directory in $TMPDIR (socket paths hold 107 bytes; fall back to /tmp if too long).
@@ -93,7 +94,7 @@ struct DemoStory {
         while base.count > 1 && base.hasSuffix("/") { base.removeLast() }
         // "/uds-demo-XXXXXXXX/" + the longest socket name ("seqpacket.sock") must fit in 107 bytes.
         if base.utf8.count + 19 + 14 > UnixAddress.maximumPathLength {
-            say("($TMPDIR is too long for socket paths of at most 107 bytes: using /tmp instead)")
+            try say("($TMPDIR is too long for socket paths of at most 107 bytes: using /tmp instead)")
             base = "/tmp"
         }
         let name = "uds-demo-" + String(UInt32.random(in: 0...UInt32.max), radix: 16)
@@ -109,144 +110,169 @@ struct DemoStory {
 
     func stream(in directory: String) throws {
         let address = try UnixAddress(directory + "/stream.sock")
-        say("1. A byte stream (SOCK_STREAM) on a socket file")
+        try say("1. A byte stream (SOCK_STREAM) on a socket file")
         let listener = try UnixStreamListener.bind(address, mode: 0o600)
         defer { listener.close() }
-        say("   server: bound \(address) with mode 600, listening")
+        try say("   server: bound \(address) with mode 600, listening")
         let client = try UnixStream.connect(to: address, timeout: .seconds(5))
         defer { client.close() }
         let request = Array("hello over a stream".utf8)
         try client.write(all: request)
         try client.shutdown(.write)
-        say("   client: connected, sent \(text(request)) and shut down its write side")
+        try say("   client: connected, sent \(text(request)) and shut down its write side")
         let connection = try listener.accept(timeout: .seconds(5))
         defer { connection.close() }
         let credentials = try connection.credentials
-        say("   server: accepted; the kernel says the peer is \(credentials) (SO_PEERCRED: this very process)")
+        try say("   server: accepted; the kernel says the peer is \(credentials) (SO_PEERCRED: this very process)")
         let received = try connection.readToEnd(maxBytes: 4096, timeout: .seconds(5))
-        say("   server: read \(text(received)) then end-of-stream")
+        try say("   server: read \(text(received)) then end-of-stream")
         try connection.write(all: Array(String(decoding: received, as: UTF8.self).uppercased().utf8))
         try connection.shutdown(.write)
         let reply = try client.readToEnd(maxBytes: 4096, timeout: .seconds(5))
-        say("   client: got the reply \(text(reply))")
-        say("")
+        try say("   client: got the reply \(text(reply))")
+        try say("")
     }
 
     func seqPacket(in directory: String) throws {
         let address = try UnixAddress(directory + "/seqpacket.sock")
-        say("2. Ordered messages with boundaries (SOCK_SEQPACKET)")
+        try say("2. Ordered messages with boundaries (SOCK_SEQPACKET)")
         let listener = try UnixSeqPacketListener.bind(address, mode: 0o600)
         defer { listener.close() }
         let client = try UnixSeqPacket.connect(to: address, timeout: .seconds(5))
         defer { client.close() }
         let messages = ["one", "two", "three"].map { Array($0.utf8) }
         for message in messages { try client.send(message) }
-        say("   client: sent 3 messages: \(messages.map(text).joined(separator: ", "))")
+        try say("   client: sent 3 messages: \(messages.map(text).joined(separator: ", "))")
         let connection = try listener.accept(timeout: .seconds(5))
         defer { connection.close() }
         var received: [String] = []
         for _ in messages {
             received.append(text(try connection.receive(maxBytes: 4096, maxDescriptors: 0, timeout: .seconds(5)).bytes))
         }
-        say("   server: received 3 messages, boundaries kept: \(received.joined(separator: ", "))")
-        say("")
+        try say("   server: received 3 messages, boundaries kept: \(received.joined(separator: ", "))")
+        try say("")
     }
 
     func datagram(in directory: String) throws {
         let address = try UnixAddress(directory + "/dgram.sock")
-        say("3. Datagrams (SOCK_DGRAM), answered to the sender's address")
+        try say("3. Datagrams (SOCK_DGRAM), answered to the sender's address")
         let server = try UnixDatagram.bind(address, mode: 0o600)
         defer { server.close() }
         let client = try UnixDatagram.bind(.autobind)
         defer { client.close() }
-        say("   client: autobound to \(try client.local) (a kernel-chosen abstract name)")
+        try say("   client: autobound to \(try client.local) (a kernel-chosen abstract name)")
         try client.send(Array("ping".utf8), to: address, timeout: .seconds(5))
         let message = try server.receive(maxBytes: 4096, maxDescriptors: 0, timeout: .seconds(5))
         let sender = message.sender ?? .unnamed
-        say("   server: received \(text(message.bytes)) from \(sender)")
+        try say("   server: received \(text(message.bytes)) from \(sender)")
         try server.send(Array("pong".utf8), to: sender, timeout: .seconds(5))
         let reply = try client.receive(maxBytes: 4096, maxDescriptors: 0, timeout: .seconds(5))
-        say("   client: got \(text(reply.bytes)) back")
-        say("")
+        try say("   client: got \(text(reply.bytes)) back")
+        try say("")
     }
 
-    func descriptorPassing(in directory: String) throws {
-        say("4. A descriptor handed to another process (SCM_RIGHTS), and 5. that peer's credentials (SO_PEERCRED)")
+    func descriptorPassing(in directory: String) async throws {
+        try say("4. A descriptor handed to another process (SCM_RIGHTS), and 5. that peer's credentials (SO_PEERCRED)")
         let secretPath = directory + "/secret.txt"
         let secret = Array("The secret is: descriptors carry the right to read, not the path.\n".utf8)
         guard FileManager.default.createFile(atPath: secretPath, contents: Data(secret), attributes: [.posixPermissions: 0o600])
         else { throw CLIError("create \(secretPath)") }
         let file = try FileDescriptor.open(secretPath, .readOnly, options: [.closeOnExec])
         defer { try? file.close() }
-        let isRoot = getuid() == 0
+        let isRoot = ProcessControl.userID == 0
         var command: [String]
         if isRoot {
             guard let setpriv = ["/usr/bin/setpriv", "/bin/setpriv"].first(where: FileManager.default.isExecutableFile)
             else {
-                say("   skipped: running as root, the receiver should run as nobody, but setpriv is not installed")
-                say("")
+                try say("   skipped: running as root, the receiver should run as nobody, but setpriv is not installed")
+                try say("")
                 return
             }
             guard let executable = copyExecutableForOthers(directory: directory) else {
-                say("   skipped: could not copy this executable where nobody can run it")
-                say("")
+                try say("   skipped: could not copy this executable where nobody can run it")
+                try say("")
                 return
             }
-            say("   running as root, who may open anything: the receiver runs as nobody (uid 65534) instead,")
-            say("   from a world-readable copy of this executable, and \(secretPath) is root's, mode 600")
+            try say("   running as root, who may open anything: the receiver runs as nobody (uid 65534) instead,")
+            try say("   from a world-readable copy of this executable, and \(secretPath) is root's, mode 600")
             command = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", executable]
         } else {
             try FileManager.default.setAttributes([.posixPermissions: 0], ofItemAtPath: secretPath)
-            say("   opened \(secretPath), then made it mode 000: nobody may open it now, not even its owner")
+            try say("   opened \(secretPath), then made it mode 000: nobody may open it now, not even its owner")
             command = [try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")]
         }
-        let name = "@uds-demo-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let name = "@uds-demo-\(ProcessControl.processID)-\(UInt32.random(in: 0...UInt32.max))"
         let address = try UnixAddress(name)
         let listener = try UnixStreamListener.bind(address)
         defer { listener.close() }
-        say("   sender: listening on the abstract name \(address) (no file, no permissions)")
-        let child = Process()
-        child.executableURL = URL(fileURLWithPath: command[0])
-        child.arguments = Array(command.dropFirst()) + ["demo-child", name, secretPath]
-        let output = Pipe()
-        child.standardOutput = output
-        child.standardError = output
+        try say("   sender: listening on the abstract name \(address) (no file, no permissions)")
+        // The receiver is started with swift-subprocess (Foundation's Process crashes when many descriptors
+        // are open, corelibs-foundation #5472); its stdout and stderr are collected and shown at the end.
+        let outcome: ExecutionResult<Result<HandOver, any Error>, StringOutput<UTF8>, CombinedErrorOutput>
         do {
-            try child.run()
+            outcome = try await Subprocess.run(
+                .path(FilePath(command[0])), arguments: Arguments(Array(command.dropFirst()) + ["demo-child", name, secretPath]),
+                input: .none, output: .string(limit: 1 << 20), error: .combinedWithOutput
+            ) { execution in
+                do {
+                    return .success(try await handOver(file, listener: listener))
+                } catch {
+                    try? execution.send(signal: .terminate)
+                    return .failure(error)
+                }
+            }
         } catch {
-            say("   skipped: could not start the receiver: \(error.localizedDescription)")
-            say("")
+            try say("   skipped: could not start the receiver: \(error)")
+            try say("")
             return
         }
-        defer { if child.isRunning { child.terminate() } }
-        let connection: UnixStream
-        do {
-            connection = try listener.accept(timeout: .seconds(20))
-        } catch {
-            child.terminate()
-            let printed = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            say("   skipped: the receiver did not connect (\(error)); it said: \(printed.trimmingCharacters(in: .whitespacesAndNewlines))")
-            say("")
+        let printed = outcome.standardOutput
+        let echoed: [UInt8]
+        switch outcome.closureResult {
+        case .success(.echoed(let bytes)):
+            echoed = bytes
+        case .success(.notConnected(let error)):
+            try say("   skipped: the receiver did not connect (\(error)); it said: \(printed.trimmingCharacters(in: .whitespacesAndNewlines))")
+            try say("")
             return
+        case .failure(let error):
+            throw error
         }
-        defer { connection.close() }
-        let credentials = try connection.credentials
-        say("   sender: a peer connected; the kernel vouches for it: \(credentials) (SO_PEERCRED)")
-        try connection.send(Array("secret.txt\n".utf8), descriptors: [file])
-        say("   sender: sent one message carrying a read-only descriptor of the secret file")
-        let echoed = try connection.readToEnd(maxBytes: 1 << 20, timeout: .seconds(20))
-        try? connection.shutdown(.write)
-        let deadline = Date().addingTimeInterval(10)
-        while child.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
-        if child.isRunning { child.terminate() }
-        let printed = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        for line in printed.split(separator: "\n") { say("   receiver: \(line)") }
+        for line in printed.split(separator: "\n") { try say("   receiver: \(line)") }
         if echoed == secret {
-            say("   sender: the receiver sent back exactly the file's \(secret.count) bytes: \(text(Array(secret.dropLast())))")
+            try say("   sender: the receiver sent back exactly the file's \(secret.count) bytes: \(text(Array(secret.dropLast())))")
         } else {
             throw CLIError("demo: the receiver read \(echoed.count) bytes, not the secret's \(secret.count)")
         }
-        say("")
+        try say("")
+    }
+
+    enum HandOver {
+        case echoed([UInt8])
+        case notConnected(String)
+    }
+
+    /// The sender's side while the receiver runs: accepts it, sends `file`, reads back what it read.
+    func handOver(_ file: FileDescriptor, listener: UnixStreamListener) async throws -> HandOver {
+        let connection: UnixStream
+        do {
+            connection = try await listener.accept(timeout: .seconds(20))
+        } catch {
+            return .notConnected("\(error)")
+        }
+        defer { connection.close() }
+        let credentials = try connection.credentials
+        try say("   sender: a peer connected; the kernel vouches for it: \(credentials) (SO_PEERCRED)")
+        try await connection.send(Array("secret.txt\n".utf8), descriptors: [file])
+        try say("   sender: sent one message carrying a read-only descriptor of the secret file")
+        var echoed: [UInt8] = []
+        while echoed.count <= 1 << 20 {
+            let chunk = try await connection.read(maxBytes: 65536, timeout: .seconds(20))
+            if chunk.isEmpty { break }
+            echoed += chunk
+        }
+        try? connection.shutdown(.write)
+        return .echoed(echoed)
     }
 
     /// A copy of /proc/self/exe in a world-readable directory (the checkout may sit where only root can

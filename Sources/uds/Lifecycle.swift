@@ -1,58 +1,56 @@
+import ArgumentParser
 import Foundation
 import Synchronization
 import SystemPackage
 import UnixSockets
 
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#endif
-
-/// The one way `uds` ends once a command is running: cleanups first (listeners close and remove their
-/// socket files), then at most one `uds: ` line, then the exit status. Whichever thread ends the process
-/// first wins; any other thread that tries afterwards waits for the exit.
+/// How a running command ends, without ending the process from any thread: the command's roles (its body
+/// on a thread of its own, a stdin pump, the signal watcher) each may decide the outcome; the first one to
+/// do so wins and the command's `run` returns (status 0) or throws `ExitCode(1)` after its one `uds: `
+/// line. Cleanups run first: listeners close, which removes the socket files they created.
 enum Lifecycle {
     private struct State {
-        var exiting = false
+        var ended = false
         var cleanups: [@Sendable () -> Void] = []
     }
 
     private static let state = Mutex(State())
-    /// Held while a resource is made and its cleanup registered; `exit` waits for it.
+    private static let current = Mutex<CommandOutcome?>(nil)
+
+    /// The outcome of the running command (one per process), for its roles that were not handed it.
+    static var outcome: CommandOutcome? { current.withLock { $0 } }
+    /// Held while a resource is made and its cleanup registered; ending waits for it.
     private static let startup = NSLock()
 
-    /// Runs `body` (make a socket, register its cleanup) so that no exit happens in the middle.
-    static func starting<R>(_ body: () throws -> R) rethrows -> R {
+    /// Runs `body` (make a socket, register its cleanup) so that the command does not end in the middle;
+    /// once it has ended, nothing new is made (``CommandEnd`` is thrown instead).
+    static func starting<R>(_ body: () throws -> R) throws -> R {
         startup.lock()
         defer { startup.unlock() }
+        if state.withLock({ $0.ended }) { throw CommandEnd() }
         return try body()
     }
 
-    /// Runs `cleanup` before the process exits, on every path (success, error, SIGINT, SIGTERM).
+    /// Runs `cleanup` when the command ends, on every path (success, error, SIGINT, SIGTERM); at once if
+    /// it has ended already.
     static func onExit(_ cleanup: @escaping @Sendable () -> Void) {
-        state.withLock { $0.cleanups.append(cleanup) }
+        let ended = state.withLock { state -> Bool in
+            if !state.ended { state.cleanups.append(cleanup) }
+            return state.ended
+        }
+        if ended { cleanup() }
     }
 
-    /// Ends the process with `code`, after the cleanups; `message` (an error) is printed as `uds: message`.
-    static func exit(_ code: Int32, message: String? = nil) -> Never {
-        startup.lock()  // never released: the process ends (a second caller waits here, like below)
-        let cleanups = state.withLock { state -> [@Sendable () -> Void]? in
-            if state.exiting { return nil }
-            state.exiting = true
+    /// Runs the cleanups once, newest first (after any resource being made meanwhile is registered).
+    static func end() {
+        startup.lock()
+        let cleanups = state.withLock { state -> [@Sendable () -> Void] in
+            state.ended = true
+            defer { state.cleanups = [] }
             return state.cleanups
         }
-        guard let cleanups else {
-            while true { pause() }  // another thread is ending the process
-        }
+        startup.unlock()
         for cleanup in cleanups.reversed() { cleanup() }
-        if let message { diagnostic(message) }
-        processExit(code)
-    }
-
-    /// Ends the process with status 1 and one `uds: ` line describing `error`.
-    static func fail(_ error: any Error) -> Never {
-        exit(1, message: describe(error))
     }
 
     /// Prints `uds: message` on stderr (diagnostics never go to stdout).
@@ -65,47 +63,128 @@ enum Lifecycle {
         switch error {
         case let error as UnixSocketError: error.description
         case let error as CLIError: error.message
+        case let error as StdioRelay.Failure: error.description
         default: String(describing: error)
         }
     }
 
-    /// SIGINT and SIGTERM end the process cleanly (cleanups run, socket files are removed, status 0).
-    ///
-    /// The signals are blocked in this thread before any other thread exists, so every thread inherits the
-    /// mask, and one dedicated thread takes them with sigwait: no async-signal-safety constraints.
-    static func handleTerminationSignals() {
-        var set = sigset_t()
-        sigemptyset(&set)
-        sigaddset(&set, SIGINT)
-        sigaddset(&set, SIGTERM)
-        pthread_sigmask(SIG_BLOCK, &set, nil)
-        let mask = set
+    /// Runs a command whose body blocks: `body` on a thread of its own (one per command, never one per
+    /// client), until it returns, throws, or decides the outcome itself; with `endOnSignals`, SIGINT and
+    /// SIGTERM end it cleanly (status 0). Then the cleanups run, and a failure is printed and thrown as
+    /// `ExitCode(1)`.
+    static func run(endOnSignals: Bool = false, _ body: @escaping @Sendable (CommandOutcome) throws -> Void) async throws {
+        let outcome = CommandOutcome()
+        current.withLock { $0 = outcome }
+        if endOnSignals { watchSignals(outcome) }
         Thread.detachNewThread {
-            var wanted = mask
-            var signal: CInt = 0
-            while sigwait(&wanted, &signal) != 0 {}
-            Lifecycle.exit(0)
+            do {
+                try body(outcome)
+                outcome.finish(.success)
+            } catch {
+                outcome.finish(error)
+            }
+        }
+        try await conclude(outcome)
+    }
+
+    /// Same for a command whose body is async (it holds no thread while it waits). With `onReactor`, the
+    /// body and its child tasks prefer the library's reactor as their executor (a ready socket is served on
+    /// the reactor thread, no hop): only for bodies that never block on anything but sockets.
+    static func runAsync(
+        endOnSignals: Bool = false, onReactor: Bool = false,
+        _ body: @escaping @Sendable (CommandOutcome) async throws -> Void
+    ) async throws {
+        let outcome = CommandOutcome()
+        current.withLock { $0 = outcome }
+        if endOnSignals { watchSignals(outcome) }
+        let work: @Sendable () async -> Void = {
+            do {
+                try await body(outcome)
+                outcome.finish(.success)
+            } catch {
+                outcome.finish(error)
+            }
+        }
+        if onReactor {
+            Task(executorPreference: UnixReactor.shared) { await work() }
+        } else {
+            Task { await work() }
+        }
+        try await conclude(outcome)
+    }
+
+    private static func watchSignals(_ outcome: CommandOutcome) {
+        let signals = ProcessControl.signals([.interrupt, .terminate])
+        Task {
+            for await _ in signals {
+                outcome.finish(.success)
+                return
+            }
         }
     }
 
-    /// Runs `body` on a new thread (one per role, never one per client).
-    static func thread(_ body: @escaping @Sendable () -> Void) {
-        Thread.detachNewThread(body)
-    }
-
-    /// Pauses the calling thread.
-    static func sleep(milliseconds: Int) {
-        usleep(useconds_t(milliseconds * 1000))
-    }
-
-    /// Blocks the calling thread until the process exits.
-    static func parkForever() -> Never {
-        while true { pause() }
+    private static func conclude(_ outcome: CommandOutcome) async throws {
+        let result = await outcome.value()
+        end()
+        if case .failure(let message) = result {
+            diagnostic(message)
+            throw ExitCode(1)
+        }
     }
 }
 
-/// exit(3): stdio flushed, atexit handlers run.
-func processExit(_ code: Int32) -> Never { exit(code) }
+/// Thrown where a command is done with status 0 deep inside its work (the peer's EOF after everything was
+/// written, a stdout reader that went away, a listener closed by SIGINT/SIGTERM).
+struct CommandEnd: Error {}
+
+/// The outcome of a running command, decided once, awaited by its `run`.
+final class CommandOutcome: Sendable {
+    enum Result: Sendable {
+        case success
+        case failure(String)
+    }
+
+    private struct State {
+        var result: Result?
+        var waiter: CheckedContinuation<Result, Never>?
+    }
+
+    private let state = Mutex(State())
+
+    /// Decides the outcome (the first decision wins; later ones are ignored).
+    func finish(_ result: Result) {
+        let waiter = state.withLock { state -> CheckedContinuation<Result, Never>? in
+            guard state.result == nil else { return nil }
+            state.result = result
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume(returning: result)
+    }
+
+    /// Decides the outcome from an error: the ends that mean status 0 are success, anything else is one line.
+    func finish(_ error: any Error) {
+        switch error {
+        case is CommandEnd: finish(.success)
+        case StdioRelay.Failure.outputClosed: finish(.success)
+        default: finish(.failure(Lifecycle.describe(error)))
+        }
+    }
+
+    /// The outcome if it was decided.
+    var decided: Result? { state.withLock { $0.result } }
+
+    func value() async -> Result {
+        await withCheckedContinuation { continuation in
+            let ready = state.withLock { state -> Result? in
+                if let result = state.result { return result }
+                state.waiter = continuation
+                return nil
+            }
+            if let ready { continuation.resume(returning: ready) }
+        }
+    }
+}
 
 /// A runtime error of the CLI itself (not the library's): printed as `uds: message`, status 1.
 struct CLIError: Error, CustomStringConvertible {
@@ -114,12 +193,35 @@ struct CLIError: Error, CustomStringConvertible {
     var description: String { message }
 }
 
-/// Runs a command body: runtime errors become one `uds: ` line and status 1.
-func runCommand(_ body: () throws -> Void) -> Never {
+/// Runs a short synchronous command body on the calling thread: cleanups run at the end; a runtime error
+/// becomes one `uds: ` line and `ExitCode(1)`.
+func runCommand(_ body: () throws -> Void) throws {
+    let outcome = CommandOutcome()
     do {
         try body()
+        outcome.finish(.success)
     } catch {
-        Lifecycle.fail(error)
+        outcome.finish(error)
     }
-    Lifecycle.exit(0)
+    Lifecycle.end()
+    if case .failure(let message) = outcome.decided {
+        Lifecycle.diagnostic(message)
+        throw ExitCode(1)
+    }
+}
+
+/// The same for a short async command body.
+func runCommand(_ body: () async throws -> Void) async throws {
+    let outcome = CommandOutcome()
+    do {
+        try await body()
+        outcome.finish(.success)
+    } catch {
+        outcome.finish(error)
+    }
+    Lifecycle.end()
+    if case .failure(let message) = outcome.decided {
+        Lifecycle.diagnostic(message)
+        throw ExitCode(1)
+    }
 }

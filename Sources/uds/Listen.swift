@@ -3,7 +3,7 @@ import Foundation
 import Synchronization
 import UnixSockets
 
-struct Listen: ParsableCommand {
+struct Listen: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Serve like nc -lU: accept one peer, socket -> stdout and stdin -> socket.",
         discussion: """
@@ -61,15 +61,25 @@ struct Listen: ParsableCommand {
         }
     }
 
-    func run() throws {
-        Lifecycle.handleTerminationSignals()
+    func run() async throws {
         let settings = ListenSettings(
             address: address, type: type, keepOpen: keepOpen, echo: echo, mode: mode, lines: lines,
             policy: peers.policy, limits: ConnectionLimits(total: maxConnections, perUID: maxPerUID))
-        runCommand {
+        if keepOpen && type != .dgram {
+            // -k: accepts and serves on the async API until SIGINT/SIGTERM; no thread is parked.
+            try await Lifecycle.runAsync(endOnSignals: true) { _ in
+                if settings.type == .stream {
+                    try await settings.serveStreamClients()
+                } else {
+                    try await settings.serveSeqPacketClients()
+                }
+            }
+            return
+        }
+        try await Lifecycle.run(endOnSignals: true) { outcome in
             switch settings.type {
-            case .stream: try settings.serveStream()
-            case .seqpacket: try settings.serveSeqPacket()
+            case .stream: try settings.serveStream(outcome)
+            case .seqpacket: try settings.serveSeqPacket(outcome)
             case .dgram: try settings.serveDatagrams()
             }
         }
@@ -89,25 +99,27 @@ struct ListenSettings: Sendable {
 
     // MARK: stream
 
-    func serveStream() throws {
+    func serveStream(_ outcome: CommandOutcome) throws {
         let listener = try closingOnExit({ try UnixStreamListener.bind(address, mode: mode) }) { $0.close() }
-        if keepOpen {
-            let policy = policy, echo = echo
-            serveConcurrently(listener, admit: { policy.admit($0) }, uid: { try? $0.credentials.uid }) { connection in
-                if echo { await Self.echoStreamAsync(connection) } else { await Self.streamToSharedStdout(connection) }
-            }
-        }
         let connection = try acceptAdmitted(listener) { policy.admit($0) }
         if echo {
             do throws(UnixSocketError) {
                 try Self.echoStream(connection)
             } catch {
                 guard error.code == .closed else { throw error }
-                Lifecycle.exit(0)
             }
-            Lifecycle.exit(0)
+            return
         }
-        Relay.runStream(connection, useStdin: true)
+        try Relay.runStream(connection, useStdin: true, outcome: outcome)
+    }
+
+    /// `-k` on a stream socket: each client echoed or copied to the shared stdout.
+    func serveStreamClients() async throws {
+        let listener = try closingOnExit({ try UnixStreamListener.bind(address, mode: mode) }) { $0.close() }
+        let policy = policy, echo = echo
+        await serveConcurrently(listener, admit: { policy.admit($0) }, uid: { try? $0.credentials.uid }) { connection in
+            if echo { await Self.echoStreamAsync(connection) } else { await Self.streamToSharedStdout(connection) }
+        }
     }
 
     /// Echoes one stream connection until its EOF, then shuts down the write side.
@@ -123,52 +135,35 @@ struct ListenSettings: Sendable {
     }
 
     static func echoStreamAsync(_ connection: UnixStream) async {
-        let buffer = Relay.allocate(1 << 16)
-        defer {
-            buffer.deallocate()
-            connection.close()
-        }
-        do {
-            while true {
-                let count = try await connection.read(into: buffer)
-                if count == 0 { break }
-                try await connection.write(all: UnsafeRawBufferPointer(rebasing: buffer[..<count]))
-            }
-            try? connection.shutdown(.write)
-        } catch {
-            // One client's failure (reset, gone) ends only that client.
-        }
+        defer { connection.close() }
+        await ChannelRelay.echo(connection)
     }
 
     static let stdoutLock = Mutex(())
 
     /// One `-k` client's bytes -> stdout, each read written whole (clients do not interleave mid-chunk).
+    /// A stdout reader that went away ends the command (status 0).
     static func streamToSharedStdout(_ connection: UnixStream) async {
-        let buffer = Relay.allocate(1 << 16)
-        defer {
-            buffer.deallocate()
-            connection.close()
+        defer { connection.close() }
+        let error = await ChannelRelay.drain(connection) { chunk in
+            try stdoutLock.withLock { _ throws(StdioRelay.Failure) in try StandardIO.write(chunk) }
         }
-        do {
-            while true {
-                let count = try await connection.read(into: buffer)
-                if count == 0 { break }
-                let chunk = UnsafeRawBufferPointer(rebasing: buffer[..<count])
-                stdoutLock.withLock { _ in StandardIO.write(chunk) }
-            }
-        } catch {}
+        if let error = error as? StdioRelay.Failure { Lifecycle.outcome?.finish(error) }
     }
 
     // MARK: seqpacket
 
-    func serveSeqPacket() throws {
+    /// `-k` on a seqpacket socket.
+    func serveSeqPacketClients() async throws {
         let listener = try closingOnExit({ try UnixSeqPacketListener.bind(address, mode: mode) }) { $0.close() }
-        if keepOpen {
-            let policy = policy, echo = echo, lines = lines
-            serveConcurrently(listener, admit: { policy.admit($0) }, uid: { try? $0.credentials.uid }) { connection in
-                await Self.serveSeqPacketClient(connection, echo: echo, lines: lines, verbose: policy.verbose)
-            }
+        let policy = policy, echo = echo, lines = lines
+        await serveConcurrently(listener, admit: { policy.admit($0) }, uid: { try? $0.credentials.uid }) { connection in
+            await Self.serveSeqPacketClient(connection, echo: echo, lines: lines, verbose: policy.verbose)
         }
+    }
+
+    func serveSeqPacket(_ outcome: CommandOutcome) throws {
+        let listener = try closingOnExit({ try UnixSeqPacketListener.bind(address, mode: mode) }) { $0.close() }
         let connection = try acceptAdmitted(listener) { policy.admit($0) }
         if echo {
             do throws(UnixSocketError) {
@@ -187,11 +182,10 @@ struct ListenSettings: Sendable {
                 try? connection.shutdown(.write)
             } catch {
                 guard error.code == .closed else { throw error }
-                Lifecycle.exit(0)
             }
-            Lifecycle.exit(0)
+            return
         }
-        Relay.runSeqPacket(connection, useStdin: true, lines: lines, verbose: policy.verbose)
+        try Relay.runSeqPacket(connection, useStdin: true, lines: lines, verbose: policy.verbose, outcome: outcome)
     }
 
     /// One `-k` seqpacket client: waits for each message without a buffer (an idle client costs none),
@@ -211,10 +205,12 @@ struct ListenSettings: Sendable {
                 if echo {
                     try await connection.send(bytes)
                 } else {
-                    stdoutLock.withLock { _ in Relay.printMessage(bytes, lines: lines) }
+                    try stdoutLock.withLock { _ throws(StdioRelay.Failure) in try Relay.printMessage(bytes, lines: lines) }
                 }
             }
             try? connection.shutdown(.write)
+        } catch let error as StdioRelay.Failure {
+            Lifecycle.outcome?.finish(error)
         } catch {}
     }
 
@@ -228,7 +224,7 @@ struct ListenSettings: Sendable {
             do throws(UnixSocketError) {
                 message = try socket.receiveIgnoringDescriptors(verbose: policy.verbose)
             } catch {
-                if error.code == .closed { Lifecycle.exit(0) }
+                if error.code == .closed { return }
                 guard MessageReceiver.isRecoverable(error) else { throw error }
                 Lifecycle.diagnostic(error.description)  // that datagram is lost; the next one is not
                 continue
@@ -239,7 +235,7 @@ struct ListenSettings: Sendable {
                 guard let sender = message.sender, !sender.isUnnamed else { continue }
                 Self.echo(message.bytes, to: sender, on: socket, verbose: policy.verbose)
             } else {
-                Relay.printMessage(message.bytes, lines: lines)
+                try Relay.printMessage(message.bytes, lines: lines)
             }
         }
     }
@@ -259,7 +255,7 @@ struct ListenSettings: Sendable {
         do throws(UnixSocketError) {
             try socket.send(bytes, to: sender, timeout: echoPatience)
         } catch {
-            if error.code == .closed { Lifecycle.exit(0) }
+            if error.code == .closed { return }  // SIGINT/SIGTERM: the next receive ends the command
             guard verbose else { return }
             if error.code == .timedOut {
                 // EAGAIN: the sender's queue is full, or this socket's send buffer is (the kernel charges
@@ -276,45 +272,42 @@ struct ListenSettings: Sendable {
     // MARK: accepting
 
     /// `-k`: accepts on the async API and serves each admitted client in a task of one task group (no
-    /// thread per client) until SIGINT/SIGTERM.
+    /// thread per client) until SIGINT/SIGTERM closes the listener (the command ends then, without waiting
+    /// for the clients).
     func serveConcurrently<C: UnixConnection>(
         _ listener: UnixListener<C>, admit: @escaping @Sendable (C) -> Bool, uid: @escaping @Sendable (C) -> UInt32?,
         serve: @escaping @Sendable (C) async -> Void
-    ) -> Never {
+    ) async {
         let limits = limits, verbose = policy.verbose
-        Task {
-            await withDiscardingTaskGroup { group in
-                while true {
-                    let connection: C
-                    do {
-                        connection = try await listener.accept()
-                    } catch let error as UnixSocketError where error.code == .closed {
-                        return
-                    } catch {
-                        // EMFILE and the like: the library pauses; anything else, say so and go on.
-                        Lifecycle.diagnostic(Lifecycle.describe(error))
-                        try? await Task.sleep(for: .milliseconds(50))
-                        continue
-                    }
-                    guard admit(connection) else {
-                        closeConnection(connection)
-                        continue
-                    }
-                    let owner = uid(connection)
-                    guard limits.enter(uid: owner) else {
-                        if verbose { Lifecycle.diagnostic("refused a client: connection limit reached") }
-                        closeConnection(connection)
-                        continue
-                    }
-                    group.addTask {
-                        await serve(connection)
-                        limits.leave(uid: owner)
-                    }
+        await withDiscardingTaskGroup { group in
+            while true {
+                let connection: C
+                do {
+                    connection = try await listener.accept()
+                } catch let error as UnixSocketError where error.code == .closed {
+                    return
+                } catch {
+                    // EMFILE and the like: the library pauses; anything else, say so and go on.
+                    Lifecycle.diagnostic(Lifecycle.describe(error))
+                    try? await Task.sleep(for: .milliseconds(50))
+                    continue
+                }
+                guard admit(connection) else {
+                    closeConnection(connection)
+                    continue
+                }
+                let owner = uid(connection)
+                guard limits.enter(uid: owner) else {
+                    if verbose { Lifecycle.diagnostic("refused a client: connection limit reached") }
+                    closeConnection(connection)
+                    continue
+                }
+                group.addTask {
+                    await serve(connection)
+                    limits.leave(uid: owner)
                 }
             }
-            Lifecycle.exit(0)
         }
-        Lifecycle.parkForever()
     }
 }
 

@@ -23,12 +23,12 @@ struct Ls: ParsableCommand {
 
     func run() throws {
         let json = json
-        runCommand {
+        try runCommand {
             let sockets = try SocketInventory.collect()
             if json {
-                StandardIO.write(Array((SocketInventory.json(sockets) + "\n").utf8))
+                try StandardIO.write(Array((SocketInventory.json(sockets) + "\n").utf8))
             } else {
-                StandardIO.write(Array(SocketInventory.table(sockets).utf8))
+                try StandardIO.write(Array(SocketInventory.table(sockets).utf8))
             }
         }
     }

@@ -1,7 +1,7 @@
 import ArgumentParser
 import UnixSockets
 
-struct Recv: ParsableCommand {
+struct Recv: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Bind and print each received message followed by a newline (dgram by default).",
         discussion: """
@@ -40,26 +40,29 @@ struct Recv: ParsableCommand {
         }
     }
 
-    func run() throws {
-        Lifecycle.handleTerminationSignals()
+    func run() async throws {
         let address = address, type = type, limit = count ?? Int.max, mode = mode, verbose = verbose
-        runCommand {
+        try await Lifecycle.run(endOnSignals: true) { _ in
             var received = 0
-            func deliver(_ bytes: [UInt8]) {
-                Relay.printMessage(bytes, lines: true)
+            /// Prints one message; true once --count messages arrived.
+            func deliver(_ bytes: [UInt8]) throws(StdioRelay.Failure) -> Bool {
+                try Relay.printMessage(bytes, lines: true)
                 received += 1
-                if received >= limit { Lifecycle.exit(0) }
+                return received >= limit
             }
             if type == .dgram {
                 let socket = try closingOnExit({ try UnixDatagram.bind(address, mode: mode) }) { $0.close() }
                 while true {
+                    let bytes: [UInt8]
                     do throws(UnixSocketError) {
-                        deliver(try socket.receiveIgnoringDescriptors(verbose: verbose).bytes)
+                        bytes = try socket.receiveIgnoringDescriptors(verbose: verbose).bytes
                     } catch {
-                        if error.code == .closed { Lifecycle.exit(0) }
+                        if error.code == .closed { return }
                         guard MessageReceiver.isRecoverable(error) else { throw error }
                         Lifecycle.diagnostic(error.description)  // that message is lost; the next one is not
+                        continue
                     }
+                    if try deliver(bytes) { return }
                 }
             }
             let listener = try closingOnExit({ try UnixSeqPacketListener.bind(address, mode: mode) }) { $0.close() }
@@ -69,19 +72,21 @@ struct Recv: ParsableCommand {
                     connection = try listener.accept()
                 } catch {
                     guard error.code == .closed else { throw error }
-                    Lifecycle.exit(0)
+                    return
                 }
                 defer { connection.close() }
                 while true {
+                    let bytes: [UInt8]
                     do throws(UnixSocketError) {
-                        guard let bytes = try connection.receiveIgnoringDescriptors(verbose: verbose) else { break }
-                        deliver(bytes)
+                        guard let received = try connection.receiveIgnoringDescriptors(verbose: verbose) else { break }
+                        bytes = received
                     } catch {
-                        if error.code == .closed { Lifecycle.exit(0) }
+                        if error.code == .closed { return }
                         Lifecycle.diagnostic(error.description)
                         if MessageReceiver.isRecoverable(error) { continue }
                         break  // this peer failed; serve the next one
                     }
+                    if try deliver(bytes) { return }
                 }
             }
         }

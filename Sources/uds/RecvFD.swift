@@ -2,13 +2,7 @@ import ArgumentParser
 import SystemPackage
 import UnixSockets
 
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#endif
-
-struct RecvFD: ParsableCommand {
+struct RecvFD: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "recv-fd",
         abstract: "Receive descriptors (SCM_RIGHTS) and copy what can be read from each to stdout.",
@@ -62,13 +56,13 @@ struct RecvFD: ParsableCommand {
         if !(timeout > 0 && timeout < 1e9) { throw ValidationError("--timeout takes a number of seconds > 0") }
     }
 
-    func run() throws {
-        Lifecycle.handleTerminationSignals()
+    func run() async throws {
         let address = address, type = type, limit = count ?? Int.max, mode = mode, policy = peers.policy
-        let copy = DescriptorCopy(
-            maxBytes: maxBytes, idleMilliseconds: max(Int32(clamping: Int64(timeout * 1000)), 1), timeoutText: "\(timeout)",
-            verbose: policy.verbose)
-        runCommand {
+        let maxBytes = maxBytes, timeout = timeout
+        try await Lifecycle.run(endOnSignals: true) { _ in
+            let copy = DescriptorCopy(
+                maxBytes: maxBytes, idleMilliseconds: max(Int32(clamping: Int64(timeout * 1000)), 1),
+                timeoutText: "\(timeout)", verbose: policy.verbose)
             let receive: () throws(UnixSocketError) -> UnixMessage?
             if type == .seqpacket {
                 let listener = try closingOnExit({ try UnixSeqPacketListener.bind(address, mode: mode) }) { $0.close() }
@@ -87,20 +81,21 @@ struct RecvFD: ParsableCommand {
             }
             var seen = 0
             var failed = 0
-            func finish() -> Never {
-                guard failed > 0 else { Lifecycle.exit(0) }
-                Lifecycle.exit(1, message: "\(failed) of \(seen) descriptors could not be copied in full")
+            func finish() throws {
+                guard failed > 0 else { return }
+                throw CLIError("\(failed) of \(seen) descriptors could not be copied in full")
             }
             while let message = try receive() {
                 for owned in message.descriptors {
                     guard let descriptor = owned.take() else { continue }
                     seen += 1
-                    if !copy.copy(descriptor, number: seen) { failed += 1 }
+                    let copied = Result { try copy.copy(descriptor, number: seen) }
                     try? descriptor.close()
-                    if seen >= limit { finish() }
+                    if try !copied.get() { failed += 1 }
+                    if seen >= limit { return try finish() }
                 }
             }
-            finish()
+            try finish()
         }
     }
 }
@@ -130,42 +125,13 @@ final class DescriptorCopy {
 
     deinit { buffer.deallocate() }
 
-    /// What the descriptor is, for messages.
-    enum Kind: String {
-        case regularFile = "regular file", directory, pipe, socket, characterDevice = "character device"
-        case blockDevice = "block device", other = "file"
-
-        /// Whether a read can wait for a writer (so it goes through poll first).
-        var canWait: Bool { self != .regularFile && self != .blockDevice }
-    }
-
-    static func kind(of fd: CInt) -> Kind? {
-        var info = stat()
-        guard fstat(fd, &info) == 0 else { return nil }
-        switch info.st_mode & S_IFMT {
-        case S_IFREG: return .regularFile
-        case S_IFDIR: return .directory
-        case S_IFIFO: return .pipe
-        case S_IFSOCK: return .socket
-        case S_IFCHR: return .characterDevice
-        case S_IFBLK: return .blockDevice
-        default: return .other
-        }
-    }
-
-    /// A non-blocking open file of our own on the same pipe or FIFO, if the descriptor may be read and the
-    /// kernel lets us reopen it; nil otherwise (then poll and a plain read serve).
-    static func privateReader(for fd: CInt) -> CInt? {
-        let flags = fcntl(fd, F_GETFL)
-        guard flags >= 0, flags & O_ACCMODE != O_WRONLY else { return nil }
-        let reopened = open("/proc/self/fd/\(fd)", O_RDONLY | O_NONBLOCK | O_CLOEXEC)
-        return reopened >= 0 ? reopened : nil
-    }
-
     /// Copies descriptor `number` (1-based, in the order received); false if it could not be read to its end.
-    func copy(_ descriptor: FileDescriptor, number: Int) -> Bool {
-        guard let kind = Self.kind(of: descriptor.rawValue) else {
-            Lifecycle.diagnostic("descriptor \(number): fstat: \(Errno(rawValue: errno)); skipped")
+    func copy(_ descriptor: FileDescriptor, number: Int) throws(StdioRelay.Failure) -> Bool {
+        let kind: InheritedFile.Kind
+        switch InheritedFile.kind(of: descriptor) {
+        case .success(let found): kind = found
+        case .failure(let errno):
+            Lifecycle.diagnostic("descriptor \(number): fstat: \(errno); skipped")
             return false
         }
         let label = "descriptor \(number) (\(kind.rawValue))"
@@ -173,17 +139,18 @@ final class DescriptorCopy {
             Lifecycle.diagnostic("\(label): a directory has no content to copy; skipped")
             return false
         }
-        let reader = kind == .pipe ? Self.privateReader(for: descriptor.rawValue) : nil
-        defer { if let reader { close(reader) } }
-        let fd = reader ?? descriptor.rawValue
+        let reader = kind == .pipe ? InheritedFile.privateReader(for: descriptor) : nil
+        defer { try? reader?.close() }
+        let fd = reader ?? descriptor
         var copied = 0
         while true {
             // One byte more than the bound is asked for: if it comes, the descriptor had more.
             let room = min(buffer.count, maxBytes - copied + 1)
-            switch readOnce(fd, kind: kind, into: UnsafeMutableRawBufferPointer(rebasing: buffer[..<room])) {
+            let window = UnsafeMutableRawBufferPointer(rebasing: buffer[..<room])
+            switch InheritedFile.readOnce(fd, kind: kind, into: window, idleMilliseconds: idleMilliseconds) {
             case .data(let count):
                 let kept = min(count, maxBytes - copied)
-                StandardIO.write(UnsafeRawBufferPointer(rebasing: buffer[..<kept]))
+                try StandardIO.write(UnsafeRawBufferPointer(rebasing: buffer[..<kept]))
                 copied += kept
                 if kept < count {
                     Lifecycle.diagnostic("\(label): stopped at --max-bytes \(maxBytes) (it had more); moved on")
@@ -203,46 +170,18 @@ final class DescriptorCopy {
             }
         }
     }
-
-    enum ReadResult {
-        case data(Int), endOfFile, idle, failed(Errno)
-    }
-
-    /// One bounded read: directly for files that cannot wait; otherwise after poll said readable (for at
-    /// most the idle timeout), and again after poll if the data was gone (EAGAIN).
-    func readOnce(_ fd: CInt, kind: Kind, into buffer: UnsafeMutableRawBufferPointer) -> ReadResult {
-        while true {
-            if kind.canWait {
-                var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-                let ready = poll(&entry, 1, idleMilliseconds)
-                if ready < 0 {
-                    if errno == EINTR { continue }
-                    return .failed(Errno(rawValue: errno))
-                }
-                if ready == 0 { return .idle }
-                if entry.revents & Int16(POLLNVAL) != 0 { return .failed(.badFileDescriptor) }
-            }
-            let count =
-                kind == .socket
-                ? recv(fd, buffer.baseAddress, buffer.count, CInt(MSG_DONTWAIT)) : read(fd, buffer.baseAddress, buffer.count)
-            if count > 0 { return .data(count) }
-            if count == 0 { return .endOfFile }
-            let failure = errno
-            if failure == EINTR || (failure == EAGAIN && kind.canWait) { continue }
-            return .failed(Errno(rawValue: failure))
-        }
-    }
 }
 
-/// Accepts until a peer is admitted; SIGINT/SIGTERM (which closes the listener) ends the process with 0.
-func acceptAdmitted<C>(_ listener: UnixListener<C>, admit: (C) -> Bool) throws(UnixSocketError) -> C {
+/// Accepts until a peer is admitted; SIGINT/SIGTERM (which closes the listener) ends the command with 0
+/// (``CommandEnd``).
+func acceptAdmitted<C>(_ listener: UnixListener<C>, admit: (C) -> Bool) throws -> C {
     while true {
         let connection: C
         do throws(UnixSocketError) {
             connection = try listener.accept()
         } catch {
             guard error.code == .closed else { throw error }
-            Lifecycle.exit(0)
+            throw CommandEnd()
         }
         if admit(connection) { return connection }
         closeConnection(connection)

@@ -1,261 +1,108 @@
+import Foundation
 import Synchronization
 import SystemPackage
 import UnixSockets
 
-/// stdin and stdout as the process inherited them: blocking, never switched to O_NONBLOCK (that flag
-/// belongs to an open file shared with other processes). Regular files, pipes and terminals all work.
+/// stdin and stdout as the process inherited them, through the library's relay engine (``StdioRelay``).
 enum StandardIO {
     static let input = FileDescriptor.standardInput
     static let output = FileDescriptor.standardOutput
 
-    /// Writes all of `buffer` to stdout. A reader that went away (EPIPE) ends the process quietly (status 0).
-    static func write(_ buffer: UnsafeRawBufferPointer) {
-        var offset = 0
-        while offset < buffer.count {
-            do {
-                offset += try output.write(UnsafeRawBufferPointer(rebasing: buffer[offset...]))
-            } catch let errno as Errno where errno == .brokenPipe {
-                Lifecycle.exit(0)
-            } catch let errno as Errno where errno == .resourceTemporarilyUnavailable {
-                InheritedDescriptor.waitWritable(output)  // someone else made the shared file non-blocking
-            } catch {
-                Lifecycle.fail(CLIError("write stdout: \(error)"))
-            }
-        }
+    /// Writes all of `buffer` to stdout; a reader that went away throws ``StdioRelay/Failure/outputClosed``
+    /// (the command then ends with status 0).
+    static func write(_ buffer: UnsafeRawBufferPointer) throws(StdioRelay.Failure) {
+        try StdioRelay.write(buffer, to: output)
     }
 
-    static func write(_ bytes: [UInt8]) {
-        bytes.withUnsafeBytes { write($0) }
-    }
-
-    /// Reads what stdin has (blocking); 0 at end of file.
-    static func read(into buffer: UnsafeMutableRawBufferPointer) -> Int {
-        while true {
-            do {
-                return try input.read(into: buffer)
-            } catch let errno as Errno where errno == .resourceTemporarilyUnavailable {
-                InheritedDescriptor.waitReadable(input)
-            } catch {
-                Lifecycle.fail(CLIError("read stdin: \(error)"))
-            }
-        }
-    }
-
-    /// Whether splice(2) can serve `fd`: a pipe that is not in non-blocking mode.
-    static func canSplice(_ fd: FileDescriptor) -> Bool {
-        InheritedDescriptor.kind(of: fd) == .pipe && !InheritedDescriptor.isNonBlocking(fd)
+    static func write(_ bytes: [UInt8]) throws(StdioRelay.Failure) {
+        try bytes.withUnsafeBytes { raw in Result { () throws(StdioRelay.Failure) in try write(raw) } }.get()
     }
 }
 
-/// The copy loops of `listen` and `connect`: one reused buffer each, no allocation per chunk, and
-/// splice(2) where stdin or stdout is a pipe (the bytes never enter user space).
+/// The `listen`/`connect` relays of one connection: the library's engine does the copying; this decides
+/// when the command ends.
 enum Relay {
-    /// Bytes per read or splice for streams.
-    static let streamChunk = 1 << 20
-    /// Bytes per stdin read that becomes one message (seqpacket, dgram) without `--lines`.
-    static let messageChunk = 1 << 16
     /// Room for the largest message we accept (the kernel's default limit is about 208 KiB).
     static let messageCapacity = 1 << 22
 
-    static func allocate(_ count: Int) -> UnsafeMutableRawBufferPointer {
-        UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 4096)
+    static func allocate(_ count: Int) -> UnsafeMutableRawBufferPointer { StdioRelay.allocate(count) }
+
+    /// Messages -> stdout: `receive` returns one message, or nil at EOF. A message that could not be
+    /// received whole (too large, or its descriptors cut short) is reported on stderr and skipped.
+    static func messagesToStdout(lines: Bool, _ receive: () throws(UnixSocketError) -> [UInt8]?) throws {
+        try StdioRelay.messagesToOutput(StandardIO.output, lines: lines, skip: skipRecoverable, receive)
     }
 
-    /// socket -> stdout until the peer's EOF. A stdout reader that went away ends the process (status 0).
-    static func streamToStdout(_ stream: UnixStream) throws(UnixSocketError) {
-        if StandardIO.canSplice(StandardIO.output) {
-            var moved = false
-            do {
-                while true {
-                    let count = try stream.splice(into: StandardIO.output, maxBytes: streamChunk)
-                    if count == 0 { return }
-                    moved = true
-                }
-            } catch {
-                if error.errno == .brokenPipe {
-                    Lifecycle.exit(0)
-                } else if error.errno == .invalidArgument && !moved {
-                    // This pipe end refuses splice: copy through user space below.
-                } else {
-                    throw error
-                }
-            }
-        }
-        let buffer = allocate(streamChunk)
-        defer { buffer.deallocate() }
-        while true {
-            let count = try stream.read(into: buffer)
-            if count == 0 { return }
-            StandardIO.write(UnsafeRawBufferPointer(rebasing: buffer[..<count]))
-        }
-    }
-
-    /// stdin -> socket until stdin's EOF, then shuts down the write side (the peer reads EOF).
-    static func stdinToStream(_ stream: UnixStream, pump: StdinPump) throws(UnixSocketError) {
-        defer { try? stream.shutdown(.write) }
-        if StandardIO.canSplice(StandardIO.input) {
-            var moved = false
-            do {
-                while true {
-                    let count = try stream.splice(from: StandardIO.input, maxBytes: streamChunk)
-                    if count == 0 { return }
-                    moved = true
-                    pump.progressed()
-                }
-            } catch {
-                guard error.errno == .invalidArgument && !moved else { throw error }
-                // Fall back to read/write below.
-            }
-        }
-        let buffer = allocate(streamChunk)
-        defer { buffer.deallocate() }
-        while true {
-            let count = StandardIO.read(into: buffer)
-            if count == 0 { return }
-            try stream.write(all: UnsafeRawBufferPointer(rebasing: buffer[..<count]))
-            pump.progressed()
-        }
-    }
-
-    /// stdin -> messages: each line (`lines`, newline stripped) or each read chunk is one message.
-    /// Empty lines are skipped when `skipEmpty` (seqpacket: an empty message reads like EOF).
-    static func stdinToMessages(
-        lines: Bool, skipEmpty: Bool, _ send: (UnsafeRawBufferPointer) throws(UnixSocketError) -> Void
-    ) throws(UnixSocketError) {
-        let buffer = allocate(messageChunk)
-        defer { buffer.deallocate() }
-        func emit(_ bytes: UnsafeRawBufferPointer) throws(UnixSocketError) {
-            if bytes.isEmpty && skipEmpty { return }
-            try send(bytes)
-        }
-        func emitArray(_ bytes: [UInt8]) throws(UnixSocketError) {
-            try bytes.withUnsafeBytes { raw in Result { () throws(UnixSocketError) in try emit(raw) } }.get()
-        }
-        guard lines else {
-            while true {
-                let count = StandardIO.read(into: buffer)
-                if count == 0 { return }
-                try emit(UnsafeRawBufferPointer(rebasing: buffer[..<count]))
-            }
-        }
-        var pending: [UInt8] = []
-        while true {
-            let count = StandardIO.read(into: buffer)
-            if count == 0 {
-                if !pending.isEmpty { try emitArray(pending) }
-                return
-            }
-            let chunk = UnsafeRawBufferPointer(rebasing: buffer[..<count])
-            var start = 0
-            while let newline = chunk[start...].firstIndex(of: UInt8(ascii: "\n")) {
-                if pending.isEmpty {
-                    try emit(UnsafeRawBufferPointer(rebasing: chunk[start..<newline]))
-                } else {
-                    pending.append(contentsOf: chunk[start..<newline])
-                    try emitArray(pending)
-                    pending.removeAll(keepingCapacity: true)
-                }
-                start = newline + 1
-            }
-            pending.append(contentsOf: chunk[start...])
-        }
-    }
-
-    /// Messages -> stdout: `receive` returns one message, or nil at EOF. Each message is printed raw, or
-    /// followed by a newline with `lines`. A message that could not be received whole (too large, or its
-    /// descriptors cut short) is reported on stderr and skipped.
-    static func messagesToStdout(lines: Bool, _ receive: () throws(UnixSocketError) -> [UInt8]?) throws(UnixSocketError) {
-        while true {
-            let message: [UInt8]?
-            do throws(UnixSocketError) {
-                message = try receive()
-            } catch {
-                guard MessageReceiver.isRecoverable(error) else { throw error }
-                Lifecycle.diagnostic(error.description)
-                continue
-            }
-            guard let message else { return }
-            printMessage(message, lines: lines)
-        }
+    /// Says on stderr that one message was lost, if that is all the error costs.
+    static func skipRecoverable(_ error: UnixSocketError) -> Bool {
+        guard MessageReceiver.isRecoverable(error) else { return false }
+        Lifecycle.diagnostic(error.description)
+        return true
     }
 
     /// Prints one message (raw, or with a newline when `lines`).
-    static func printMessage(_ bytes: [UInt8], lines: Bool) {
-        if lines {
-            StandardIO.write(bytes + [UInt8(ascii: "\n")])
-        } else {
-            StandardIO.write(bytes)
-        }
+    static func printMessage(_ bytes: [UInt8], lines: Bool) throws(StdioRelay.Failure) {
+        try StdioRelay.writeMessage(bytes, lines: lines, to: StandardIO.output)
     }
 
     /// The `listen`/`connect` end rule for a connected stream: socket -> stdout on this thread, stdin ->
-    /// socket on another. Once the peer's EOF arrived and everything is written out, it exits 0 (see
-    /// ``finishAfterPeerEOF(_:hungUp:)`` for stdin still being sent). A failed socket write before the
-    /// peer's EOF (the peer went away) is a runtime error.
-    static func runStream(_ stream: UnixStream, useStdin: Bool) -> Never {
-        let pump = StdinPump()
+    /// socket on another (the pump, one per command). Once the peer's EOF arrived and everything is written
+    /// out, it returns (see ``finishAfterPeerEOF(_:hungUp:)`` for stdin still being sent). A failed socket
+    /// write before the peer's EOF (the peer went away) is a runtime error, decided by the pump.
+    static func runStream(_ stream: UnixStream, useStdin: Bool, outcome: CommandOutcome) throws {
+        let pump = StdinPump(outcome: outcome)
         if useStdin {
-            Lifecycle.thread {
-                do throws(UnixSocketError) {
-                    try stdinToStream(stream, pump: pump)
-                    pump.finish()
-                } catch {
-                    pump.fail(error)
-                }
+            pump.start {
+                try StdioRelay.inputToStream(StandardIO.input, stream: stream) { pump.progressed() }
             }
         } else {
             pump.finish()
         }
-        do throws(UnixSocketError) {
-            try streamToStdout(stream)
-        } catch {
-            if error.code == .closed { Lifecycle.exit(0) }
-            Lifecycle.fail(error)
+        do {
+            try StdioRelay.streamToOutput(stream, output: StandardIO.output)
+        } catch let error as UnixSocketError where error.code == .closed {
+            return
         }
-        finishAfterPeerEOF(pump) { stream.isHungUp }
+        try finishAfterPeerEOF(pump) { stream.isHungUp }
     }
 
     /// The same end rule for a seqpacket connection (one message per line or stdin chunk). Descriptors that
     /// come with a message are closed (`verbose`: said on stderr).
-    static func runSeqPacket(_ connection: UnixSeqPacket, useStdin: Bool, lines: Bool, verbose: Bool) -> Never {
-        let pump = StdinPump()
+    static func runSeqPacket(
+        _ connection: UnixSeqPacket, useStdin: Bool, lines: Bool, verbose: Bool, outcome: CommandOutcome
+    ) throws {
+        let pump = StdinPump(outcome: outcome)
         if useStdin {
-            Lifecycle.thread {
-                do throws(UnixSocketError) {
-                    try stdinToMessages(lines: lines, skipEmpty: true) { (bytes) throws(UnixSocketError) in
-                        try connection.send(bytes)
-                        pump.progressed()
-                    }
-                    try? connection.shutdown(.write)
-                    pump.finish()
-                } catch {
-                    pump.fail(error)
+            pump.start {
+                try StdioRelay.inputToMessages(StandardIO.input, lines: lines, skipEmpty: true) { bytes in
+                    try connection.send(bytes)
+                    pump.progressed()
                 }
+                try? connection.shutdown(.write)
             }
         } else {
             pump.finish()
         }
-        do throws(UnixSocketError) {
+        do {
             try messagesToStdout(lines: lines) { () throws(UnixSocketError) -> [UInt8]? in
                 try connection.receiveIgnoringDescriptors(verbose: verbose)
             }
-        } catch {
-            if error.code == .closed { Lifecycle.exit(0) }
-            Lifecycle.fail(error)
+        } catch let error as UnixSocketError where error.code == .closed {
+            return
         }
-        finishAfterPeerEOF(pump) { connection.isHungUp }
+        try finishAfterPeerEOF(pump) { connection.isHungUp }
     }
 
-    /// After the peer's EOF, with everything received written out: exit 0 at once if the peer closed
+    /// After the peer's EOF, with everything received written out: done at once if the peer closed
     /// entirely (nothing more can be sent) or stdin is done; if the peer only shut down its write side and
     /// stdin is still being sent (a file or a busy pipe), finish sending it, as nc does; stdin that stays
     /// idle (a terminal, an open pipe) is not waited for beyond a short grace (0.5 s), as with socat.
-    static func finishAfterPeerEOF(_ pump: StdinPump, hungUp: () -> Bool) -> Never {
+    static func finishAfterPeerEOF(_ pump: StdinPump, hungUp: () -> Bool) throws {
         pump.peerEnded()
         while true {
             let (done, idle) = pump.status()
-            if done || hungUp() || idle > .milliseconds(500) { Lifecycle.exit(0) }
-            Lifecycle.sleep(milliseconds: 20)
+            if done || hungUp() || idle > .milliseconds(500) { return }
+            Thread.sleep(forTimeInterval: 0.02)
         }
     }
 }
@@ -269,6 +116,22 @@ final class StdinPump: Sendable {
     }
 
     private let state = Mutex(State())
+    private let outcome: CommandOutcome
+
+    init(outcome: CommandOutcome) { self.outcome = outcome }
+
+    /// Runs `body` (stdin -> socket) on a thread of its own: stdin is blocking and shared, the reactor
+    /// cannot wait on it.
+    func start(_ body: @escaping @Sendable () throws -> Void) {
+        Thread.detachNewThread {
+            do {
+                try body()
+                self.finish()
+            } catch {
+                self.fail(error)
+            }
+        }
+    }
 
     /// A chunk or message was sent.
     func progressed() { state.withLock { $0.lastProgress = .now } }
@@ -284,10 +147,22 @@ final class StdinPump: Sendable {
         state.withLock { ($0.done, ContinuousClock.now - $0.lastProgress) }
     }
 
-    /// A send failed: a runtime error, unless the peer had already ended (then its EOF rules: status 0).
-    func fail(_ error: UnixSocketError) -> Never {
-        let ended = state.withLock { $0.peerEnded }
-        if ended || error.code == .closed { Lifecycle.exit(0) }
-        Lifecycle.fail(error)
+    /// A send failed: a runtime error that ends the command, unless the peer had already ended (then its
+    /// EOF rules: the relay finishes by itself with status 0).
+    func fail(_ error: any Error) {
+        let ended = state.withLock { state -> Bool in
+            state.done = true
+            return state.peerEnded
+        }
+        if case StdioRelay.Failure.io = error {
+            outcome.finish(error)  // stdin itself failed
+            return
+        }
+        if ended { return }
+        if let error = error as? UnixSocketError, error.code == .closed {
+            outcome.finish(.success)
+        } else {
+            outcome.finish(error)
+        }
     }
 }

@@ -35,7 +35,7 @@ struct Send: ParsableCommand {
     func run() throws {
         let payloads = rawArgumentBytes(for: messages)
         let address = address, type = type
-        runCommand {
+        try runCommand {
             if type == .seqpacket {
                 let connection = try UnixSeqPacket.connect(to: address)
                 defer { connection.close() }

@@ -34,7 +34,7 @@ struct SendFD: ParsableCommand {
     func run() throws {
         let names = rawArgumentBytes(for: files)
         let address = address, type = type
-        runCommand {
+        try runCommand {
             let send: ([UInt8], FileDescriptor) throws -> Void
             let close: () -> Void
             if type == .seqpacket {

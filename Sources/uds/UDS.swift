@@ -1,17 +1,13 @@
 import ArgumentParser
 import SystemPackage
-
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#endif
+import UDSBench
+import UnixSockets
 
 /// `uds`: a Unix-socket netcat and socat that passes descriptors, shows peers and keeps socket files safe.
 ///
 /// Exit status: 0 success, 1 runtime error (one `uds: ` line on stderr), 64 usage error.
 @main
-struct UDS: ParsableCommand {
+struct UDS: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "uds",
         abstract: "Unix domain sockets from the shell: nc -U and socat, plus descriptors, peers and safe socket files.",
@@ -36,11 +32,15 @@ struct UDS: ParsableCommand {
     /// Process-wide setup before any command runs: a reader that goes away (`| head`) must not kill us
     /// with SIGPIPE; stdout writes then see EPIPE and end quietly. The parser gets argv with every byte
     /// kept (see ``RawArguments``), not Swift's repaired `CommandLine.arguments`.
-    static func main() {
-        signal(SIGPIPE, SIG_IGN)
+    static func main() async {
+        ProcessControl.ignoreBrokenPipe()
         do {
             var command = try parseAsRoot(RawArguments.parsed.arguments)
-            try command.run()
+            if var command = command as? any AsyncParsableCommand {
+                try await command.run()
+            } else {
+                try command.run()
+            }
         } catch {
             // As ArgumentParser's own main does, except that the NUL marking a raw-bytes token is taken out
             // of the message: it stays readable, and no NUL reaches the terminal.
@@ -50,7 +50,7 @@ struct UDS: ParsableCommand {
                 let output = code == .success ? StandardIO.output : FileDescriptor.standardError
                 _ = try? Array((message + "\n").utf8).withUnsafeBytes { try output.writeAll($0) }
             }
-            processExit(code.rawValue)
+            if code != .success { Self.exit(withError: ExitCode(code.rawValue)) }
         }
     }
 }

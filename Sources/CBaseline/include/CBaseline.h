@@ -79,6 +79,10 @@ enum {
 //                   datagram of exactly `size` bytes.
 // size >= 1. Messages (seqpacket/dgram) are limited by SO_SNDBUF (about 200 KiB by default).
 
+/// The socket type constant (SOCK_STREAM, SOCK_SEQPACKET, SOCK_DGRAM) for "stream", "seqpacket" or
+/// "dgram"; -EINVAL for any other name. So callers need not import <sys/socket.h> themselves.
+int cb_socket_type(const char *name);
+
 /// Pingpong server: echoes `total_iterations` (= warmup + iterations of the client)
 /// messages, then closes and unlinks `path`.
 int cb_pingpong_server(const char *path, int type, size_t size, long total_iterations,
@@ -186,6 +190,11 @@ int cb_allowed_cpu(int index);
 /// Pins the calling thread to CPU number `cpu` (sched_setaffinity(0, ...)). Threads and
 /// processes created afterwards inherit the mask. -EINVAL if the CPU is not available.
 int cb_pin_to_cpu(int cpu);
+
+/// Pins every thread of the process (those that exist now, through /proc/self/task; threads created later
+/// inherit their creator's mask) to `cpu`. For a process whose threads (an async runtime's pool) may
+/// already run when it pins. 0 or -errno.
+int cb_pin_process_to_cpu(int cpu);
 
 #ifdef __cplusplus
 }

@@ -8,12 +8,6 @@ import CBaseline
 import SystemPackage
 import UnixSockets
 
-#if canImport(Glibc)
-@preconcurrency import Glibc
-#elseif canImport(Musl)
-@preconcurrency import Musl
-#endif
-
 /// What a client measured.
 enum BenchMeasurement: Sendable {
     /// Round-trip times in ns.
@@ -28,28 +22,29 @@ private func protocolError(_ what: String) -> BenchError { BenchError("bench pro
 
 private func signalReady(_ fd: Int32) {
     guard fd >= 0 else { return }
-    var byte: UInt8 = 0x52
-    while write(fd, &byte, 1) < 0 && errno == EINTR {}
+    _ = try? [UInt8(0x52)].withUnsafeBytes { try FileDescriptor(rawValue: fd).writeAll($0) }
 }
 
 enum BenchRunner {
     // MARK: Dispatch
 
-    static func runServer(_ job: BenchJob) throws {
+    static func runServer(_ job: BenchJob) async throws {
         switch (job.impl, job.api) {
         case (.c, _): try cServer(job)
         case (.swift, .blocking): try swiftServer(job)
-        case (.swift, .async), (.swift, .asyncReactor):
-            try runBlocking(onReactor: job.api == .asyncReactor) { try await asyncServer(job) }
+        case (.swift, .async): try await asyncServer(job)
+        case (.swift, .asyncReactor):
+            try await withTaskExecutorPreference(UnixReactor.shared) { try await asyncServer(job) }
         }
     }
 
-    static func runClient(_ job: BenchJob) throws -> BenchMeasurement {
+    static func runClient(_ job: BenchJob) async throws -> BenchMeasurement {
         switch (job.impl, job.api) {
         case (.c, _): return try cClient(job)
         case (.swift, .blocking): return try swiftClient(job)
-        case (.swift, .async), (.swift, .asyncReactor):
-            return try runBlocking(onReactor: job.api == .asyncReactor) { try await asyncClient(job) }
+        case (.swift, .async): return try await asyncClient(job)
+        case (.swift, .asyncReactor):
+            return try await withTaskExecutorPreference(UnixReactor.shared) { try await asyncClient(job) }
         }
     }
 
@@ -372,10 +367,14 @@ enum BenchRunner {
     }
 
     private static func swiftDescriptorClient(_ job: BenchJob, _ address: UnixAddress) throws -> BenchMeasurement {
-        let passed = open("/dev/null", O_RDONLY | O_CLOEXEC)
-        guard passed >= 0 else { throw BenchError("open /dev/null: \(String(cString: strerror(errno)))") }
-        defer { close(passed) }
-        let descriptors = [FileDescriptor(rawValue: passed)]
+        let passed: FileDescriptor
+        do {
+            passed = try FileDescriptor.open("/dev/null", .readOnly, options: [.closeOnExec])
+        } catch {
+            throw BenchError("open /dev/null: \(error)")
+        }
+        defer { try? passed.close() }
+        let descriptors = [passed]
         let payload: [UInt8] = [0x46]
         var ack: [UInt8] = [0, 0]
         if job.type == "stream" {

@@ -1,16 +1,14 @@
 import ArgumentParser
 import Foundation
+import SystemPackage
 import UnixSockets
 
-#if canImport(Glibc)
-@preconcurrency import Glibc
-#elseif canImport(Musl)
-@preconcurrency import Musl
-#endif
+/// `uds bench`: the library beside a C baseline, interleaved, in one run. The `uds` executable lists it
+/// as a subcommand; everything it needs (CBaseline included) lives in this module.
+public struct Bench: AsyncParsableCommand {
+    public init() {}
 
-/// `uds bench`: the library beside a C baseline, interleaved, in one run.
-struct Bench: ParsableCommand {
-    static let configuration = CommandConfiguration(
+    public static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Measure the library beside a C baseline: latency, throughput, descriptor and accept rates.",
         discussion: """
@@ -41,40 +39,45 @@ struct Bench: ParsableCommand {
     @Option(help: .hidden)
     var peer: String?
 
-    func validate() throws {
+    public func validate() throws {
         if let runs, runs < 1 { throw ValidationError("--runs must be at least 1") }
         if let placement, !["same", "split", "both"].contains(placement) {
             throw ValidationError("--placement takes same, split or both (got '\(placement)')")
         }
     }
 
-    func run() throws {
-        if let peer {
-            runCommand { try BenchPeerMode.run(peer) }
-        }
-        runCommand {
-            let failed = try BenchDriver(
+    /// Returns on success; a failure is one `uds: ` line on stderr and status 1.
+    public func run() async throws {
+        do {
+            if let peer {
+                try await BenchPeerMode.run(peer)
+                return
+            }
+            let failed = try await BenchDriver(
                 quick: quick, json: json, runs: runs ?? (quick ? 1 : 5),
                 placement: placement ?? (quick ? "same" : "both"), only: only
             ).run()
-            if failed > 0 { throw CLIError("\(failed) scenario(s) failed (see above)") }
+            if failed > 0 { throw BenchError("\(failed) scenario(s) failed (see above)") }
+        } catch {
+            BenchSystem.writeStderr("uds: " + "\(error)".replacingOccurrences(of: "\n", with: " ") + "\n")
+            throw ExitCode(1)
         }
     }
 }
 
 /// `uds bench --peer JOB`: one side of one run, started by the measuring process.
 enum BenchPeerMode {
-    static func run(_ text: String) throws {
+    static func run(_ text: String) async throws {
         let job = try JSONDecoder().decode(BenchJob.self, from: Data(text.utf8))
         BenchSystem.raiseDescriptorLimit()
         if let cpu = job.cpu { try BenchSystem.pin(cpu) }
-        if job.watchdog > 0 { alarm(job.watchdog) }
+        if job.watchdog > 0 { ProcessControl.endAfter(seconds: job.watchdog) }
         switch job.role {
         case .server:
-            try BenchRunner.runServer(job)
+            try await BenchRunner.runServer(job)
         case .client:
             // For profiling one side alone (valgrind): prints what it measured.
-            switch try BenchRunner.runClient(job) {
+            switch try await BenchRunner.runClient(job) {
             case .samples(let samples):
                 let sorted = samples.sorted()
                 print(
@@ -287,7 +290,7 @@ struct BenchDriver {
     #endif
 
     /// Runs the selected scenarios; returns the number that failed.
-    func run() throws -> Int {
+    func run() async throws -> Int {
         #if DEBUG
         BenchSystem.writeStderr(
             "uds bench: WARNING: this is a debug build: its numbers measure nothing. "
@@ -296,7 +299,7 @@ struct BenchDriver {
         BenchSystem.raiseDescriptorLimit()
         let cpus = BenchSystem.allowedCPUs()  // before pinning
         let clientCPU = cpus[0]
-        try BenchSystem.pin(clientCPU)  // before any other thread exists: they all inherit it
+        try BenchSystem.pin(clientCPU)  // every thread, those that exist already included
         var placements: [(String, Int)] = []
         if placement != "split" { placements.append(("same", clientCPU)) }
         if placement != "same" {
@@ -309,7 +312,7 @@ struct BenchDriver {
         let rows = benchRows(quick ? .quick : .full).filter { row in
             only.isEmpty || only.contains { row.id.contains($0) }
         }
-        if rows.isEmpty { throw CLIError("no scenario matches --only \(only.joined(separator: " "))") }
+        if rows.isEmpty { throw BenchError("no scenario matches --only \(only.joined(separator: " "))") }
         let directory = try BenchSystem.makeTempDir()
         defer { BenchSystem.removeTree(directory) }
         var context = RunContext(
@@ -330,7 +333,7 @@ struct BenchDriver {
                     continue
                 }
                 do {
-                    try context.measure(row, placement: name, serverCPU: serverCPU, runs: runs, into: &result)
+                    try await context.measure(row, placement: name, serverCPU: serverCPU, runs: runs, into: &result)
                 } catch {
                     failed += 1
                     result.error = "\(error)"
@@ -382,7 +385,7 @@ struct RunContext {
 
     mutating func measure(
         _ row: BenchRow, placement: String, serverCPU: Int, runs: Int, into result: inout BenchRowResult
-    ) throws {
+    ) async throws {
         if !terminal {
             BenchSystem.writeStderr("uds bench: [\(index)/\(total)] \(row.title) (\(placement))\n")
         }
@@ -392,7 +395,7 @@ struct RunContext {
         for run in 1...rowRuns {
             for impl in row.hasC ? [BenchJob.Impl.swift, .c] : [.swift] {
                 progress("uds bench: [\(index)/\(total)] \(row.title) (\(placement)) run \(run)/\(rowRuns) \(impl.rawValue)")
-                let measurement = try runOnce(row.job, impl: impl, serverCPU: serverCPU)
+                let measurement = try await runOnce(row.job, impl: impl, serverCPU: serverCPU)
                 if impl == .swift { swiftRuns.append(measurement) } else { cRuns.append(measurement) }
             }
         }
@@ -408,7 +411,7 @@ struct RunContext {
     }
 
     /// One run: starts the server peer, runs the client here, waits for the peer.
-    mutating func runOnce(_ template: BenchJob, impl: BenchJob.Impl, serverCPU: Int) throws -> BenchMeasurement {
+    mutating func runOnce(_ template: BenchJob, impl: BenchJob.Impl, serverCPU: Int) async throws -> BenchMeasurement {
         counter += 1
         var job = template
         job.impl = impl
@@ -419,17 +422,13 @@ struct RunContext {
         server.role = .server
         server.cpu = serverCPU
         server.watchdog = 600
-        let peer = try BenchPeer.start(server, executable: executable)
-        let measurement: BenchMeasurement
+        job.role = .client
+        let client = job
         do {
-            job.role = .client
-            measurement = try BenchRunner.runClient(job)
-        } catch {
-            peer.kill()
-            throw error
+            return try await BenchPeer.run(server, executable: executable) { try await BenchRunner.runClient(client) }
+        } catch let failure as BenchPeer.ServerFailure {
+            throw BenchError("the \(impl.rawValue) server failed: \(failure.description)")
         }
-        if let failure = peer.wait() { throw BenchError("the \(impl.rawValue) server failed: \(failure)") }
-        return measurement
     }
 
     /// The per-run value of a measurement in the row's metric.
