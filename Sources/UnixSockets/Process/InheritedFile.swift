@@ -1,30 +1,35 @@
-import CUnixSockets  // stat and S_IF* through the shim's headers, as in Socket/Splice.swift
 import SystemPackage
 
 /// Reading a descriptor the process was handed (by `SCM_RIGHTS`, or inherited) without changing its open
 /// file: its O_NONBLOCK flag is shared with other processes and never touched. For `uds recv-fd`.
 package enum InheritedFile {
-    /// What the descriptor is, for messages.
-    package enum Kind: String, Sendable {
-        case regularFile = "regular file", directory, pipe, socket, characterDevice = "character device"
-        case blockDevice = "block device", other = "file"
-
-        /// Whether a read can wait for a writer (so it goes through poll first).
-        package var canWait: Bool { self != .regularFile && self != .blockDevice }
+    /// The type of file behind `fd` (fstat).
+    package static func kind(of fd: FileDescriptor) -> Result<FileStatus.FileType, Errno> {
+        FileStatus.of(fd.rawValue).map(\.type)
     }
 
-    /// The kind of file behind `fd` (fstat).
-    package static func kind(of fd: FileDescriptor) -> Result<Kind, Errno> {
-        var info = stat()
-        return system_fstat(fd.rawValue, &info).map { _ in
-            switch info.st_mode & mode_t(S_IFMT) {
-            case mode_t(S_IFREG): .regularFile
-            case mode_t(S_IFDIR): .directory
-            case mode_t(S_IFIFO): .pipe
-            case mode_t(S_IFSOCK): .socket
-            case mode_t(S_IFCHR): .characterDevice
-            case mode_t(S_IFBLK): .blockDevice
-            default: .other
+    /// Whether a read of this type of file can wait for a writer (so it goes through poll first).
+    package static func canWait(_ kind: FileStatus.FileType) -> Bool { kind != .regular && kind != .blockDevice }
+
+    /// Whether O_NONBLOCK is set on the open file behind `fd` (read only; never changed here).
+    package static func isNonBlocking(_ fd: FileDescriptor) -> Bool {
+        guard case .success(let flags) = system_fcntl(fd.rawValue, SystemConstants.fcntlGetStatusFlags) else { return false }
+        return flags & SystemConstants.openNonBlocking != 0
+    }
+
+    /// Waits until `fd` is readable (or hung up). For an inherited descriptor someone else made non-blocking.
+    package static func waitReadable(_ fd: FileDescriptor) { wait(fd, events: SystemConstants.pollIn) }
+
+    /// Waits until `fd` is writable (or hung up).
+    package static func waitWritable(_ fd: FileDescriptor) { wait(fd, events: SystemConstants.pollOut) }
+
+    private static func wait(_ fd: FileDescriptor, events: Int16) {
+        var entry = PollDescriptor(fd.rawValue, events: events)
+        while true {
+            switch entry.poll(timeoutMilliseconds: -1) {
+            case .success: return
+            case .failure(.interrupted): continue
+            case .failure: return  // the next I/O call reports the problem
             }
         }
     }
@@ -44,10 +49,10 @@ package enum InheritedFile {
     /// most `idleMilliseconds`), and again after poll if the data was gone (EAGAIN). A socket is read with
     /// MSG_DONTWAIT.
     package static func readOnce(
-        _ fd: FileDescriptor, kind: Kind, into buffer: UnsafeMutableRawBufferPointer, idleMilliseconds: Int32
+        _ fd: FileDescriptor, kind: FileStatus.FileType, into buffer: UnsafeMutableRawBufferPointer, idleMilliseconds: Int32
     ) -> ReadResult {
         while true {
-            if kind.canWait {
+            if canWait(kind) {
                 switch pollReadable(fd, timeoutMilliseconds: idleMilliseconds) {
                 case .success(true): break
                 case .success(false): return .idle
@@ -56,7 +61,7 @@ package enum InheritedFile {
             }
             switch system_readOnce(fd.rawValue, into: buffer, socket: kind == .socket) {
             case .success(let count): return count == 0 ? .endOfFile : .data(count)
-            case .failure(let errno) where errno == .resourceTemporarilyUnavailable && kind.canWait: continue
+            case .failure(let errno) where errno == .resourceTemporarilyUnavailable && canWait(kind): continue
             case .failure(let errno): return .failed(errno)
             }
         }
@@ -65,14 +70,14 @@ package enum InheritedFile {
     /// poll(2) for readability: true when readable (or hung up), false when the timeout passed first.
     /// POLLNVAL is EBADF.
     static func pollReadable(_ fd: FileDescriptor, timeoutMilliseconds: Int32) -> Result<Bool, Errno> {
-        var entry = pollfd(fd: fd.rawValue, events: Int16(POLLIN), revents: 0)
+        var entry = PollDescriptor(fd.rawValue, events: SystemConstants.pollIn)
         while true {
-            switch system_poll(&entry, 1, timeoutMilliseconds) {
+            switch entry.poll(timeoutMilliseconds: timeoutMilliseconds) {
             case .failure(.interrupted): continue  // a signal: poll again (with the whole idle bound, as before)
             case .failure(let errno): return .failure(errno)
             case .success(0): return .success(false)
             case .success:
-                if entry.revents & Int16(POLLNVAL) != 0 { return .failure(.badFileDescriptor) }
+                if entry.returnedEvents & SystemConstants.pollInvalid != 0 { return .failure(.badFileDescriptor) }
                 return .success(true)
             }
         }

@@ -44,7 +44,7 @@ package enum StdioRelay {
             } catch let errno as Errno where errno == .brokenPipe {
                 throw .outputClosed
             } catch let errno as Errno where errno == .resourceTemporarilyUnavailable {
-                InheritedDescriptor.waitWritable(output)  // someone else made the shared file non-blocking
+                InheritedFile.waitWritable(output)  // someone else made the shared file non-blocking
             } catch let errno as Errno where errno == .interrupted {
                 continue
             } catch {
@@ -61,7 +61,7 @@ package enum StdioRelay {
             do {
                 return try input.read(into: buffer)
             } catch let errno as Errno where errno == .resourceTemporarilyUnavailable {
-                InheritedDescriptor.waitReadable(input)
+                InheritedFile.waitReadable(input)
             } catch let errno as Errno where errno == .interrupted {
                 continue
             } catch {
@@ -72,7 +72,7 @@ package enum StdioRelay {
 
     /// Whether splice(2) can serve `fd`: a pipe that is not in non-blocking mode.
     package static func canSplice(_ fd: FileDescriptor) -> Bool {
-        InheritedDescriptor.kind(of: fd) == .pipe && !InheritedDescriptor.isNonBlocking(fd)
+        InheritedFile.kind(of: fd) == .success(.fifo) && !InheritedFile.isNonBlocking(fd)
     }
 
     /// socket -> `output` until the peer's EOF.

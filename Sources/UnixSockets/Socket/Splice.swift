@@ -1,56 +1,10 @@
 import SystemPackage
 
-/// Zero-copy moves between a stream socket and a pipe (splice(2)), and the few facts about an inherited
-/// descriptor the CLI needs to choose a copy strategy. Package access: the `uds` tool's fast path.
-///
-/// The socket is non-blocking, which makes the kernel treat the whole splice as non-blocking (the pipe
-/// side included), so EAGAIN can come from either side: the wait polls the pipe first, then the socket.
-/// The pipe's own O_NONBLOCK flag is never changed (it belongs to an open file shared with other processes).
-package enum InheritedDescriptor {
-    /// What kind of file a descriptor is.
-    package enum Kind: Sendable, Equatable {
-        case pipe, regularFile, socket, characterDevice, other
-    }
-
-    /// The kind of file behind `fd` (fstat), or nil if it is not open.
-    package static func kind(of fd: FileDescriptor) -> Kind? {
-        guard case .success(let info) = FileStatus.of(fd.rawValue) else { return nil }
-        switch info.type {
-        case .fifo: return .pipe
-        case .regular: return .regularFile
-        case .socket: return .socket
-        case .characterDevice: return .characterDevice
-        case .other: return .other
-        }
-    }
-
-    /// Whether O_NONBLOCK is set on the open file behind `fd` (read only; never changed here).
-    package static func isNonBlocking(_ fd: FileDescriptor) -> Bool {
-        guard case .success(let flags) = system_fcntl(fd.rawValue, SystemConstants.fcntlGetStatusFlags) else { return false }
-        return flags & SystemConstants.openNonBlocking != 0
-    }
-
-    /// Waits until `fd` is readable (or hung up). For an inherited descriptor someone else made non-blocking.
-    package static func waitReadable(_ fd: FileDescriptor) {
-        wait(fd.rawValue, events: SystemConstants.pollIn)
-    }
-
-    /// Waits until `fd` is writable (or hung up).
-    package static func waitWritable(_ fd: FileDescriptor) {
-        wait(fd.rawValue, events: SystemConstants.pollOut)
-    }
-
-    static func wait(_ fd: CInt, events: Int16) {
-        var entry = PollDescriptor(fd, events: events)
-        while true {
-            switch entry.poll(timeoutMilliseconds: -1) {
-            case .success: return
-            case .failure(.interrupted): continue
-            case .failure: return  // the next I/O call reports the problem
-            }
-        }
-    }
-}
+// Zero-copy moves between a stream socket and a pipe (splice(2)). Package access: the `uds` tool's fast path.
+//
+// The socket is non-blocking, which makes the kernel treat the whole splice as non-blocking (the pipe
+// side included), so EAGAIN can come from either side: the wait polls the pipe first, then the socket.
+// The pipe's own O_NONBLOCK flag is never changed (it belongs to an open file shared with other processes).
 
 extension UnixStream {
     /// Moves up to `maxBytes` from this socket into `pipe` without copying through user space.
@@ -64,7 +18,7 @@ extension UnixStream {
                 case .success(.done(let count)): return count
                 case .success(.wouldBlock):
                     // Either the pipe is full or the socket is empty: wait for the pipe, then the socket.
-                    InheritedDescriptor.wait(pipe.rawValue, events: SystemConstants.pollOut)
+                    InheritedFile.waitWritable(pipe)
                     try core.wait(fd, events: SystemConstants.pollIn, deadline: nil, operation: "splice")
                 case .failure(let errno): throw core.mapError("splice", errno)
                 }
@@ -83,7 +37,7 @@ extension UnixStream {
                 switch system_splice(pipe.rawValue, fd, maxBytes, SystemConstants.spliceMove) {
                 case .success(.done(let count)): return count
                 case .success(.wouldBlock):
-                    InheritedDescriptor.wait(pipe.rawValue, events: SystemConstants.pollIn)
+                    InheritedFile.waitReadable(pipe)
                     try core.wait(fd, events: SystemConstants.pollOut, deadline: nil, operation: "splice")
                 case .failure(let errno): throw core.mapError("splice", errno)
                 }

@@ -6,7 +6,20 @@ import SystemPackage
 package struct FileStatus: Equatable, Sendable {
     /// The file type bits of `st_mode`.
     package enum FileType: Sendable, Equatable {
-        case fifo, regular, socket, characterDevice, other
+        case fifo, regular, directory, socket, characterDevice, blockDevice, other
+
+        /// The type's name in messages ("pipe", "regular file", ...).
+        package var name: String {
+            switch self {
+            case .fifo: "pipe"
+            case .regular: "regular file"
+            case .directory: "directory"
+            case .socket: "socket"
+            case .characterDevice: "character device"
+            case .blockDevice: "block device"
+            case .other: "file"
+            }
+        }
     }
 
     package let type: FileType
@@ -19,6 +32,8 @@ package struct FileStatus: Equatable, Sendable {
         case mode_t(S_IFREG): type = .regular
         case mode_t(S_IFSOCK): type = .socket
         case mode_t(S_IFCHR): type = .characterDevice
+        case mode_t(S_IFDIR): type = .directory
+        case mode_t(S_IFBLK): type = .blockDevice
         default: type = .other
         }
         device = UInt64(info.st_dev)

@@ -27,4 +27,5 @@ package struct PollDescriptor {
 
 extension SystemConstants {
     package static let pollHup = Int16(POLLHUP)
+    package static let pollInvalid = Int16(POLLNVAL)
 }
