@@ -127,19 +127,19 @@ final class DescriptorCopy {
 
     /// Copies descriptor `number` (1-based, in the order received); false if it could not be read to its end.
     func copy(_ descriptor: FileDescriptor, number: Int) throws(StdioRelay.Failure) -> Bool {
-        let kind: FileStatus.FileType
+        let kind: InheritedFile.FileType
         switch InheritedFile.kind(of: descriptor) {
         case .success(let found): kind = found
         case .failure(let errno):
             Lifecycle.diagnostic("descriptor \(number): fstat: \(errno); skipped")
             return false
         }
-        let label = "descriptor \(number) (\(kind.name))"
-        if kind == .directory {
+        let label = "descriptor \(number) (\(InheritedFile.name(of: kind)))"
+        if InheritedFile.isDirectory(kind) {
             Lifecycle.diagnostic("\(label): a directory has no content to copy; skipped")
             return false
         }
-        let reader = kind == .fifo ? InheritedFile.privateReader(for: descriptor) : nil
+        let reader = InheritedFile.isPipe(kind) ? InheritedFile.privateReader(for: descriptor) : nil
         defer { try? reader?.close() }
         let fd = reader ?? descriptor
         var copied = 0

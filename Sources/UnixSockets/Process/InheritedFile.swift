@@ -3,13 +3,25 @@ import SystemPackage
 /// Reading a descriptor the process was handed (by `SCM_RIGHTS`, or inherited) without changing its open
 /// file: its O_NONBLOCK flag is shared with other processes and never touched. For `uds recv-fd`.
 package enum InheritedFile {
+    /// What a descriptor is (a pipe, a regular file, ...).
+    package typealias FileType = FileStatus.FileType
+
     /// The type of file behind `fd` (fstat).
-    package static func kind(of fd: FileDescriptor) -> Result<FileStatus.FileType, Errno> {
+    package static func kind(of fd: FileDescriptor) -> Result<FileType, Errno> {
         FileStatus.of(fd.rawValue).map(\.type)
     }
 
+    /// The type's name in messages ("pipe", "regular file", ...).
+    package static func name(of kind: FileType) -> String { kind.name }
+
+    /// Whether the descriptor is a directory (nothing to read).
+    package static func isDirectory(_ kind: FileType) -> Bool { kind == .directory }
+
+    /// Whether the descriptor is a pipe or FIFO (which `privateReader(for:)` can reopen).
+    package static func isPipe(_ kind: FileType) -> Bool { kind == .fifo }
+
     /// Whether a read of this type of file can wait for a writer (so it goes through poll first).
-    package static func canWait(_ kind: FileStatus.FileType) -> Bool { kind != .regular && kind != .blockDevice }
+    package static func canWait(_ kind: FileType) -> Bool { kind != .regular && kind != .blockDevice }
 
     /// Whether O_NONBLOCK is set on the open file behind `fd` (read only; never changed here).
     package static func isNonBlocking(_ fd: FileDescriptor) -> Bool {
@@ -49,7 +61,7 @@ package enum InheritedFile {
     /// most `idleMilliseconds`), and again after poll if the data was gone (EAGAIN). A socket is read with
     /// MSG_DONTWAIT.
     package static func readOnce(
-        _ fd: FileDescriptor, kind: FileStatus.FileType, into buffer: UnsafeMutableRawBufferPointer, idleMilliseconds: Int32
+        _ fd: FileDescriptor, kind: FileType, into buffer: UnsafeMutableRawBufferPointer, idleMilliseconds: Int32
     ) -> ReadResult {
         while true {
             if canWait(kind) {
