@@ -1,10 +1,11 @@
 import Synchronization
 public import SystemPackage
 
-/// A frame received over a ``FramedStream``: its payload and the descriptors that arrived with its first byte.
+/// A frame received over a ``FramedStream``: its bytes (the payload, without the length header) and the
+/// descriptors that arrived with its first byte. Named as ``UnixMessage``'s parts are.
 public struct FramedMessage: Sendable {
-    /// The frame's payload.
-    public var payload: [UInt8]
+    /// The frame's bytes: its payload, without the 4-byte length header.
+    public var bytes: [UInt8]
     /// Descriptors sent with this frame (owned; closed when dropped unless taken).
     public var descriptors: [OwnedDescriptor]
 }
@@ -93,26 +94,26 @@ public final class FramedStream: Sendable {
 
     // MARK: Sending
 
-    private func encode(_ payload: [UInt8]) throws(UnixSocketError) -> [UInt8] {
+    private func encode(_ bytes: [UInt8]) throws(UnixSocketError) -> [UInt8] {
         var wire: [UInt8] = []
-        try encoder.encode(payload, into: &wire)
+        try encoder.encode(bytes, into: &wire)
         return wire
     }
 
     /// Sends one frame with `descriptors` attached to its first byte (blocking).
     /// - Throws: ``UnixSocketError`` `.frameTooLarge`, or what the stream's send throws.
-    public func send(_ payload: [UInt8], descriptors: [FileDescriptor] = [], timeout: Duration? = nil)
+    public func send(_ bytes: [UInt8], descriptors: [FileDescriptor] = [], timeout: Duration? = nil)
         throws(UnixSocketError)
     {
-        let wire = try encode(payload)
+        let wire = try encode(bytes)
         try sendGate.withBlockingTurn(timeout: timeout, address: stream.core.address) { () throws(UnixSocketError) in
             try stream.send(wire, descriptors: descriptors, timeout: timeout)
         }
     }
 
     /// Sends one frame with `descriptors` attached to its first byte.
-    public func send(_ payload: [UInt8], descriptors: [FileDescriptor] = [], timeout: Duration? = nil) async throws {
-        let wire = try encode(payload)
+    public func send(_ bytes: [UInt8], descriptors: [FileDescriptor] = [], timeout: Duration? = nil) async throws {
+        let wire = try encode(bytes)
         await sendGate.enter()
         defer { sendGate.leave() }
         try await stream.send(wire, descriptors: descriptors, timeout: timeout)
@@ -160,7 +161,7 @@ public final class FramedStream: Sendable {
                 attached = pending.descriptors
                 state.pending = nil
             }
-            state.ready.append(FramedMessage(payload: frame.payload, descriptors: attached))
+            state.ready.append(FramedMessage(bytes: frame.payload, descriptors: attached))
             if frame.startOffset >= readStart { lastStartingHere = state.ready.count - 1 }
             if frame.startOffset == inProgress { inProgressIndex = state.ready.count - 1 }
         }
