@@ -43,6 +43,9 @@ public final class FramedStream: Sendable {
         var ended = false
     }
 
+    /// The address errors name: the one this stream was connected to (nil for a pair).
+    private var address: UnixAddress? { stream.core.address }
+
     /// The most descriptors accepted with one read.
     public let maxDescriptorsPerRead: Int
     /// The most descriptors one frame may collect.
@@ -106,7 +109,7 @@ public final class FramedStream: Sendable {
         throws(UnixSocketError)
     {
         let wire = try encode(bytes)
-        try sendGate.withBlockingTurn(timeout: timeout, address: stream.core.address) { () throws(UnixSocketError) in
+        try sendGate.withBlockingTurn(timeout: timeout, address: address) { () throws(UnixSocketError) in
             try stream.send(wire, descriptors: descriptors, timeout: timeout)
         }
     }
@@ -128,7 +131,7 @@ public final class FramedStream: Sendable {
         }
         guard let state else {
             throw UnixSocketError(
-                .invalidArgument, operation: operation, address: stream.core.address,
+                .invalidArgument, operation: operation, address: address,
                 detail: "another task is already receiving on this framed stream")
         }
         return state
@@ -234,6 +237,65 @@ public final class FramedStream: Sendable {
         }
     }
 
+    /// One receive call in progress: the reader state it checked out and its deadlines. All of a receive but
+    /// the read itself lives here, once for both faces: whether a frame is ready or the stream ended, how long
+    /// the next read may wait, how many bytes and descriptors it may take, and what the read's bytes and
+    /// descriptors become. A face asks ``nextRead()`` until it returns nil, doing each read its own way
+    /// (blocking, or awaited), then takes the frame.
+    struct Receiving {
+        /// What the next read may take and how long it may wait (nil: no limit).
+        struct Read {
+            let maxBytes: Int
+            let maxDescriptors: Int
+            let timeout: Duration?
+        }
+
+        fileprivate(set) var state: ReaderState
+        private var deadlines: FrameDeadlines
+        private let maxDescriptorsPerRead: Int
+        private let maxDescriptorsPerFrame: Int
+        private let address: UnixAddress?
+
+        fileprivate init(
+            state: ReaderState, deadlines: FrameDeadlines, maxDescriptorsPerRead: Int, maxDescriptorsPerFrame: Int,
+            address: UnixAddress?
+        ) {
+            self.state = state
+            self.deadlines = deadlines
+            self.maxDescriptorsPerRead = maxDescriptorsPerRead
+            self.maxDescriptorsPerFrame = maxDescriptorsPerFrame
+            self.address = address
+        }
+
+        /// The read to do next, or nil when a frame is ready or the stream has ended.
+        /// - Throws: ``UnixSocketError`` `.timedOut` once a deadline has passed.
+        mutating func nextRead() throws(UnixSocketError) -> Read? {
+            guard state.ready.isEmpty, !state.ended else { return nil }
+            let timeout = try deadlines.remaining(frameStarted: state.decoder.bufferedByteCount > 0, address: address)
+            return Read(maxBytes: FramedStream.readSize, maxDescriptors: maxDescriptorsPerRead, timeout: timeout)
+        }
+
+        /// Feeds one read's message (see ``FramedStream/ingest(_:_:maxDescriptorsPerFrame:address:)``).
+        mutating func ingest(_ message: UnixMessage) throws(UnixSocketError) {
+            try FramedStream.ingest(&state, message, maxDescriptorsPerFrame: maxDescriptorsPerFrame, address: address)
+        }
+
+        /// The next frame once ``nextRead()`` returned nil; nil at the end of the stream.
+        mutating func takeFrame() -> FramedMessage? {
+            state.ready.isEmpty ? nil : state.ready.removeFirst()
+        }
+    }
+
+    /// Checks the reader state out for one receive (hand it back with `checkIn(receiving.state)`).
+    private func beginReceive(timeout: Duration?, idleTimeout: Duration?, frameTimeout: Duration?)
+        throws(UnixSocketError) -> Receiving
+    {
+        let deadlines = try FrameDeadlines(timeout: timeout, idleTimeout: idleTimeout, frameTimeout: frameTimeout)
+        return Receiving(
+            state: try checkOut("receive frame"), deadlines: deadlines, maxDescriptorsPerRead: maxDescriptorsPerRead,
+            maxDescriptorsPerFrame: maxDescriptorsPerFrame, address: address)
+    }
+
     /// Receives the next frame (blocking); nil at a clean end of stream.
     /// - Parameters:
     ///   - timeout: a deadline for the whole call.
@@ -243,18 +305,12 @@ public final class FramedStream: Sendable {
     public func receive(timeout: Duration? = nil, idleTimeout: Duration? = nil, frameTimeout: Duration? = nil)
         throws(UnixSocketError) -> FramedMessage?
     {
-        var state = try checkOut("receive frame")
-        defer { checkIn(state) }
-        var deadlines = try FrameDeadlines(timeout: timeout, idleTimeout: idleTimeout, frameTimeout: frameTimeout)
-        while state.ready.isEmpty {
-            if state.ended { return nil }
-            let remaining = try deadlines.remaining(
-                frameStarted: state.decoder.bufferedByteCount > 0, address: stream.core.address)
-            let message = try stream.receive(
-                maxBytes: Self.readSize, maxDescriptors: maxDescriptorsPerRead, timeout: remaining)
-            try ingest(&state, message)
+        var receiving = try beginReceive(timeout: timeout, idleTimeout: idleTimeout, frameTimeout: frameTimeout)
+        defer { checkIn(receiving.state) }
+        while let read = try receiving.nextRead() {
+            try receiving.ingest(stream.receive(maxBytes: read.maxBytes, maxDescriptors: read.maxDescriptors, timeout: read.timeout))
         }
-        return state.ready.removeFirst()
+        return receiving.takeFrame()
     }
 
     /// Receives the next frame; nil at a clean end of stream.
@@ -262,22 +318,13 @@ public final class FramedStream: Sendable {
     public func receive(timeout: Duration? = nil, idleTimeout: Duration? = nil, frameTimeout: Duration? = nil)
         async throws -> FramedMessage?
     {
-        var state = try checkOut("receive frame")
-        defer { checkIn(state) }
-        var deadlines = try FrameDeadlines(timeout: timeout, idleTimeout: idleTimeout, frameTimeout: frameTimeout)
-        while state.ready.isEmpty {
-            if state.ended { return nil }
-            let remaining = try deadlines.remaining(
-                frameStarted: state.decoder.bufferedByteCount > 0, address: stream.core.address)
-            let message = try await stream.receive(
-                maxBytes: Self.readSize, maxDescriptors: maxDescriptorsPerRead, timeout: remaining)
-            try ingest(&state, message)
+        var receiving = try beginReceive(timeout: timeout, idleTimeout: idleTimeout, frameTimeout: frameTimeout)
+        defer { checkIn(receiving.state) }
+        while let read = try receiving.nextRead() {
+            let message = try await stream.receive(maxBytes: read.maxBytes, maxDescriptors: read.maxDescriptors, timeout: read.timeout)
+            try receiving.ingest(message)
         }
-        return state.ready.removeFirst()
-    }
-
-    private func ingest(_ state: inout ReaderState, _ message: UnixMessage) throws(UnixSocketError) {
-        try Self.ingest(&state, message, maxDescriptorsPerFrame: maxDescriptorsPerFrame, address: stream.core.address)
+        return receiving.takeFrame()
     }
 
     /// Feeds one read to `state`: an empty read is the end of the stream (every descriptor still held is
