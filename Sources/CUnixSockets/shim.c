@@ -28,8 +28,6 @@ const int UDS_SOCK_CLOEXEC = SOCK_CLOEXEC;
 const int UDS_SOCK_NONBLOCK = SOCK_NONBLOCK;
 const int UDS_CLONE_FS = CLONE_FS;
 const int UDS_SPLICE_F_MOVE = SPLICE_F_MOVE;
-const int UDS_SPLICE_F_NONBLOCK = SPLICE_F_NONBLOCK;
-const int UDS_POLLRDHUP = POLLRDHUP;
 const int UDS_F_DUPFD_CLOEXEC = F_DUPFD_CLOEXEC;
 const int UDS_O_PATH = O_PATH;
 
@@ -49,4 +47,3 @@ ssize_t uds_splice(int fd_in, int fd_out, size_t len, unsigned int flags) {
 }
 
 int uds_errno(void) { return errno; }
-void uds_set_errno(int value) { errno = value; }

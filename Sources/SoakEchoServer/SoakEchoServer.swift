@@ -57,7 +57,7 @@ struct SoakEchoServer {
             try await server.run { connection in
                 while let frame = try await connection.receive() {
                     let descriptors = frame.descriptors.compactMap { $0.rawValue.map(FileDescriptor.init(rawValue:)) }
-                    try connection.send(frame.payload, descriptors: descriptors)
+                    try connection.send(frame.bytes, descriptors: descriptors)
                 }
             }
         } catch {

@@ -140,7 +140,7 @@ struct BenchConfig {
 }
 
 let benchSizes = [64, 4096, 65536, 1 << 20]
-let benchTypes = ["stream", "seqpacket", "dgram"]
+let benchTypes = UnixSocketType.allCases
 /// SO_SNDBUF/SO_RCVBUF requested for 1 MiB messages (the kernel doubles it: messages up to 4 MiB - 32).
 let benchLargeSockbuf = 2 << 20
 
@@ -150,7 +150,7 @@ func sizeText(_ size: Int) -> String {
 
 func benchRows(_ config: BenchConfig) -> [BenchRow] {
     var rows: [BenchRow] = []
-    func job(_ scenario: BenchJob.Scenario, _ api: BenchJob.API, _ type: String) -> BenchJob {
+    func job(_ scenario: BenchJob.Scenario, _ api: BenchJob.API, _ type: UnixSocketType) -> BenchJob {
         BenchJob(scenario: scenario, impl: .swift, api: api, type: type, path: "", clientPath: "")
     }
     for api in [BenchJob.API.blocking, .async, .asyncReactor] {
@@ -165,7 +165,7 @@ func benchRows(_ config: BenchConfig) -> [BenchRow] {
                 : BenchTarget(op: "<=", ratio: 1.30, against: "c-blocking")
             rows.append(
                 BenchRow(
-                    id: "rtt.\(type).\(api.rawValue)", title: "round trip \(type) 64 B \(api.rawValue)", job: template,
+                    id: "rtt.\(type.rawValue).\(api.rawValue)", title: "round trip \(type.rawValue) 64 B \(api.rawValue)", job: template,
                     hasC: true, metric: .latency, target: target,
                     note: api == .blocking ? nil : "C side: blocking"))
         }
@@ -182,21 +182,21 @@ func benchRows(_ config: BenchConfig) -> [BenchRow] {
                 if size > 128 << 10 {
                     template.sockbuf = benchLargeSockbuf
                     note = (note.map { $0 + "; " } ?? "") + "SO_SNDBUF/SO_RCVBUF set to 2 MiB on both sides"
-                    if type != "stream" && wmemMax < size + 64 {
+                    if type != .stream && wmemMax < size + 64 {
                         note = "skipped: net.core.wmem_max (\(wmemMax)) is below the message size"
                     }
                 }
                 var target: BenchTarget?
-                if type == "stream" && size == 65536 {
+                if type == .stream && size == 65536 {
                     target = BenchTarget(op: ">=", ratio: 0.95, against: "c-blocking")
-                } else if type != "stream" && (size == 64 || size == 65536) {
+                } else if type != .stream && (size == 64 || size == 65536) {
                     target = BenchTarget(op: ">=", ratio: 0.90, against: "c-blocking")
                 }
                 rows.append(
                     BenchRow(
-                        id: "throughput.\(type).\(sizeText(size).replacingOccurrences(of: " ", with: "")).\(api.rawValue)",
-                        title: "one-way \(type) \(sizeText(size)) \(api.rawValue)", job: template, hasC: true,
-                        metric: type == "stream" ? .bytesPerSecond : .messagesPerSecond, target: target, note: note))
+                        id: "throughput.\(type.rawValue).\(sizeText(size).replacingOccurrences(of: " ", with: "")).\(api.rawValue)",
+                        title: "one-way \(type.rawValue) \(sizeText(size)) \(api.rawValue)", job: template, hasC: true,
+                        metric: type == .stream ? .bytesPerSecond : .messagesPerSecond, target: target, note: note))
             }
         }
     }
@@ -205,20 +205,20 @@ func benchRows(_ config: BenchConfig) -> [BenchRow] {
         template.iterations = config.fdIterations
         rows.append(
             BenchRow(
-                id: "fdpass.\(type).blocking", title: "descriptor passing \(type) blocking", job: template, hasC: true,
+                id: "fdpass.\(type.rawValue).blocking", title: "descriptor passing \(type.rawValue) blocking", job: template, hasC: true,
                 metric: .descriptorsPerSecond, target: BenchTarget(op: ">=", ratio: 0.90, against: "c-blocking"),
                 note: nil))
     }
-    for type in ["stream", "seqpacket"] {
+    for type in [UnixSocketType.stream, .seqPacket] {
         var template = job(.accept, .blocking, type)
         template.iterations = config.acceptIterations
         rows.append(
             BenchRow(
-                id: "accept.\(type).blocking", title: "accept \(type) blocking", job: template, hasC: true,
+                id: "accept.\(type.rawValue).blocking", title: "accept \(type.rawValue) blocking", job: template, hasC: true,
                 metric: .connectionsPerSecond, target: BenchTarget(op: ">=", ratio: 0.85, against: "c-blocking"),
                 note: nil))
     }
-    var many = job(.many, .async, "stream")
+    var many = job(.many, .async, .stream)
     many.size = 64
     many.clients = config.manyClients
     many.iterations = config.manyRounds
@@ -323,7 +323,7 @@ struct BenchDriver {
         for row in rows {
             for (name, serverCPU) in placements {
                 var result = BenchRowResult(
-                    id: row.id, title: row.title, scenario: row.job.scenario.rawValue, type: row.job.type,
+                    id: row.id, title: row.title, scenario: row.job.scenario.rawValue, type: row.job.type.rawValue,
                     api: row.job.api.rawValue, size: row.job.size, placement: name, clientCPU: clientCPU,
                     serverCPU: serverCPU, metric: row.metric.rawValue,
                     better: row.metric.higherIsBetter ? "higher" : "lower", target: row.target, note: row.note)
@@ -441,7 +441,7 @@ struct RunContext {
             let seconds = Double(max(ns, 1)) / 1e9
             switch job.scenario {
             case .throughput:
-                if job.type == "stream" { return (Double(job.totalBytes) / seconds, nil) }
+                if job.type == .stream { return (Double(job.totalBytes) / seconds, nil) }
                 return (Double(job.totalBytes / UInt64(job.size)) / seconds, nil)
             case .fdpass: return (Double(job.iterations) / seconds, nil)
             case .accept: return (Double(job.iterations + 1) / seconds, nil)

@@ -92,7 +92,7 @@ enum BenchRunner {
     static func swiftServer(_ job: BenchJob) throws {
         let address = try UnixAddress.path(job.path)
         switch job.type {
-        case "stream":
+        case .stream:
             let listener = try UnixStreamListener.bind(address, backlog: Int32(CB_LISTEN_BACKLOG))
             defer { listener.close() }
             signalReady(job.readyFD)
@@ -108,7 +108,7 @@ enum BenchRunner {
             defer { connection.close() }
             listener.close()
             try streamServe(connection, job)
-        case "seqpacket":
+        case .seqPacket:
             let listener = try UnixSeqPacketListener.bind(address, backlog: Int32(CB_LISTEN_BACKLOG))
             defer { listener.close() }
             signalReady(job.readyFD)
@@ -124,7 +124,7 @@ enum BenchRunner {
             defer { connection.close() }
             listener.close()
             try seqpacketServe(connection, job)
-        default:
+        case .datagram:
             let socket = try UnixDatagram.bind(address)
             defer { socket.close() }
             if job.sockbuf > 0 { try socket.setBufferSizes(send: job.sockbuf, receive: job.sockbuf) }
@@ -248,7 +248,7 @@ enum BenchRunner {
         case .accept:
             let start = BenchSystem.now()
             for index in 0...job.iterations {
-                if job.type == "seqpacket" {
+                if job.type == .seqPacket {
                     let connection = try UnixSeqPacket.connect(to: address)
                     if index == job.iterations {
                         var ack: [UInt8] = [0, 0]
@@ -269,39 +269,39 @@ enum BenchRunner {
 
     /// A connected client of `job.type` for the message scenarios: seqpacket, or dgram bound to clientPath.
     private enum MessageClient {
-        case seqpacket(UnixSeqPacket)
-        case dgram(UnixDatagram)
+        case seqPacket(UnixSeqPacket)
+        case datagram(UnixDatagram)
 
         static func open(_ job: BenchJob, _ address: UnixAddress) throws -> MessageClient {
-            if job.type == "seqpacket" {
+            if job.type == .seqPacket {
                 let socket = try UnixSeqPacket.connect(to: address)
                 if job.sockbuf > 0 { try socket.setBufferSizes(send: job.sockbuf, receive: job.sockbuf) }
-                return .seqpacket(socket)
+                return .seqPacket(socket)
             }
             let socket = try UnixDatagram.bind(try UnixAddress.path(job.clientPath))
             if job.sockbuf > 0 { try socket.setBufferSizes(send: job.sockbuf, receive: job.sockbuf) }
             try socket.connect(to: address)
-            return .dgram(socket)
+            return .datagram(socket)
         }
 
         func send(_ bytes: [UInt8], descriptors: [FileDescriptor] = []) throws {
             switch self {
-            case .seqpacket(let socket): try socket.send(bytes, descriptors: descriptors)
-            case .dgram(let socket): try socket.send(bytes, descriptors: descriptors)
+            case .seqPacket(let socket): try socket.send(bytes, descriptors: descriptors)
+            case .datagram(let socket): try socket.send(bytes, descriptors: descriptors)
             }
         }
 
         func receive(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
             switch self {
-            case .seqpacket(let socket): try socket.receive(into: buffer)
-            case .dgram(let socket): try socket.receive(into: buffer)
+            case .seqPacket(let socket): try socket.receive(into: buffer)
+            case .datagram(let socket): try socket.receive(into: buffer)
             }
         }
 
         func close() {
             switch self {
-            case .seqpacket(let socket): socket.close()
-            case .dgram(let socket): socket.close()
+            case .seqPacket(let socket): socket.close()
+            case .datagram(let socket): socket.close()
             }
         }
     }
@@ -310,7 +310,7 @@ enum BenchRunner {
         var samples = [UInt64](repeating: 0, count: job.iterations)
         var buffer = [UInt8](repeating: 0x5a, count: job.size)
         let total = job.warmup + job.iterations
-        if job.type == "stream" {
+        if job.type == .stream {
             let connection = try UnixStream.connect(to: address)
             defer { connection.close() }
             for index in 0..<total {
@@ -338,7 +338,7 @@ enum BenchRunner {
     private static func swiftThroughputClient(_ job: BenchJob, _ address: UnixAddress) throws -> BenchMeasurement {
         let buffer = [UInt8](repeating: 0x5a, count: job.size)
         var ack: [UInt8] = [0, 0]
-        if job.type == "stream" {
+        if job.type == .stream {
             let connection = try UnixStream.connect(to: address)
             defer { connection.close() }
             if job.sockbuf > 0 { try connection.setBufferSizes(send: job.sockbuf, receive: job.sockbuf) }
@@ -377,7 +377,7 @@ enum BenchRunner {
         let descriptors = [passed]
         let payload: [UInt8] = [0x46]
         var ack: [UInt8] = [0, 0]
-        if job.type == "stream" {
+        if job.type == .stream {
             let connection = try UnixStream.connect(to: address)
             defer { connection.close() }
             let start = BenchSystem.now()
@@ -400,7 +400,7 @@ enum BenchRunner {
     static func asyncServer(_ job: BenchJob) async throws {
         let address = try UnixAddress.path(job.path)
         switch job.type {
-        case "stream":
+        case .stream:
             let backlog = job.scenario == .many ? Int32(max(job.clients, Int(CB_LISTEN_BACKLOG))) : Int32(CB_LISTEN_BACKLOG)
             let listener = try UnixStreamListener.bind(address, backlog: backlog)
             defer { listener.close() }
@@ -433,7 +433,7 @@ enum BenchRunner {
                 try await connection.write(all: ackByte)
             default: throw protocolError("the async API is measured for rtt and throughput only")
             }
-        case "seqpacket":
+        case .seqPacket:
             let listener = try UnixSeqPacketListener.bind(address, backlog: Int32(CB_LISTEN_BACKLOG))
             defer { listener.close() }
             signalReady(job.readyFD)
@@ -460,7 +460,7 @@ enum BenchRunner {
                 try await connection.send(ackByte)
             default: throw protocolError("the async API is measured for rtt and throughput only")
             }
-        default:
+        case .datagram:
             let socket = try UnixDatagram.bind(address)
             defer { socket.close() }
             if job.sockbuf > 0 { try socket.setBufferSizes(send: job.sockbuf, receive: job.sockbuf) }
@@ -498,7 +498,7 @@ enum BenchRunner {
         let total = job.warmup + job.iterations
         var samples = [UInt64](repeating: 0, count: job.scenario == .rtt ? job.iterations : 0)
         switch job.type {
-        case "stream":
+        case .stream:
             let connection = try await UnixStream.connect(to: address)
             defer { connection.close() }
             if job.sockbuf > 0 { try connection.setBufferSizes(send: job.sockbuf, receive: job.sockbuf) }
@@ -521,7 +521,7 @@ enum BenchRunner {
             }
             try await connection.read(exactlyInto: ack)
             return .elapsed(BenchSystem.now() - start)
-        case "seqpacket":
+        case .seqPacket:
             let connection = try await UnixSeqPacket.connect(to: address)
             defer { connection.close() }
             if job.sockbuf > 0 { try connection.setBufferSizes(send: job.sockbuf, receive: job.sockbuf) }
@@ -542,7 +542,7 @@ enum BenchRunner {
             let end = BenchSystem.now()
             if count != 1 { throw protocolError("ack of \(count) bytes") }
             return .elapsed(end - start)
-        default:
+        case .datagram:
             let socket = try UnixDatagram.bind(try UnixAddress.path(job.clientPath))
             defer { socket.close() }
             if job.sockbuf > 0 { try socket.setBufferSizes(send: job.sockbuf, receive: job.sockbuf) }

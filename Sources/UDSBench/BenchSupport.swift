@@ -22,7 +22,7 @@ struct BenchJob: Codable, Sendable, Hashable {
     var impl: Impl
     var api: API
     var role: Role = .server
-    var type: String  // "stream", "seqpacket", "dgram"
+    var type: UnixSocketType
     var size: Int = 64
     var warmup: Int = 0
     /// rtt: timed round trips; fdpass: descriptors; accept: connections; many: round trips per client.
@@ -38,11 +38,16 @@ struct BenchJob: Codable, Sendable, Hashable {
     /// Seconds after which a peer kills itself (a server waits forever for a client that never comes).
     var watchdog: UInt32 = 0
 
+    /// The C baseline's SOCK_* constant: CBaseline takes the same names as the type's raw values.
     var socketType: Int32 {
-        let number = cb_socket_type(type)
-        return number >= 0 ? number : cb_socket_type("stream")
+        let number = cb_socket_type(type.rawValue)
+        precondition(number >= 0, "CBaseline knows no socket type '\(type.rawValue)'")
+        return number
     }
 }
+
+/// The job travels to the peer process as JSON: the type as its raw value (`stream`, `seqpacket`, `dgram`).
+extension UnixSocketType: Codable {}
 
 /// A bench failure, printed as one `uds: ` line.
 struct BenchError: Error, CustomStringConvertible {

@@ -22,7 +22,7 @@ struct Connect: AsyncParsableCommand {
     var address: UnixAddress
 
     @Option(name: .shortAndLong, help: "Socket type: stream, seqpacket or dgram.")
-    var type: SocketKind = .stream
+    var type: UnixSocketType = .stream
 
     @Flag(help: "Messages: each stdin line is one message; each received message is printed with a newline.")
     var lines = false
@@ -49,10 +49,10 @@ struct Connect: AsyncParsableCommand {
             case .stream:
                 let stream = try UnixStream.connect(to: address, timeout: bound)
                 try Relay.runStream(stream, useStdin: true, outcome: outcome)
-            case .seqpacket:
+            case .seqPacket:
                 let connection = try UnixSeqPacket.connect(to: address, timeout: bound)
                 try Relay.runSeqPacket(connection, useStdin: true, lines: lines, verbose: verbose, outcome: outcome)
-            case .dgram:
+            case .datagram:
                 try DatagramClient(address: address, lines: lines, wait: wait ?? 1, verbose: verbose).run(outcome)
             }
         }

@@ -17,7 +17,7 @@ struct Demo: AsyncParsableCommand {
             """)
 
     func run() async throws {
-        try await runCommand { try await DemoStory().run() }
+        try await runAsyncCommand { try await DemoStory().run() }
     }
 }
 

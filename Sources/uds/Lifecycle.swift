@@ -196,28 +196,27 @@ struct CLIError: Error, CustomStringConvertible {
 /// Runs a short synchronous command body on the calling thread: cleanups run at the end; a runtime error
 /// becomes one `uds: ` line and `ExitCode(1)`.
 func runCommand(_ body: () throws -> Void) throws {
-    let outcome = CommandOutcome()
-    do {
-        try body()
-        outcome.finish(.success)
-    } catch {
-        outcome.finish(error)
-    }
-    Lifecycle.end()
-    if case .failure(let message) = outcome.decided {
-        Lifecycle.diagnostic(message)
-        throw ExitCode(1)
-    }
+    try endCommand(Result { try body() })
 }
 
-/// The same for a short async command body.
-func runCommand(_ body: () async throws -> Void) async throws {
-    let outcome = CommandOutcome()
+/// The same for a short async command body. Its own name, not an overload of ``runCommand(_:)``: a trailing
+/// closure then never picks the blocking one by accident.
+func runAsyncCommand(_ body: () async throws -> Void) async throws {
+    let result: Result<Void, any Error>
     do {
-        try await body()
-        outcome.finish(.success)
+        result = .success(try await body())
     } catch {
-        outcome.finish(error)
+        result = .failure(error)
+    }
+    try endCommand(result)
+}
+
+/// How a short command ends, blocking or async: the cleanups run, then a failure is printed and thrown.
+private func endCommand(_ result: Result<Void, any Error>) throws {
+    let outcome = CommandOutcome()
+    switch result {
+    case .success: outcome.finish(.success)
+    case .failure(let error): outcome.finish(error)
     }
     Lifecycle.end()
     if case .failure(let message) = outcome.decided {

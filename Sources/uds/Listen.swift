@@ -28,7 +28,7 @@ struct Listen: AsyncParsableCommand {
     var address: UnixAddress
 
     @Option(name: .shortAndLong, help: "Socket type: stream, seqpacket or dgram.")
-    var type: SocketKind = .stream
+    var type: UnixSocketType = .stream
 
     @Flag(name: .shortAndLong, help: "Serve clients concurrently until SIGINT/SIGTERM.")
     var keepOpen = false
@@ -65,7 +65,7 @@ struct Listen: AsyncParsableCommand {
         let settings = ListenSettings(
             address: address, type: type, keepOpen: keepOpen, echo: echo, mode: mode, lines: lines,
             policy: peers.policy, limits: ConnectionLimits(total: maxConnections, perUID: maxPerUID))
-        if keepOpen && type != .dgram {
+        if keepOpen && type != .datagram {
             // -k: accepts and serves on the async API until SIGINT/SIGTERM; no thread is parked.
             try await Lifecycle.runAsync(endOnSignals: true) { _ in
                 if settings.type == .stream {
@@ -79,8 +79,8 @@ struct Listen: AsyncParsableCommand {
         try await Lifecycle.run(endOnSignals: true) { outcome in
             switch settings.type {
             case .stream: try settings.serveStream(outcome)
-            case .seqpacket: try settings.serveSeqPacket(outcome)
-            case .dgram: try settings.serveDatagrams()
+            case .seqPacket: try settings.serveSeqPacket(outcome)
+            case .datagram: try settings.serveDatagrams()
             }
         }
     }
@@ -89,7 +89,7 @@ struct Listen: AsyncParsableCommand {
 /// The parsed `listen` settings, as plain values for threads and tasks.
 struct ListenSettings: Sendable {
     let address: UnixAddress
-    let type: SocketKind
+    let type: UnixSocketType
     let keepOpen: Bool
     let echo: Bool
     let mode: UInt32?

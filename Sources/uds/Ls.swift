@@ -37,12 +37,30 @@ struct Ls: ParsableCommand {
 /// One row of `uds ls`.
 struct SocketInfo {
     var address: String?
-    var type: String
+    /// The kernel's type number (SOCK_*), as sock_diag or /proc/net/unix gave it.
+    var kernelType: UInt16
     var state: String
     var inode: UInt64
     var peerInode: UInt64?
     var pid: Int32?
     var command: String?
+
+    /// The TYPE column: the library's type as its raw value (`stream`, `seqpacket`, `dgram`), `type-N` for a
+    /// number it has no type for.
+    var typeName: String { UnixSocketType(kernelType: kernelType)?.rawValue ?? "type-\(kernelType)" }
+}
+
+extension UnixSocketType {
+    /// The type a kernel SOCK_* number names (Linux's values on every architecture this tool builds for:
+    /// SOCK_STREAM 1, SOCK_DGRAM 2, SOCK_SEQPACKET 5); the one place `uds ls` reads those numbers.
+    init?(kernelType: UInt16) {
+        switch kernelType {
+        case 1: self = .stream
+        case 2: self = .datagram
+        case 5: self = .seqPacket
+        default: return nil
+        }
+    }
 }
 
 enum SocketInventory {
@@ -54,7 +72,7 @@ enum SocketInventory {
         func info(type: UInt16, state: String, inode: UInt64, address: String?, peer: UInt64?) -> SocketInfo {
             let owner = owners[inode]
             return SocketInfo(
-                address: address, type: typeName(type), state: state, inode: inode, peerInode: peer, pid: owner,
+                address: address, kernelType: type, state: state, inode: inode, peerInode: peer, pid: owner,
                 command: owner.flatMap(command(of:)))
         }
         if case .success(let table) = UnixSocketTable.entries() {
@@ -91,14 +109,6 @@ enum SocketInventory {
         return result
     }
 
-    static func typeName(_ type: UInt16) -> String {
-        switch type {
-        case 1: "stream"
-        case 2: "dgram"
-        case 5: "seqpacket"
-        default: "type-\(type)"
-        }
-    }
 
     /// sock_diag's sk_state, in the words /proc/net/unix's state gave.
     static func diagStateName(_ state: UInt8) -> String {
@@ -183,7 +193,7 @@ enum SocketInventory {
         var rows = [["TYPE", "STATE", "INODE", "PEER", "PID", "COMMAND", "ADDRESS"]]
         for socket in sockets {
             rows.append([
-                socket.type, socket.state, "\(socket.inode)", socket.peerInode.map { "\($0)" } ?? "-",
+                socket.typeName, socket.state, "\(socket.inode)", socket.peerInode.map { "\($0)" } ?? "-",
                 socket.pid.map { "\($0)" } ?? "-", socket.command.map(printable) ?? "-",
                 socket.address.map(printable) ?? "-",
             ])
@@ -224,7 +234,7 @@ enum SocketInventory {
         }
         func number<T: BinaryInteger>(_ value: T?) -> String { value.map { "\($0)" } ?? "null" }
         let objects = sockets.map { socket in
-            "{\"address\":\(string(socket.address)),\"type\":\(string(socket.type)),\"state\":\(string(socket.state)),"
+            "{\"address\":\(string(socket.address)),\"type\":\(string(socket.typeName)),\"state\":\(string(socket.state)),"
                 + "\"inode\":\(socket.inode),\"peer_inode\":\(number(socket.peerInode)),\"pid\":\(number(socket.pid)),"
                 + "\"command\":\(string(socket.command))}"
         }

@@ -1,12 +1,11 @@
 import ArgumentParser
 import UnixSockets
 
-/// `-t, --type`: which kind of socket to make.
-enum SocketKind: String, ExpressibleByArgument, CaseIterable, Sendable {
-    case stream, seqpacket, dgram
-
-    var isMessageType: Bool { self != .stream }
-}
+/// `-t, --type`: the library's own socket type, spelled as its raw values (`stream`, `seqpacket`, `dgram`).
+/// ArgumentParser is the CLI's choice, so the conformance lives here rather than in the library. Not marked
+/// `@retroactive`: the type is declared in this package, where Swift 6.3 refuses the attribute (and gives
+/// no warning without it).
+extension UnixSocketType: ExpressibleByArgument {}
 
 /// Parses ADDRESS for `@Argument(transform:)` from the argument's exact bytes (a path need not be UTF-8):
 /// an invalid address is a usage error (status 64) that carries the library's reason, before any socket

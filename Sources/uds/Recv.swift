@@ -19,7 +19,7 @@ struct Recv: AsyncParsableCommand {
     var address: UnixAddress
 
     @Option(name: .shortAndLong, help: "Socket type: dgram or seqpacket.")
-    var type: SocketKind = .dgram
+    var type: UnixSocketType = .datagram
 
     @Option(help: "Stop after this many messages.")
     var count: Int?
@@ -50,7 +50,7 @@ struct Recv: AsyncParsableCommand {
                 received += 1
                 return received >= limit
             }
-            if type == .dgram {
+            if type == .datagram {
                 let socket = try closingOnExit({ try UnixDatagram.bind(address, mode: mode) }) { $0.close() }
                 while true {
                     let bytes: [UInt8]

@@ -28,7 +28,7 @@ struct RecvFD: AsyncParsableCommand {
     var address: UnixAddress
 
     @Option(name: .shortAndLong, help: "Socket type: stream or seqpacket.")
-    var type: SocketKind = .stream
+    var type: UnixSocketType = .stream
 
     @Option(help: "Exit after this many descriptors.")
     var count: Int?
@@ -49,7 +49,7 @@ struct RecvFD: AsyncParsableCommand {
     @OptionGroup var peers: PeerOptions
 
     func validate() throws {
-        if type == .dgram { throw ValidationError("recv-fd accepts a connection: use -t stream or -t seqpacket") }
+        if type == .datagram { throw ValidationError("recv-fd accepts a connection: use -t stream or -t seqpacket") }
         if let count, count < 1 { throw ValidationError("--count must be at least 1") }
         if mode != nil && address.isAbstract { throw ValidationError("--mode: abstract names have no file and no mode") }
         if maxBytes < 1 { throw ValidationError("--max-bytes must be at least 1") }
@@ -64,7 +64,7 @@ struct RecvFD: AsyncParsableCommand {
                 maxBytes: maxBytes, idleMilliseconds: max(Int32(clamping: Int64(timeout * 1000)), 1),
                 timeoutText: "\(timeout)", verbose: policy.verbose)
             let receive: () throws(UnixSocketError) -> UnixMessage?
-            if type == .seqpacket {
+            if type == .seqPacket {
                 let listener = try closingOnExit({ try UnixSeqPacketListener.bind(address, mode: mode) }) { $0.close() }
                 let connection = try acceptAdmitted(listener) { policy.admit($0) }
                 receive = { () throws(UnixSocketError) -> UnixMessage? in

@@ -20,14 +20,14 @@ struct Send: ParsableCommand {
     var messages: [String]
 
     @Option(name: .shortAndLong, help: "Socket type: dgram or seqpacket.")
-    var type: SocketKind = .dgram
+    var type: UnixSocketType = .datagram
 
     func validate() throws {
         if type == .stream {
             throw ValidationError("send sends messages: use -t dgram or -t seqpacket (for a stream, use connect)")
         }
         if messages.isEmpty { throw ValidationError("give at least one MSG") }
-        if type == .seqpacket && messages.contains(where: \.isEmpty) {
+        if type == .seqPacket && messages.contains(where: \.isEmpty) {
             throw ValidationError("an empty message cannot be sent on seqpacket (the peer would read it as end-of-stream)")
         }
     }
@@ -36,7 +36,7 @@ struct Send: ParsableCommand {
         let payloads = rawArgumentBytes(for: messages)
         let address = address, type = type
         try runCommand {
-            if type == .seqpacket {
+            if type == .seqPacket {
                 let connection = try UnixSeqPacket.connect(to: address)
                 defer { connection.close() }
                 for payload in payloads { try connection.send(payload) }

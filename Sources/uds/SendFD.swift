@@ -24,10 +24,10 @@ struct SendFD: ParsableCommand {
     var files: [String]
 
     @Option(name: .shortAndLong, help: "Socket type: stream or seqpacket.")
-    var type: SocketKind = .stream
+    var type: UnixSocketType = .stream
 
     func validate() throws {
-        if type == .dgram { throw ValidationError("send-fd connects: use -t stream or -t seqpacket") }
+        if type == .datagram { throw ValidationError("send-fd connects: use -t stream or -t seqpacket") }
         if files.isEmpty { throw ValidationError("give at least one FILE") }
     }
 
@@ -37,7 +37,7 @@ struct SendFD: ParsableCommand {
         try runCommand {
             let send: ([UInt8], FileDescriptor) throws -> Void
             let close: () -> Void
-            if type == .seqpacket {
+            if type == .seqPacket {
                 let connection = try UnixSeqPacket.connect(to: address)
                 send = { payload, descriptor in try connection.send(payload, descriptors: [descriptor]) }
                 close = { connection.close() }

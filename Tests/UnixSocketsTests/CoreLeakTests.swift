@@ -40,7 +40,8 @@ struct CoreLeakTests {
                 if let messages = pair.messages {
                     // A message too long for the buffer, with descriptors: both discarded.
                     try messages.send(patternBytes(100), descriptors: [file, file])
-                    for _ in 0..<5 { exitCheck(try messages.nextMessageSize() == 100, "peek size") }  // peeks install nothing
+                    // Peeks install nothing.
+                    for _ in 0..<5 { exitCheck(try messages.nextMessageSize() == 100, "peek size") }
                     do {
                         _ = try messages.receive(maxBytes: 10, maxDescriptors: 4)
                         exitCheck(false, "no truncation")

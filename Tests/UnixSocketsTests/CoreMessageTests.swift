@@ -237,7 +237,8 @@ struct CoreMessageTests {
         var sent = 0
         var failure: UnixSocketError?
         for index in 0..<(qlen + 10) where failure == nil {
-            switch Result(catching: { () throws(UnixSocketError) in try send([UInt8(index)], timeout: .milliseconds(50)) }) {
+            let result = Result { () throws(UnixSocketError) in try send([UInt8(index)], timeout: .milliseconds(50)) }
+            switch result {
             case .success: sent += 1
             case .failure(let error): failure = error
             }

@@ -29,9 +29,9 @@ func checksum(_ bytes: [UInt8]) -> UInt64 {
                 try? a.shutdown(.write)
             }
             writer.start()
-            #expect(try framed.receive(timeout: .seconds(60))?.payload == payload)
-            #expect(try framed.receive(timeout: .seconds(60))?.payload == [])
-            #expect(try framed.receive(timeout: .seconds(60))?.payload == payload.reversed())
+            #expect(try framed.receive(timeout: .seconds(60))?.bytes == payload)
+            #expect(try framed.receive(timeout: .seconds(60))?.bytes == [])
+            #expect(try framed.receive(timeout: .seconds(60))?.bytes == payload.reversed())
             #expect(try framed.receive(timeout: .seconds(60)) == nil)
         }
     }
@@ -73,9 +73,9 @@ func checksum(_ bytes: [UInt8]) -> UInt64 {
         let first = try #require(try await receiver.receive(timeout: .seconds(60)))
         let second = try #require(try await receiver.receive(timeout: .seconds(60)))
         let third = try #require(try await receiver.receive(timeout: .seconds(60)))
-        #expect(first.payload == Array("before".utf8) && first.descriptors.isEmpty)
-        #expect(second.payload == Array("with fd".utf8) && second.descriptors.count == 1)
-        #expect(third.payload == Array("after".utf8) && third.descriptors.isEmpty)
+        #expect(first.bytes == Array("before".utf8) && first.descriptors.isEmpty)
+        #expect(second.bytes == Array("with fd".utf8) && second.descriptors.count == 1)
+        #expect(third.bytes == Array("after".utf8) && third.descriptors.isEmpty)
     }
 
     @Test func tricklingPeerIsCutOffByTheFrameDeadline() throws {
@@ -111,7 +111,7 @@ func checksum(_ bytes: [UInt8]) -> UInt64 {
         var outcome = "none"
         do {
             let frame = try framed.receive(timeout: .seconds(2))
-            outcome = frame.map { "frame \($0.payload.count)" } ?? "eof"
+            outcome = frame.map { "frame \($0.bytes.count)" } ?? "eof"
         } catch {
             outcome = "\(error.code)"
         }
@@ -130,7 +130,7 @@ func checksum(_ bytes: [UInt8]) -> UInt64 {
             try await server.run { connection in
                 while let frame = try await connection.receive() {
                     // Echo, and say how many descriptors came with the frame.
-                    var reply = frame.payload
+                    var reply = frame.bytes
                     reply.append(UInt8(frame.descriptors.count))
                     try connection.send(reply)
                 }
@@ -151,8 +151,8 @@ func checksum(_ bytes: [UInt8]) -> UInt64 {
                         let withFD = index % 10 == 0
                         try await framed.send(payload, descriptors: withFD ? [file] : [])
                         guard let reply = try await framed.receive(timeout: .seconds(60)) else { return bad + 1 }
-                        if checksum(Array(reply.payload.dropLast())) != checksum(payload)
-                            || reply.payload.last != (withFD ? 1 : 0)
+                        if checksum(Array(reply.bytes.dropLast())) != checksum(payload)
+                            || reply.bytes.last != (withFD ? 1 : 0)
                         {
                             bad += 1
                         }
@@ -176,11 +176,11 @@ func checksum(_ bytes: [UInt8]) -> UInt64 {
         let serving = Task(executorPreference: UnixReactor.shared) {
             try await server.run { connection in
                 while let frame = try await connection.receive() {
-                    if frame.payload == Array("flood".utf8) {
+                    if frame.bytes == Array("flood".utf8) {
                         // Push far more than the client will read: 64 KiB frames.
                         for _ in 0..<10_000 { try connection.send([UInt8](repeating: 7, count: 65536)) }
                     } else {
-                        try connection.send(frame.payload)
+                        try connection.send(frame.bytes)
                     }
                 }
             }
@@ -191,7 +191,7 @@ func checksum(_ bytes: [UInt8]) -> UInt64 {
         for index in 0..<200 {
             let payload = Array("ping \(index)".utf8)
             try await fast.send(payload)
-            #expect(try await fast.receive(timeout: .seconds(60))?.payload == payload)
+            #expect(try await fast.receive(timeout: .seconds(60))?.bytes == payload)
         }
         // The flooding connection was cut: reading it ends (EOF or reset) after what was queued.
         var ended = false
@@ -218,17 +218,17 @@ func checksum(_ bytes: [UInt8]) -> UInt64 {
         let serving = Task(executorPreference: UnixReactor.shared) {
             try await server.run { connection in
                 while let frame = try await connection.receive() {
-                    try connection.send(frame.payload)
+                    try connection.send(frame.bytes)
                 }
             }
         }
         let client = FramedStream(try await UnixStream.connect(to: address))
         try await client.send(Array("in flight".utf8))
-        #expect(try await client.receive(timeout: .seconds(60))?.payload == Array("in flight".utf8))
+        #expect(try await client.receive(timeout: .seconds(60))?.bytes == Array("in flight".utf8))
         try await client.send(Array("last".utf8))
         server.shutdown()
         // What was sent before shutdown is still answered, then the server closes the connection.
-        #expect(try await client.receive(timeout: .seconds(60))?.payload == Array("last".utf8))
+        #expect(try await client.receive(timeout: .seconds(60))?.bytes == Array("last".utf8))
         #expect(try await client.receive(timeout: .seconds(60)) == nil)
         try await serving.value
         #expect(!FileManager.default.fileExists(atPath: dir.file("graceful.sock")))
@@ -242,14 +242,14 @@ func checksum(_ bytes: [UInt8]) -> UInt64 {
         let server = try UnixServer(address: address, configuration: configuration)
         let serving = Task(executorPreference: UnixReactor.shared) {
             try await server.run { connection in
-                while let frame = try await connection.receive() { try connection.send(frame.payload) }
+                while let frame = try await connection.receive() { try connection.send(frame.bytes) }
             }
         }
         var kept: [FramedStream] = []
         for _ in 0..<2 {
             let client = FramedStream(try await UnixStream.connect(to: address))
             try await client.send([1])
-            #expect(try await client.receive(timeout: .seconds(60))?.payload == [1])
+            #expect(try await client.receive(timeout: .seconds(60))?.bytes == [1])
             kept.append(client)
         }
         let third = FramedStream(try await UnixStream.connect(to: address))
@@ -267,7 +267,7 @@ func checksum(_ bytes: [UInt8]) -> UInt64 {
         let server = try UnixServer(address: address)
         let serving = Task(executorPreference: UnixReactor.shared) {
             try await server.run { connection in
-                while let frame = try await connection.receive() { try connection.send(frame.payload) }
+                while let frame = try await connection.receive() { try connection.send(frame.bytes) }
             }
         }
         let client = FramedStream(try await UnixStream.connect(to: address))

@@ -35,7 +35,7 @@ struct HardeningTests {
         }
         for index in 0..<frames {
             let frame = try #require(try receiver.receive(timeout: ioTimeout))
-            #expect(frame.payload == [UInt8(index), 1, 2])
+            #expect(frame.bytes == [UInt8(index), 1, 2])
             #expect(frame.descriptors.count == 4, "frame \(index) got \(frame.descriptors.count) of its 4 descriptors")
         }
         try sender.value()
@@ -57,7 +57,7 @@ struct HardeningTests {
             #expect(throws: UnixSocketError.self) { _ = try receiver.receive(timeout: .milliseconds(50)) }
             try a.send([tag, tag], descriptors: [file], timeout: ioTimeout)
             let frame = try #require(try receiver.receive(timeout: ioTimeout))
-            #expect(frame.payload == [tag, tag])
+            #expect(frame.bytes == [tag, tag])
             #expect(frame.descriptors.count == 1)
             let got = frame.descriptors.first?.rawValue.map { inode(ofDescriptor: $0) }
             #expect(got == inode(ofDescriptor: file.rawValue), "frame \(tag) got another frame's file")
@@ -100,8 +100,8 @@ struct HardeningTests {
             var counts: [UInt8: Int] = [:]
             for _ in 0..<(2 * perSender) {
                 guard let frame = try receiver.receive(timeout: ioTimeout) else { break }
-                let tag = frame.payload.first ?? 0
-                if frame.payload.count == 65536 && frame.payload.allSatisfy({ $0 == tag }) { counts[tag, default: 0] += 1 }
+                let tag = frame.bytes.first ?? 0
+                if frame.bytes.count == 65536 && frame.bytes.allSatisfy({ $0 == tag }) { counts[tag, default: 0] += 1 }
             }
             return counts
         }
@@ -135,8 +135,8 @@ struct HardeningTests {
         var counts: [UInt8: Int] = [:]
         for _ in 0..<(2 * perSender) {
             let frame = try #require(try receiver.receive(timeout: ioTimeout))
-            let tag = frame.payload.first ?? 0
-            if frame.payload.count == 65536 && frame.payload.allSatisfy({ $0 == tag }) { counts[tag, default: 0] += 1 }
+            let tag = frame.bytes.first ?? 0
+            if frame.bytes.count == 65536 && frame.bytes.allSatisfy({ $0 == tag }) { counts[tag, default: 0] += 1 }
         }
         for sender in senders { try sender.value() }
         #expect(counts == [0xC3: perSender, 0xD4: perSender], "intact frames per sender: \(counts)")
@@ -222,7 +222,7 @@ struct HardeningTests {
         let (c, d) = try UnixStream.pair()
         defer { c.close(); d.close() }
         let framed = FramedStream(d)
-        let frame = Background { () -> [UInt8]? in try framed.receive(idleTimeout: timeout)?.payload }
+        let frame = Background { () -> [UInt8]? in try framed.receive(idleTimeout: timeout)?.bytes }
         usleep(300_000)
         try await FramedStream(c).send(bytes("idle"), timeout: ioTimeout)
         #expect(try frame.value() == bytes("idle"))

@@ -98,7 +98,7 @@ import UnixSockets
         let serving = Task(executorPreference: UnixReactor.shared) {
             try await server.run { connection in
                 while let frame = try await connection.receive() {
-                    try connection.send(frame.payload)            // bounded queue; a non-reader is cut off
+                    try connection.send(frame.bytes)            // bounded queue; a non-reader is cut off
                 }
             }
         }
@@ -107,7 +107,7 @@ import UnixSockets
         let reply = try await framed.receive()
         server.shutdown()                                        // graceful; removes a socket file
         // end README
-        #expect(reply?.payload == Array("frame".utf8))
+        #expect(reply?.bytes == Array("frame".utf8))
         framed.stream.close()
         try await serving.value
     }

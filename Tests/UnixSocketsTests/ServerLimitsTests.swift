@@ -13,7 +13,7 @@ import Testing
 /// An echo handler: every frame goes back with its descriptors.
 let echoHandler: @Sendable (UnixServerConnection) async throws -> Void = { connection in
     while let frame = try await connection.receive() {
-        try connection.send(frame.payload, descriptors: frame.descriptors.compactMap { $0.rawValue.map(FileDescriptor.init) })
+        try connection.send(frame.bytes, descriptors: frame.descriptors.compactMap { $0.rawValue.map(FileDescriptor.init) })
     }
 }
 
@@ -67,7 +67,7 @@ func roundTrip(_ served: ServedServer, _ payload: [UInt8]) async throws -> Bool 
     let client = try await served.client()
     defer { client.stream.close() }
     try await client.send(payload)
-    return try await client.receive(timeout: .seconds(20))?.payload == payload
+    return try await client.receive(timeout: .seconds(20))?.bytes == payload
 }
 
 /// Whether the server closes `client`'s connection: its next receive ends (EOF, reset, a cut frame) rather
@@ -209,7 +209,7 @@ struct ServerLimitsTests {
                     let client = try await served.client()
                     defer { client.stream.close() }
                     try await client.send(payload)
-                    return try await client.receive(timeout: .seconds(30))?.payload == payload
+                    return try await client.receive(timeout: .seconds(30))?.bytes == payload
                 }
             }
             return try await group.reduce(true) { $0 && $1 }
@@ -235,7 +235,7 @@ struct ServerLimitsTests {
         let client = try await served.client()
         let fits = patternBytes(32 * 1024)
         try await client.send(fits)
-        #expect(try await client.receive(timeout: .seconds(20))?.payload == fits)
+        #expect(try await client.receive(timeout: .seconds(20))?.bytes == fits)
         try await client.stream.write(all: [0, 1, 144, 0])  // announces 100 KiB; no body follows
         #expect(await serverCloses(client))
         #expect(await eventually { errors.withLock { $0 } == [.frameTooLarge] })
@@ -254,7 +254,7 @@ struct ServerLimitsTests {
             connections.withLock { $0.append(connection) }
             while let frame = try await connection.receive() {
                 received.add(1, ordering: .relaxed)
-                try connection.send(frame.payload)
+                try connection.send(frame.bytes)
             }
         }
         let client = try await served.client()
@@ -266,7 +266,7 @@ struct ServerLimitsTests {
         #expect(await eventually { connections.withLock { $0.first?.isWaitingForOutboundRoom ?? false } })
         #expect(received.load(ordering: .relaxed) <= 2)
         for payload in payloads {
-            #expect(try await client.receive(timeout: .seconds(30))?.payload == payload)
+            #expect(try await client.receive(timeout: .seconds(30))?.bytes == payload)
         }
         try await sending.value
         #expect(received.load(ordering: .relaxed) == payloads.count)
@@ -302,7 +302,7 @@ struct ServerLimitsTests {
         let served = try ServedServer("outbound-total", configuration) { connection in
             while let frame = try await connection.receive() {
                 defer { replied.add(1, ordering: .relaxed) }
-                try connection.send(frame.payload.count == 1 ? patternBytes(1 << 20) : frame.payload)
+                try connection.send(frame.bytes.count == 1 ? patternBytes(1 << 20) : frame.bytes)
             }
         }
         // Eight clients ask for 1 MiB each and do not read: 8 MiB wanted, 4 MiB allowed.
@@ -319,7 +319,7 @@ struct ServerLimitsTests {
         var cut = 0, whole = 0
         for client in stalled {
             do {
-                if try await client.receive(timeout: .seconds(20))?.payload.count == 1 << 20 { whole += 1 } else { cut += 1 }
+                if try await client.receive(timeout: .seconds(20))?.bytes.count == 1 << 20 { whole += 1 } else { cut += 1 }
             } catch let error as UnixSocketError where error.code != .timedOut {
                 cut += 1
             }
@@ -345,7 +345,7 @@ struct ServerLimitsTests {
             // Under 1 MiB: a larger buffer the decoder drops by itself.
             let payload = patternBytes(300_000 + 1000 * index, seed: UInt64(index + 1))
             try await client.send(payload)
-            #expect(try await client.receive(timeout: .seconds(20))?.payload == payload)
+            #expect(try await client.receive(timeout: .seconds(20))?.bytes == payload)
             clients.append(client)
         }
         let held = connections.withLock { $0 }

@@ -43,8 +43,6 @@ extern const int UDS_SOCK_CLOEXEC;
 extern const int UDS_SOCK_NONBLOCK;
 extern const int UDS_CLONE_FS;
 extern const int UDS_SPLICE_F_MOVE;
-extern const int UDS_SPLICE_F_NONBLOCK;
-extern const int UDS_POLLRDHUP;
 extern const int UDS_F_DUPFD_CLOEXEC;
 extern const int UDS_O_PATH;
 
@@ -63,6 +61,5 @@ ssize_t uds_splice(int fd_in, int fd_out, size_t len, unsigned int flags);
 
 /// errno of the calling thread (read in exactly one Swift helper).
 int uds_errno(void);
-void uds_set_errno(int value);
 
 #endif

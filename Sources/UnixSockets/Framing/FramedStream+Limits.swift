@@ -45,9 +45,9 @@ extension FramedStream {
         mutating func takeFrame() -> FramedMessage? {
             guard readyHead < state.ready.count else { return nil }
             let frame = state.ready[readyHead]
-            state.ready[readyHead] = FramedMessage(payload: [], descriptors: [])  // let go of its memory now
+            state.ready[readyHead] = FramedMessage(bytes: [], descriptors: [])  // let go of its memory now
             readyHead += 1
-            readyByteCount -= FrameFormat.headerLength + frame.payload.count
+            readyByteCount -= FrameFormat.headerLength + frame.bytes.count
             if readyHead == state.ready.count {
                 state.ready.removeAll(keepingCapacity: state.ready.count <= 64)
                 readyHead = 0
@@ -72,7 +72,7 @@ extension FramedStream {
             try FramedStream.ingest(
                 &state, message, maxDescriptorsPerFrame: FramedStream.defaultMaxDescriptorsPerFrame, address: nil)
             for index in before..<state.ready.count {
-                readyByteCount += FrameFormat.headerLength + state.ready[index].payload.count
+                readyByteCount += FrameFormat.headerLength + state.ready[index].bytes.count
             }
         }
     }

@@ -1,10 +1,11 @@
 import Synchronization
 public import SystemPackage
 
-/// A frame received over a ``FramedStream``: its payload and the descriptors that arrived with its first byte.
+/// A frame received over a ``FramedStream``: its bytes (the payload, without the length header) and the
+/// descriptors that arrived with its first byte. Named as ``UnixMessage``'s parts are.
 public struct FramedMessage: Sendable {
-    /// The frame's payload.
-    public var payload: [UInt8]
+    /// The frame's bytes: its payload, without the 4-byte length header.
+    public var bytes: [UInt8]
     /// Descriptors sent with this frame (owned; closed when dropped unless taken).
     public var descriptors: [OwnedDescriptor]
 }
@@ -41,6 +42,9 @@ public final class FramedStream: Sendable {
         var pending: (offset: UInt64, descriptors: [OwnedDescriptor])?
         var ended = false
     }
+
+    /// The address errors name: the one this stream was connected to (nil for a pair).
+    private var address: UnixAddress? { stream.core.address }
 
     /// The most descriptors accepted with one read.
     public let maxDescriptorsPerRead: Int
@@ -93,26 +97,26 @@ public final class FramedStream: Sendable {
 
     // MARK: Sending
 
-    private func encode(_ payload: [UInt8]) throws(UnixSocketError) -> [UInt8] {
+    private func encode(_ bytes: [UInt8]) throws(UnixSocketError) -> [UInt8] {
         var wire: [UInt8] = []
-        try encoder.encode(payload, into: &wire)
+        try encoder.encode(bytes, into: &wire)
         return wire
     }
 
     /// Sends one frame with `descriptors` attached to its first byte (blocking).
     /// - Throws: ``UnixSocketError`` `.frameTooLarge`, or what the stream's send throws.
-    public func send(_ payload: [UInt8], descriptors: [FileDescriptor] = [], timeout: Duration? = nil)
+    public func send(_ bytes: [UInt8], descriptors: [FileDescriptor] = [], timeout: Duration? = nil)
         throws(UnixSocketError)
     {
-        let wire = try encode(payload)
-        try sendGate.withBlockingTurn(timeout: timeout, address: stream.core.address) { () throws(UnixSocketError) in
+        let wire = try encode(bytes)
+        try sendGate.withBlockingTurn(timeout: timeout, address: address) { () throws(UnixSocketError) in
             try stream.send(wire, descriptors: descriptors, timeout: timeout)
         }
     }
 
     /// Sends one frame with `descriptors` attached to its first byte.
-    public func send(_ payload: [UInt8], descriptors: [FileDescriptor] = [], timeout: Duration? = nil) async throws {
-        let wire = try encode(payload)
+    public func send(_ bytes: [UInt8], descriptors: [FileDescriptor] = [], timeout: Duration? = nil) async throws {
+        let wire = try encode(bytes)
         await sendGate.enter()
         defer { sendGate.leave() }
         try await stream.send(wire, descriptors: descriptors, timeout: timeout)
@@ -127,7 +131,7 @@ public final class FramedStream: Sendable {
         }
         guard let state else {
             throw UnixSocketError(
-                .invalidArgument, operation: operation, address: stream.core.address,
+                .invalidArgument, operation: operation, address: address,
                 detail: "another task is already receiving on this framed stream")
         }
         return state
@@ -160,7 +164,7 @@ public final class FramedStream: Sendable {
                 attached = pending.descriptors
                 state.pending = nil
             }
-            state.ready.append(FramedMessage(payload: frame.payload, descriptors: attached))
+            state.ready.append(FramedMessage(bytes: frame.payload, descriptors: attached))
             if frame.startOffset >= readStart { lastStartingHere = state.ready.count - 1 }
             if frame.startOffset == inProgress { inProgressIndex = state.ready.count - 1 }
         }
@@ -233,6 +237,65 @@ public final class FramedStream: Sendable {
         }
     }
 
+    /// One receive call in progress: the reader state it checked out and its deadlines. All of a receive but
+    /// the read itself lives here, once for both faces: whether a frame is ready or the stream ended, how long
+    /// the next read may wait, how many bytes and descriptors it may take, and what the read's bytes and
+    /// descriptors become. A face asks ``nextRead()`` until it returns nil, doing each read its own way
+    /// (blocking, or awaited), then takes the frame.
+    struct Receiving {
+        /// What the next read may take and how long it may wait (nil: no limit).
+        struct Read {
+            let maxBytes: Int
+            let maxDescriptors: Int
+            let timeout: Duration?
+        }
+
+        fileprivate(set) var state: ReaderState
+        private var deadlines: FrameDeadlines
+        private let maxDescriptorsPerRead: Int
+        private let maxDescriptorsPerFrame: Int
+        private let address: UnixAddress?
+
+        fileprivate init(
+            state: ReaderState, deadlines: FrameDeadlines, maxDescriptorsPerRead: Int, maxDescriptorsPerFrame: Int,
+            address: UnixAddress?
+        ) {
+            self.state = state
+            self.deadlines = deadlines
+            self.maxDescriptorsPerRead = maxDescriptorsPerRead
+            self.maxDescriptorsPerFrame = maxDescriptorsPerFrame
+            self.address = address
+        }
+
+        /// The read to do next, or nil when a frame is ready or the stream has ended.
+        /// - Throws: ``UnixSocketError`` `.timedOut` once a deadline has passed.
+        mutating func nextRead() throws(UnixSocketError) -> Read? {
+            guard state.ready.isEmpty, !state.ended else { return nil }
+            let timeout = try deadlines.remaining(frameStarted: state.decoder.bufferedByteCount > 0, address: address)
+            return Read(maxBytes: FramedStream.readSize, maxDescriptors: maxDescriptorsPerRead, timeout: timeout)
+        }
+
+        /// Feeds one read's message (see ``FramedStream/ingest(_:_:maxDescriptorsPerFrame:address:)``).
+        mutating func ingest(_ message: UnixMessage) throws(UnixSocketError) {
+            try FramedStream.ingest(&state, message, maxDescriptorsPerFrame: maxDescriptorsPerFrame, address: address)
+        }
+
+        /// The next frame once ``nextRead()`` returned nil; nil at the end of the stream.
+        mutating func takeFrame() -> FramedMessage? {
+            state.ready.isEmpty ? nil : state.ready.removeFirst()
+        }
+    }
+
+    /// Checks the reader state out for one receive (hand it back with `checkIn(receiving.state)`).
+    private func beginReceive(timeout: Duration?, idleTimeout: Duration?, frameTimeout: Duration?)
+        throws(UnixSocketError) -> Receiving
+    {
+        let deadlines = try FrameDeadlines(timeout: timeout, idleTimeout: idleTimeout, frameTimeout: frameTimeout)
+        return Receiving(
+            state: try checkOut("receive frame"), deadlines: deadlines, maxDescriptorsPerRead: maxDescriptorsPerRead,
+            maxDescriptorsPerFrame: maxDescriptorsPerFrame, address: address)
+    }
+
     /// Receives the next frame (blocking); nil at a clean end of stream.
     /// - Parameters:
     ///   - timeout: a deadline for the whole call.
@@ -242,18 +305,12 @@ public final class FramedStream: Sendable {
     public func receive(timeout: Duration? = nil, idleTimeout: Duration? = nil, frameTimeout: Duration? = nil)
         throws(UnixSocketError) -> FramedMessage?
     {
-        var state = try checkOut("receive frame")
-        defer { checkIn(state) }
-        var deadlines = try FrameDeadlines(timeout: timeout, idleTimeout: idleTimeout, frameTimeout: frameTimeout)
-        while state.ready.isEmpty {
-            if state.ended { return nil }
-            let remaining = try deadlines.remaining(
-                frameStarted: state.decoder.bufferedByteCount > 0, address: stream.core.address)
-            let message = try stream.receive(
-                maxBytes: Self.readSize, maxDescriptors: maxDescriptorsPerRead, timeout: remaining)
-            try ingest(&state, message)
+        var receiving = try beginReceive(timeout: timeout, idleTimeout: idleTimeout, frameTimeout: frameTimeout)
+        defer { checkIn(receiving.state) }
+        while let read = try receiving.nextRead() {
+            try receiving.ingest(stream.receive(maxBytes: read.maxBytes, maxDescriptors: read.maxDescriptors, timeout: read.timeout))
         }
-        return state.ready.removeFirst()
+        return receiving.takeFrame()
     }
 
     /// Receives the next frame; nil at a clean end of stream.
@@ -261,22 +318,13 @@ public final class FramedStream: Sendable {
     public func receive(timeout: Duration? = nil, idleTimeout: Duration? = nil, frameTimeout: Duration? = nil)
         async throws -> FramedMessage?
     {
-        var state = try checkOut("receive frame")
-        defer { checkIn(state) }
-        var deadlines = try FrameDeadlines(timeout: timeout, idleTimeout: idleTimeout, frameTimeout: frameTimeout)
-        while state.ready.isEmpty {
-            if state.ended { return nil }
-            let remaining = try deadlines.remaining(
-                frameStarted: state.decoder.bufferedByteCount > 0, address: stream.core.address)
-            let message = try await stream.receive(
-                maxBytes: Self.readSize, maxDescriptors: maxDescriptorsPerRead, timeout: remaining)
-            try ingest(&state, message)
+        var receiving = try beginReceive(timeout: timeout, idleTimeout: idleTimeout, frameTimeout: frameTimeout)
+        defer { checkIn(receiving.state) }
+        while let read = try receiving.nextRead() {
+            let message = try await stream.receive(maxBytes: read.maxBytes, maxDescriptors: read.maxDescriptors, timeout: read.timeout)
+            try receiving.ingest(message)
         }
-        return state.ready.removeFirst()
-    }
-
-    private func ingest(_ state: inout ReaderState, _ message: UnixMessage) throws(UnixSocketError) {
-        try Self.ingest(&state, message, maxDescriptorsPerFrame: maxDescriptorsPerFrame, address: stream.core.address)
+        return receiving.takeFrame()
     }
 
     /// Feeds one read to `state`: an empty read is the end of the stream (every descriptor still held is

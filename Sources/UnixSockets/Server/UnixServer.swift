@@ -316,13 +316,13 @@ public final class UnixServerConnection: Sendable {
     ///   nothing else happens), `.closed`; `.tooLarge` when this client's queue is over one of its caps or the
     ///   server's total is full and this client holds the most: the client is then disconnected (others are
     ///   unaffected).
-    public func send(_ payload: [UInt8], descriptors: [FileDescriptor] = []) throws {
-        guard payload.count <= configuration.maximumFrameLength else {
+    public func send(_ bytes: [UInt8], descriptors: [FileDescriptor] = []) throws {
+        guard bytes.count <= configuration.maximumFrameLength else {
             throw UnixSocketError(
                 .frameTooLarge, operation: "send frame", address: address,
-                detail: "a payload of \(payload.count) bytes is over the maximum of \(configuration.maximumFrameLength)")
+                detail: "a payload of \(bytes.count) bytes is over the maximum of \(configuration.maximumFrameLength)")
         }
-        let size = FrameFormat.headerLength + payload.count
+        let size = FrameFormat.headerLength + bytes.count
         let count = descriptors.count
         if let over = state.withLock({ overCap($0, size: size, descriptors: count) }) {
             disconnect()
@@ -370,7 +370,7 @@ public final class UnixServerConnection: Sendable {
         }
         var wire: [UInt8] = []
         wire.reserveCapacity(size)
-        try FrameEncoder(maximumFrameLength: configuration.maximumFrameLength).encode(payload, into: &wire)
+        try FrameEncoder(maximumFrameLength: configuration.maximumFrameLength).encode(bytes, into: &wire)
         let writer = state.withLock { state -> Ticket?? in
             if state.closed { return .none }  // disconnected meanwhile: it gave our bytes back
             state.queue.append(Outbound(wire: wire, descriptors: owned))
@@ -587,7 +587,7 @@ public struct UnixServerUsage: Sendable, Hashable {
 /// let server = try UnixServer(address: "/run/app.sock")
 /// try await server.run { connection in
 ///     while let frame = try await connection.receive() {
-///         try connection.send(frame.payload)                 // echo
+///         try connection.send(frame.bytes)                 // echo
 ///     }
 /// }
 /// ```

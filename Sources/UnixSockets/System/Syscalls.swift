@@ -18,16 +18,18 @@ package enum IOResult<Value> {
     case wouldBlock
 }
 
-/// Runs `body`, reads errno once on failure, retries EINTR when asked, consults the test mock.
+/// Runs `body`, reads errno once on failure, retries EINTR when asked, consults the test mock (debug builds).
 @inline(__always)
 func valueOrErrno<T: FixedWidthInteger>(
     _ name: StaticString, retryOnInterrupt: Bool = true, _ body: () -> T
 ) -> Result<T, Errno> {
     while true {
+        #if DEBUG
         if SyscallMock.isActive, let forced = SyscallMock.next(for: name) {
             if forced == .interrupted && retryOnInterrupt { continue }
             return .failure(forced)
         }
+        #endif
         let value = body()
         if value != -1 { return .success(value) }
         let errno = Errno(rawValue: uds_errno())
@@ -82,9 +84,11 @@ package final class Lock<Value>: @unchecked Sendable {  // the value is reached 
 
 // MARK: - Test hook
 
+#if DEBUG
 /// A syscall mock for tests: queue errnos that the next calls of a named wrapper, on the calling thread,
 /// return instead of calling the kernel (EINTR is then retried like a real one). Inactive, it costs one
-/// atomic load per syscall.
+/// atomic load per syscall. Debug builds only (the tests build in debug): a release build has no mock and
+/// no check.
 package enum SyscallMock {
     private static let active = Atomic<Int>(0)
     private static let queues = Lock<[UInt: [String: [Errno]]]>([:])
@@ -124,6 +128,7 @@ package enum SyscallMock {
         }
     }
 }
+#endif
 
 // MARK: - Constants
 
@@ -142,7 +147,6 @@ package enum SystemConstants {
     package static let msgTrunc = CInt(MSG_TRUNC)
     package static let msgCtrunc = CInt(MSG_CTRUNC)
     package static let msgPeek = CInt(MSG_PEEK)
-    package static let msgDontWait = CInt(MSG_DONTWAIT)
     package static let solSocket = CInt(SOL_SOCKET)
     package static let scmRights = UDS_SCM_RIGHTS
     package static let scmCredentials = UDS_SCM_CREDENTIALS
@@ -152,15 +156,12 @@ package enum SystemConstants {
     package static let soSndBuf = CInt(SO_SNDBUF)
     package static let soRcvBuf = CInt(SO_RCVBUF)
     package static let soType = CInt(SO_TYPE)
-    package static let soAcceptConn = CInt(SO_ACCEPTCONN)
     package static let pollIn = Int16(POLLIN)
     package static let pollOut = Int16(POLLOUT)
-    package static let pollRdHup = Int16(UDS_POLLRDHUP)
     package static let shutRead = CInt(SHUT_RD)
     package static let shutWrite = CInt(SHUT_WR)
     package static let shutBoth = CInt(SHUT_RDWR)
     package static let somaxconn = CInt(SOMAXCONN)
-    package static let sunPathCapacity = MemoryLayout.size(ofValue: sockaddr_un().sun_path)
     package static let openPath = UDS_O_PATH
     package static let openDirectory = CInt(O_DIRECTORY)
     package static let openNoFollow = CInt(O_NOFOLLOW)
@@ -168,7 +169,6 @@ package enum SystemConstants {
     package static let openReadOnly = CInt(O_RDONLY)
     package static let openNonBlocking = CInt(O_NONBLOCK)
     package static let lockExclusiveNonBlocking = CInt(LOCK_EX | LOCK_NB)
-    package static let sunPathOffset = MemoryLayout<sockaddr_un>.offset(of: \sockaddr_un.sun_path)!
 }
 
 // MARK: - Sockets
@@ -324,10 +324,6 @@ package func system_unshare(_ flags: CInt) -> Result<CInt, Errno> {
 /// umask(2) cannot fail; it returns the previous mask. Used only on a thread with its own fs context.
 package func system_umask(_ mask: mode_t) -> mode_t { umask(mask) }
 
-package func system_pipe2(_ fds: UnsafeMutablePointer<CInt>, _ flags: CInt) -> Result<CInt, Errno> {
-    valueOrErrno("pipe2") { uds_pipe2(fds, flags) }
-}
-
 package func system_splice(_ from: CInt, _ to: CInt, _ length: Int, _ flags: UInt32) -> Result<IOResult<Int>, Errno> {
     ioResultOrErrno("splice") { uds_splice(from, to, length, flags) }
 }
@@ -335,7 +331,6 @@ package func system_splice(_ from: CInt, _ to: CInt, _ length: Int, _ flags: UIn
 package func system_getpid() -> CInt { getpid() }
 package func system_getuid() -> UInt32 { getuid() }
 package func system_getgid() -> UInt32 { getgid() }
-package func system_geteuid() -> UInt32 { geteuid() }
 
 package func system_nanosleep(nanoseconds: Int) {
     var request = timespec(tv_sec: nanoseconds / 1_000_000_000, tv_nsec: nanoseconds % 1_000_000_000)
