@@ -49,7 +49,28 @@ import Testing
         let reader = Task(executorPreference: UnixReactor.shared) { try await a.read(maxBytes: 16) }
         try await Task.sleep(for: .milliseconds(50))
         reader.cancel()
-        await #expect(throws: CancellationError.self) { try await reader.value }
+        let error = await #expect(throws: UnixSocketError.self) { try await reader.value }
+        #expect(error?.code == .cancelled)
+        #expect(error?.description == "recv: cancelled")
+    }
+
+    @Test func cancellationIsTypedOnEveryWait() async throws {
+        // A message receive, an accept and a back-off (connect to a full backlog) all end with `.cancelled`.
+        let (a, b) = try UnixSeqPacket.pair()
+        defer { a.close(); b.close() }
+        let receiver = Task { try await a.receive(maxBytes: 16) }
+        let address = uniqueAbstract("cancel-accept")
+        let listener = try UnixSeqPacketListener.bind(address, backlog: 0)
+        defer { listener.close() }
+        let acceptor = Task { try await listener.accept() }
+        try await Task.sleep(for: .milliseconds(50))
+        receiver.cancel()
+        acceptor.cancel()
+        let received = await #expect(throws: UnixSocketError.self) { try await receiver.value }
+        #expect(received?.code == .cancelled)
+        #expect(received?.operation == "receive")
+        let accepted = await #expect(throws: UnixSocketError.self) { try await acceptor.value }
+        #expect(accepted?.code == .cancelled)
     }
 
     @Test func closeWakesWaiterWithClosedError() async throws {
@@ -72,7 +93,7 @@ import Testing
         do {
             _ = try await a.receive(timeout: .milliseconds(30))
             Issue.record("receive returned without data")
-        } catch let error as UnixSocketError {
+        } catch {
             #expect(error.code == .timedOut)
         }
     }
@@ -100,7 +121,7 @@ import Testing
 
     @Test func datagramAsyncWithDescriptors() async throws {
         let server = try UnixDatagram.bind(uniqueAbstract("adg"))
-        let client = try UnixDatagram.bind(.autobind)
+        let client = try UnixDatagram.bind(.unnamed)
         defer { server.close(); client.close() }
         let fd = try FileDescriptor.open("/dev/null", .readOnly, options: .closeOnExec)
         defer { try? fd.close() }

@@ -10,6 +10,7 @@ struct CoreConnectTests {
     @Test("listen(100000) is capped at net.core.somaxconn, silently (exactly somaxconn + 1 connections queue)")
     func backlogIsCappedAtSomaxconn() async throws {
         await #expect(processExitsWith: .success) {
+            try synchronously {  // blocking calls: the exit test body is async
             let somaxconn = try #require(sysctlInt("/proc/sys/net/core/somaxconn"))
             // One descriptor per queued client: make room (in this child only).
             var limit = rlimit()
@@ -35,6 +36,7 @@ struct CoreConnectTests {
                 exitCheck(clients.count == expected, "backlog \(backlog): \(clients.count) queued, expected \(expected)")
                 clients.forEach { $0.close() }
                 listener.close()
+            }
             }
         }
     }
@@ -73,7 +75,7 @@ struct CoreConnectTests {
 
         // Kernel facts behind the back-off: a non-blocking connect to a full backlog fails with EAGAIN (not
         // EINPROGRESS), and poll reports the socket writable at once, so poll cannot be used to wait.
-        let raw = socket(AF_UNIX, (type == .stream ? SocketType.stream : SocketType.seqPacket).flags, 0)
+        let raw = socket(AF_UNIX, (type == .stream ? UnixSocketType.stream : UnixSocketType.seqPacket).flags, 0)
         #expect(raw >= 0)
         defer { close(raw) }
         let rc = address.withSockAddrForTest { connect(raw, $0, $1) }
@@ -105,6 +107,7 @@ struct CoreConnectTests {
     @Test("accept at EMFILE: a clear error, no spin, no crash; service resumes when descriptors free up")
     func acceptAtDescriptorLimit() async throws {
         await #expect(processExitsWith: .success) {
+            try synchronously {  // blocking calls: the exit test body is async
             warmUpRuntime()
             let address = uniqueAbstract("emfile")
             let listener = try UnixStreamListener.bind(address, backlog: 256)
@@ -140,6 +143,7 @@ struct CoreConnectTests {
             exitCheck(seen.count == 100, "every queued client was served once: \(seen.count)")
             clients.forEach { $0.close() }
             listener.close()
+            }
         }
     }
 

@@ -161,7 +161,7 @@ struct CoreDescriptorTests {
         let server = try AnyServer(type, address)
         defer { server.close() }
         // The receiver asks for credentials first (where the type offers it): they must come with the descriptors.
-        if let datagram = server.datagram { try datagram.receiveCredentials() }
+        if let datagram = server.datagram { try datagram.enableCredentialPassing() }
         let peer = try PythonPeer(
             """
             typ = eval(sys.argv[1])
@@ -187,7 +187,7 @@ struct CoreDescriptorTests {
             try connection.write(all: bytes("k"), timeout: ioTimeout)
         case .seqPacket:
             let connection = try server.seqPacket!.accept(timeout: ioTimeout)
-            try connection.receiveCredentials()  // after the send: the kernel still attaches them on a connection
+            try connection.enableCredentialPassing()  // after the send: the kernel still attaches them on a connection
             message = try connection.receive(maxDescriptors: 8, timeout: ioTimeout)
             #expect(message.credentials?.pid == peer.pid)
             try connection.send(bytes("k"), timeout: ioTimeout)
@@ -207,7 +207,7 @@ struct CoreDescriptorTests {
     @Test("our descriptors and credentials together reach the receiver", arguments: messageTypes)
     func credentialsAndRightsTogether(type: UnixSocketType) throws {
         let pair = try MessagePair(type)
-        try pair.receiveCredentials()
+        try pair.enableCredentialPassing()
         let file = try FileDescriptor.open("/dev/null", .readOnly, options: .closeOnExec)
         defer { try? file.close() }
         try pair.send(bytes("both"), descriptors: [file, file], credentials: .current)

@@ -130,6 +130,7 @@ struct CoreStreamTests {
     @Test("writing after the peer closed is EPIPE, never SIGPIPE death (every send path)")
     func writeAfterCloseIsEPIPE() async throws {
         await #expect(processExitsWith: .success) {
+            try synchronously {  // blocking calls: the exit test body is async
             signal(SIGPIPE, SIG_DFL)  // a SIGPIPE would now kill this process
             let (a, b) = try UnixStream.pair()
             b.close()
@@ -155,6 +156,7 @@ struct CoreStreamTests {
                 exitCheck(false, "seqpacket send to a closed peer succeeded")
             } catch let error as UnixSocketError {
                 exitCheck(error.errno == .brokenPipe, "seqpacket: \(error)")
+            }
             }
         }
     }
