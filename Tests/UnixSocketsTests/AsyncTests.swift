@@ -54,6 +54,31 @@ import Testing
         #expect(error?.description == "recv: cancelled")
     }
 
+    @Test("the async face has the blocking face's operations: readToEnd, write(vectored:), nextMessageSize, receive(into:)")
+    func asyncParity() async throws {
+        let (a, b) = try UnixStream.pair()
+        defer { a.close(); b.close() }
+        try await a.write(vectored: [Array("he".utf8), Array("llo".utf8)])
+        try await a.write(all: Array(" world".utf8)[...])  // any Collection<UInt8>, as blocking
+        try a.shutdown(.write)
+        #expect(try await b.readToEnd(maxBytes: 64) == Array("hello world".utf8))
+        let (x, y) = try UnixStream.pair()
+        defer { x.close(); y.close() }
+        try await x.write(all: [UInt8](repeating: 1, count: 10))
+        x.close()
+        let tooLarge = await #expect(throws: UnixSocketError.self) { _ = try await y.readToEnd(maxBytes: 4) }
+        #expect(tooLarge?.code == .tooLarge)
+
+        let (p, q) = try UnixDatagram.pair()
+        defer { p.close(); q.close() }
+        try await p.send(Array("12345".utf8))
+        #expect(try await q.nextMessageSize() == 5)
+        let raw = UnsafeMutableRawBufferPointer.allocate(byteCount: 8, alignment: 1)
+        defer { raw.deallocate() }
+        #expect(try await q.receive(into: raw) == 5)
+        #expect(Array(raw[..<5]) == Array("12345".utf8))
+    }
+
     @Test func cancellationIsTypedOnEveryWait() async throws {
         // A message receive, an accept and a back-off (connect to a full backlog) all end with `.cancelled`.
         let (a, b) = try UnixSeqPacket.pair()

@@ -263,4 +263,33 @@ struct CoreDescriptorTests {
         try peer.expectLine("got here 1 root-only")
         try peer.succeed()
     }
+
+    @Test("a release that fails (socket in use, or closed) keeps the listener's socket-file removal on close")
+    func failedReleaseKeepsUnlinkOnClose() throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        // In use: another thread waits in accept, so the descriptor cannot be given away.
+        let listener = try UnixStreamListener.bind(dir.address("busy.sock"))
+        let accepting = Thread { _ = try? listener.accept(timeout: .seconds(10)) }
+        accepting.start()
+        Thread.sleep(forTimeInterval: 0.3)  // let it reach its poll
+        var refused: UnixSocketError?
+        do throws(UnixSocketError) {
+            let released = try listener.releaseDescriptor()
+            try? released.close()
+        } catch {
+            refused = error
+        }
+        let failure = try #require(refused, "the release was not refused while another thread accepts")
+        #expect(failure.code == .closed)
+        #expect(FileManager.default.fileExists(atPath: dir.file("busy.sock")))
+        listener.close()
+        #expect(!FileManager.default.fileExists(atPath: dir.file("busy.sock")), "close after a failed release left the file")
+
+        // Closed: the release fails, and the file went with the close.
+        let closed = try UnixDatagram.bind(dir.address("closed.sock"))
+        closed.close()
+        #expect(throws: UnixSocketError.self) { _ = try closed.releaseDescriptor() }
+        #expect(!FileManager.default.fileExists(atPath: dir.file("closed.sock")))
+    }
 }
