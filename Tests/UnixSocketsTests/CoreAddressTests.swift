@@ -375,17 +375,17 @@ struct CoreAddressTests {
         await #expect(processExitsWith: .success) {
             [privatePath = privatePath as String, publicPath = publicPath as String] in
             try synchronously {  // blocking calls: the exit test body is async
-            exitCheck(setgroups(0, nil) == 0, "setgroups")
-            exitCheck(setgid(65534) == 0 && setuid(65534) == 0, "drop to nobody")
-            do {
-                _ = try UnixStream.connect(to: try UnixAddress(privatePath), timeout: .seconds(60))
-                exitCheck(false, "nobody connected to a 0600 root socket")
-            } catch let error as UnixSocketError {
-                exitCheck(error.errno == .permissionDenied, "\(error)")
-                exitCheck(
-                    error.description
-                        == "connect \(privatePath): permission denied (EACCES): check the socket file's mode and its directories' search permission",
-                    error.description)
+                exitCheck(setgroups(0, nil) == 0, "setgroups")
+                exitCheck(setgid(65534) == 0 && setuid(65534) == 0, "drop to nobody")
+                do {
+                    _ = try UnixStream.connect(to: try UnixAddress(privatePath), timeout: .seconds(60))
+                    exitCheck(false, "nobody connected to a 0600 root socket")
+                } catch let error as UnixSocketError {
+                    exitCheck(error.errno == .permissionDenied, "\(error)")
+                    exitCheck(
+                        error.description
+                            == "connect \(privatePath): permission denied (EACCES): check the socket file's mode and its directories' search permission",
+                        error.description)
             }
             let client = try UnixStream.connect(to: try UnixAddress(publicPath), timeout: .seconds(60))
             client.close()

@@ -14,6 +14,7 @@ public import SystemPackage
 /// try server.send(message.bytes, to: message.sender!)
 /// ```
 public final class UnixDatagram: UnixSocket, UnixMessageSocket, @unchecked Sendable {
+    // @unchecked Sendable restated from UnixSocket: no stored property of its own (the invariant is there).
     /// Always `.datagram`.
     override public class var socketType: UnixSocketType { .datagram }
 

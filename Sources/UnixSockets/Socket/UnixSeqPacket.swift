@@ -9,6 +9,7 @@
 /// let message = try b.receive()          // message.bytes == "hello"
 /// ```
 public final class UnixSeqPacket: UnixSocket, UnixConnection, UnixMessageSocket, @unchecked Sendable {
+    // @unchecked Sendable restated from UnixSocket: no stored property of its own (the invariant is there).
     /// Always `.seqPacket`.
     override public class var socketType: UnixSocketType { .seqPacket }
 }

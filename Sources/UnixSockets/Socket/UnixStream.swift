@@ -13,6 +13,7 @@ public import SystemPackage
 /// let reply = try stream.read(exactly: 4)
 /// ```
 public final class UnixStream: UnixSocket, UnixConnection, @unchecked Sendable {
+    // @unchecked Sendable restated from UnixSocket: no stored property of its own (the invariant is there).
     /// Always `.stream`.
     override public class var socketType: UnixSocketType { .stream }
 
