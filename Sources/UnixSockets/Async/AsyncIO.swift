@@ -42,8 +42,14 @@ extension SocketCore {
         -> Operation.Output?
     {
         if Task.isCancelled { throw .cancelled(operation.name, address: address) }
-        return try withDescriptor(operation.name) { (fd) throws(UnixSocketError) -> Operation.Output? in
-            try operation.attempt(fd, on: self)
+        let fd = try beginUse(operation.name)
+        do throws(UnixSocketError) {
+            let value = try operation.attempt(fd, on: self)
+            endUse()
+            return value
+        } catch {
+            endUse()
+            throw error
         }
     }
 

@@ -129,8 +129,7 @@ extension UnixMessageSocket {
     public func receive(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration? = nil) async
         throws(UnixSocketError) -> Int
     {
-        var operation = try Receive(into: buffer, maxDescriptors: 0, wantSender: false, on: core)
-        return try await core.perform(&operation, timeout: timeout)
+        try await core.receiveMessage(into: buffer, timeout: timeout)
     }
 
     /// The size of the next message, without consuming it and without a buffer for it (MSG_PEEK |
@@ -154,14 +153,30 @@ extension UnixDatagram {
 }
 
 extension SocketCore {
+    // Concrete functions under the generic faces, as on the blocking side: the operations get specialized.
+
+    /// One message into `buffer`, without descriptors or sender.
+    func receiveMessage(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration?) async throws(UnixSocketError)
+        -> Int
+    {
+        var operation = Receive(into: buffer, on: self)
+        return try await perform(&operation, timeout: timeout)
+    }
+
     /// One whole message, owning its bytes and descriptor numbers across the wait.
     func sendMessage(
         _ bytes: [UInt8], descriptors: [FileDescriptor], credentials: UnixCredentials?, to destination: UnixAddress?,
         timeout: Duration?
     ) async throws(UnixSocketError) {
-        var operation = try MessageSend(
-            bytes, descriptors: descriptors.map(\.rawValue), credentials: credentials, to: destination, on: self)
-        try await perform(&operation, timeout: timeout)
+        let fds = descriptors.map(\.rawValue)
+        if let destination {
+            var operation = try MessageSend(
+                bytes, descriptors: fds, credentials: credentials, to: try Recipient(destination), on: self)
+            try await perform(&operation, timeout: timeout)
+        } else {
+            var operation = try MessageSend(bytes, descriptors: fds, credentials: credentials, to: ConnectedPeer(), on: self)
+            try await perform(&operation, timeout: timeout)
+        }
     }
 }
 

@@ -183,20 +183,29 @@ package final class SocketCore: Sendable {
     func withDescriptor<R>(_ operation: String, _ body: (CInt) throws(UnixSocketError) -> R) throws(UnixSocketError)
         -> R
     {
+        let fd = try beginUse(operation)
+        defer { endUse() }
+        return try body(fd)
+    }
+
+    /// Joins the users of the descriptor and returns it; throws `.closed` if the socket is closed. Every
+    /// successful call is paired with one `endUse()`. (The operation drivers use the pair directly: a
+    /// closure capturing a generic operation kept them from being specialized.)
+    @inline(__always)
+    func beginUse(_ operation: String) throws(UnixSocketError) -> CInt {
         var current = state.load(ordering: .relaxed)
         while true {
             if current & 1 != 0 { throw closedError(operation) }
             let (exchanged, original) = state.weakCompareExchange(
                 expected: current, desired: current &+ 2, successOrdering: .acquiring, failureOrdering: .relaxed)
-            if exchanged { break }
+            if exchanged { return fd }
             current = original
         }
-        defer { endUse() }
-        return try body(fd)
     }
 
+    /// Leaves the users of the descriptor (after `beginUse`).
     @inline(__always)
-    private func endUse() {
+    func endUse() {
         // Closed with no user left: this was the last user of a socket closed meanwhile.
         if state.subtract(2, ordering: .acquiringAndReleasing).newValue == 1 { finishClose(fd) }
     }

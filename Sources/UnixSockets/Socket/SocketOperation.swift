@@ -138,7 +138,8 @@ extension SocketCore {
         // A zero or negative timeout is invalid input even when the call would not have to wait.
         if let timeout, timeout <= .zero { _ = try Deadline.after(timeout, operation: operation.name) }
         let hint: UInt8 = events == SystemConstants.pollIn ? 1 : 0
-        return try withDescriptor(operation.name) { (fd) throws(UnixSocketError) -> Operation.Output in
+        let fd = try beginUse(operation.name)
+        do throws(UnixSocketError) {
             var deadline: Deadline?
             var deadlineSet = false
             if hint != 0 && waitHint(hint) {
@@ -155,7 +156,10 @@ extension SocketCore {
             }
             while true {
                 let before = operation.progress
-                if let value = try operation.attempt(fd, on: self) { return value }
+                if let value = try operation.attempt(fd, on: self) {
+                    endUse()
+                    return value
+                }
                 if operation.progress != before { deadlineSet = false }
                 if !deadlineSet {
                     deadline = try Deadline.after(timeout, operation: operation.name)
@@ -164,6 +168,9 @@ extension SocketCore {
                 if hint != 0 { setWaitHint(hint) }
                 try wait(fd, events: events, deadline: deadline, operation: operation.name)
             }
+        } catch {
+            endUse()
+            throw error
         }
     }
 
@@ -171,16 +178,23 @@ extension SocketCore {
     private func backingOff<Operation: SocketOperation>(_ operation: inout Operation, timeout: Duration?)
         throws(UnixSocketError) -> Operation.Output
     {
-        try withDescriptor(operation.name) { (fd) throws(UnixSocketError) -> Operation.Output in
+        let fd = try beginUse(operation.name)
+        do throws(UnixSocketError) {
             let deadline = try Deadline.after(timeout, operation: operation.name)
             var pause = Self.firstBackOffNanoseconds
             while true {
-                if let value = try operation.attempt(fd, on: self) { return value }
+                if let value = try operation.attempt(fd, on: self) {
+                    endUse()
+                    return value
+                }
                 if let deadline, deadline.hasPassed { throw backOffTimedOut(operation.name) }
                 if isClosed { throw closedError(operation.name) }
                 system_nanosleep(nanoseconds: pause)
                 pause = Self.nextBackOff(after: pause)
             }
+        } catch {
+            endUse()
+            throw error
         }
     }
 
@@ -348,50 +362,85 @@ package struct StreamSend<Bytes: OutgoingBytes, Descriptors: OutgoingDescriptors
 
 /// Sends one whole message (seqpacket, datagram), to the connected peer or to `destination` (unconnected
 /// datagram: a full receiver is retried with back-off). EMSGSIZE names the limit.
-package struct MessageSend<Bytes: OutgoingBytes, Descriptors: OutgoingDescriptors>: SocketOperation {
+package struct MessageSend<Bytes: OutgoingBytes, Descriptors: OutgoingDescriptors, Destination: MessageDestination>:
+    SocketOperation
+{
     let bytes: Bytes
     let descriptors: Descriptors
     let credentials: UnixCredentials?
-    let destination: UnixAddress?
-    let storage: UnixAddress.SockAddr?
+    let destination: Destination
     package init(
-        _ bytes: Bytes, descriptors: Descriptors, credentials: UnixCredentials?, to destination: UnixAddress?,
+        _ bytes: Bytes, descriptors: Descriptors, credentials: UnixCredentials?, to destination: Destination,
         on core: SocketCore
     ) throws(UnixSocketError) {
-        let operation = destination == nil ? "send" : "sendto"
         try core.checkMessageSend(
-            byteCount: bytes.count, descriptorCount: descriptors.count, to: destination, operation: operation)
+            byteCount: bytes.count, descriptorCount: descriptors.count, to: destination.address,
+            operation: Destination.operation)
         self.bytes = bytes
         self.descriptors = descriptors
         self.credentials = credentials
         self.destination = destination
-        storage = try destination?.sockAddr(operation: operation)
     }
-    package var name: String { destination == nil ? "send" : "sendto" }
-    package var readiness: Readiness { destination == nil ? .output : .backOff }
+    package var name: String { Destination.operation }
+    package var readiness: Readiness { Destination.readiness }
     @inline(__always)
     package mutating func attempt(_ fd: CInt, on core: SocketCore) throws(UnixSocketError) -> Void? {
         let result = try bytes.withBytes { (raw) throws(UnixSocketError) -> Result<IOResult<Int>, Errno> in
             try descriptors.withDescriptors { (fds) throws(UnixSocketError) -> Result<IOResult<Int>, Errno> in
-                guard let storage else {
-                    return SocketCore.sendmsgOnce(fd, raw, descriptors: fds, credentials: credentials, destination: nil)
-                }
-                return storage.withSockAddr { name, length in
-                    SocketCore.sendmsgOnce(
-                        fd, raw, descriptors: fds, credentials: credentials, destination: (name, length))
+                destination.withName { name in
+                    SocketCore.sendmsgOnce(fd, raw, descriptors: fds, credentials: credentials, destination: name)
                 }
             }
         }
-        return try core.outcome(result, name).map { _ in () }
+        return try core.outcome(result, Destination.operation).map { _ in () }
     }
     package func mapFailure(_ error: UnixSocketError, on core: SocketCore) -> UnixSocketError {
         if error.errno == .messageTooLong {
-            return core.messageTooLong(bytes.count, operation: name, address: destination ?? core.address)
+            return core.messageTooLong(bytes.count, operation: name, address: destination.address ?? core.address)
         }
-        if let destination, error.code == .system {
-            return UnixSocketError(.system, operation: name, address: destination, errno: error.errno)
+        if let address = destination.address, error.code == .system {
+            return UnixSocketError(.system, operation: name, address: address, errno: error.errno)
         }
         return error
+    }
+}
+
+/// Where a message send goes: the connected peer, or an address (a generic parameter, so a connected send
+/// carries no address at all).
+package protocol MessageDestination {
+    /// `send` or `sendto`.
+    static var operation: String { get }
+    /// A connected send waits for room; an unconnected one backs off (poll says writable at once).
+    static var readiness: Readiness { get }
+    var address: UnixAddress? { get }
+    func withName<R>(_ body: ((SocketAddressStorage.Pointer, SocketAddressStorage.Length)?) -> R) -> R
+}
+
+/// The connected peer.
+package struct ConnectedPeer: MessageDestination {
+    package init() {}
+    package static var operation: String { "send" }
+    package static var readiness: Readiness { .output }
+    package var address: UnixAddress? { nil }
+    @inline(__always)
+    package func withName<R>(_ body: ((SocketAddressStorage.Pointer, SocketAddressStorage.Length)?) -> R) -> R {
+        body(nil)
+    }
+}
+
+/// An address, for an unconnected datagram send.
+package struct Recipient: MessageDestination {
+    let recipient: UnixAddress
+    let storage: UnixAddress.SockAddr
+    package init(_ address: UnixAddress) throws(UnixSocketError) {
+        recipient = address
+        storage = try address.sockAddr(operation: Self.operation)
+    }
+    package static var operation: String { "sendto" }
+    package static var readiness: Readiness { .backOff }
+    package var address: UnixAddress? { recipient }
+    package func withName<R>(_ body: ((SocketAddressStorage.Pointer, SocketAddressStorage.Length)?) -> R) -> R {
+        storage.withSockAddr { body(($0, $1)) }
     }
 }
 
@@ -405,6 +454,7 @@ package struct Receive: SocketOperation {
     let wantSender: Bool
     let flags: CInt
     package var received = RawReceived()
+    /// - Throws: `.invalidArgument` for a `maxDescriptors` outside 0...253.
     package init(
         into buffer: UnsafeMutableRawBufferPointer, maxDescriptors: Int, wantSender: Bool, on core: SocketCore
     ) throws(UnixSocketError) {
@@ -413,6 +463,15 @@ package struct Receive: SocketOperation {
                 .invalidArgument, operation: "receive", address: core.address,
                 detail: "maxDescriptors must be 0...\(maximumDescriptorsPerMessage)")
         }
+        self.init(into: buffer, maxDescriptors: maxDescriptors, wantSender: wantSender, core: core)
+    }
+
+    /// Without descriptors or sender: the allocation-free `receive(into:)` (nothing to check, nothing thrown).
+    package init(into buffer: UnsafeMutableRawBufferPointer, on core: SocketCore) {
+        self.init(into: buffer, maxDescriptors: 0, wantSender: false, core: core)
+    }
+
+    private init(into buffer: UnsafeMutableRawBufferPointer, maxDescriptors: Int, wantSender: Bool, core: SocketCore) {
         self.buffer = buffer
         self.maxDescriptors = maxDescriptors
         self.wantSender = wantSender

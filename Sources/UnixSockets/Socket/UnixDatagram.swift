@@ -58,6 +58,10 @@ public final class UnixDatagram: UnixSocket, UnixMessageSocket, @unchecked Senda
         _ bytes: some Collection<UInt8>, to address: UnixAddress, descriptors: [FileDescriptor] = [],
         credentials: UnixCredentials? = nil, timeout: Duration? = nil
     ) throws(UnixSocketError) {
-        try core.sendMessage(bytes, descriptors: descriptors, credentials: credentials, to: address, timeout: timeout)
+        try withRawDescriptors(descriptors) { (fds) throws(UnixSocketError) in
+            try withBytes(bytes) { (raw) throws(UnixSocketError) in
+                try core.sendMessage(raw, descriptors: fds, credentials: credentials, to: address, timeout: timeout)
+            }
+        }
     }
 }

@@ -136,7 +136,11 @@ extension UnixMessageSocket {
         _ bytes: some Collection<UInt8>, descriptors: [FileDescriptor] = [], credentials: UnixCredentials? = nil,
         timeout: Duration? = nil
     ) throws(UnixSocketError) {
-        try core.sendMessage(bytes, descriptors: descriptors, credentials: credentials, to: nil, timeout: timeout)
+        try withRawDescriptors(descriptors) { (fds) throws(UnixSocketError) in
+            try withBytes(bytes) { (raw) throws(UnixSocketError) in
+                try core.sendMessage(raw, descriptors: fds, credentials: credentials, to: nil, timeout: timeout)
+            }
+        }
     }
 
     /// Receives one message into `buffer` (no allocation, no descriptors, no sender); returns its length
@@ -147,8 +151,7 @@ extension UnixMessageSocket {
     public func receive(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration? = nil) throws(UnixSocketError)
         -> Int
     {
-        var operation = try Receive(into: buffer, maxDescriptors: 0, wantSender: false, on: core)
-        return try core.perform(&operation, timeout: timeout)
+        try core.receiveMessage(into: buffer, timeout: timeout)
     }
 
     /// The size of the next message, without consuming it (MSG_PEEK | MSG_TRUNC); 0 at EOF.
@@ -164,19 +167,29 @@ extension UnixMessageSocket {
 }
 
 extension SocketCore {
+    // The blocking message operations as concrete (non-generic) functions: the generic faces above
+    // (over `Self` and the byte collection) call them, so the operation and its driver are specialized.
+
     /// One whole message to the connected peer or `destination`, bytes and descriptors lent without a copy.
-    @inline(__always)
     func sendMessage(
-        _ bytes: some Collection<UInt8>, descriptors: [FileDescriptor], credentials: UnixCredentials?,
+        _ bytes: UnsafeRawBufferPointer, descriptors: UnsafeBufferPointer<CInt>, credentials: UnixCredentials?,
         to destination: UnixAddress?, timeout: Duration?
     ) throws(UnixSocketError) {
-        try withRawDescriptors(descriptors) { (fds) throws(UnixSocketError) in
-            try withBytes(bytes) { (raw) throws(UnixSocketError) in
-                var operation = try MessageSend(
-                    raw, descriptors: fds, credentials: credentials, to: destination, on: self)
-                try perform(&operation, timeout: timeout)
-            }
+        if let destination {
+            var operation = try MessageSend(
+                bytes, descriptors: descriptors, credentials: credentials, to: try Recipient(destination), on: self)
+            try perform(&operation, timeout: timeout)
+        } else {
+            var operation = try MessageSend(
+                bytes, descriptors: descriptors, credentials: credentials, to: ConnectedPeer(), on: self)
+            try perform(&operation, timeout: timeout)
         }
+    }
+
+    /// One message into `buffer`, without descriptors or sender (allocation-free).
+    func receiveMessage(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration?) throws(UnixSocketError) -> Int {
+        var operation = Receive(into: buffer, on: self)
+        return try perform(&operation, timeout: timeout)
     }
 }
 
