@@ -21,7 +21,7 @@ extension SocketCore {
     /// One sendmsg(2) of `bytes` with SCM_RIGHTS and SCM_CREDENTIALS control data, to `destination` if given.
     static func sendmsgOnce(
         _ fd: CInt, _ bytes: UnsafeRawBufferPointer, descriptors: UnsafeBufferPointer<CInt>,
-        credentials: UnixCredentials?, destination: (UnsafePointer<sockaddr>, socklen_t)?
+        credentials: KernelCredentials.Raw?, destination: (UnsafePointer<sockaddr>, socklen_t)?
     ) -> Result<IOResult<Int>, Errno> {
         let rightsSpace = descriptors.isEmpty ? 0 : uds_cmsg_space(descriptors.count * MemoryLayout<CInt>.size)
         let credentialsSpace = credentials == nil ? 0 : uds_cmsg_space(MemoryLayout<uds_ucred>.size)
@@ -53,7 +53,7 @@ extension SocketCore {
                     cmsg.pointee.cmsg_level = SystemConstants.solSocket
                     cmsg.pointee.cmsg_type = SystemConstants.scmCredentials
                     cmsg.pointee.cmsg_len = uds_cmsg_len(MemoryLayout<uds_ucred>.size)
-                    var raw = credentials.raw
+                    var raw = credentials
                     UnsafeMutableRawPointer(uds_cmsg_data(cmsg)).copyMemory(
                         from: &raw, byteCount: MemoryLayout<uds_ucred>.size)
                 }

@@ -367,7 +367,8 @@ package struct MessageSend<Bytes: OutgoingBytes, Descriptors: OutgoingDescriptor
 {
     let bytes: Bytes
     let descriptors: Descriptors
-    let credentials: UnixCredentials?
+    /// The kernel's form, a plain value: the operation then has nothing to release.
+    let credentials: KernelCredentials.Raw?
     let destination: Destination
     package init(
         _ bytes: Bytes, descriptors: Descriptors, credentials: UnixCredentials?, to destination: Destination,
@@ -378,7 +379,7 @@ package struct MessageSend<Bytes: OutgoingBytes, Descriptors: OutgoingDescriptor
             operation: Destination.operation)
         self.bytes = bytes
         self.descriptors = descriptors
-        self.credentials = credentials
+        self.credentials = credentials?.raw
         self.destination = destination
     }
     package var name: String { Destination.operation }
