@@ -40,6 +40,8 @@ public struct UnixSocketError: Error, Sendable, Hashable, CustomStringConvertibl
         public static let truncatedFrame = Code("truncatedFrame")
         /// The peer is not allowed (credentials check failed).
         public static let notPermitted = Code("notPermitted")
+        /// The task waiting in an async operation was cancelled.
+        public static let cancelled = Code("cancelled")
     }
 
     /// What kind of failure this is.
@@ -62,6 +64,11 @@ public struct UnixSocketError: Error, Sendable, Hashable, CustomStringConvertibl
         self.address = address
         self.errno = errno
         self.detail = detail
+    }
+
+    /// The task running `operation` on `address` was cancelled.
+    package static func cancelled(_ operation: String, address: UnixAddress? = nil) -> UnixSocketError {
+        UnixSocketError(.cancelled, operation: operation, address: address, detail: "cancelled")
     }
 
     /// A kernel refusal of `operation` on `address`.

@@ -72,7 +72,7 @@ struct DatagramClient {
     }
 
     func run(_ outcome: CommandOutcome) throws {
-        let socket = try UnixDatagram.bind(.autobind)
+        let socket = try UnixDatagram.bind(.unnamed)
         try socket.connect(to: address)
         let progress = Progress()
         let lines = lines

@@ -158,7 +158,7 @@ struct DemoStory {
         try say("3. Datagrams (SOCK_DGRAM), answered to the sender's address")
         let server = try UnixDatagram.bind(address, mode: 0o600)
         defer { server.close() }
-        let client = try UnixDatagram.bind(.autobind)
+        let client = try UnixDatagram.bind(.unnamed)
         defer { client.close() }
         try say("   client: autobound to \(try client.local) (a kernel-chosen abstract name)")
         try client.send(Array("ping".utf8), to: address, timeout: .seconds(5))

@@ -218,7 +218,7 @@ struct ListenSettings: Sendable {
 
     func serveDatagrams() throws {
         let socket = try closingOnExit({ try UnixDatagram.bind(address, mode: mode) }) { $0.close() }
-        if policy.needsCredentials { try socket.receiveCredentials() }
+        if policy.needsCredentials { try socket.enableCredentialPassing() }
         while true {
             let message: UnixMessage
             do throws(UnixSocketError) {

@@ -49,7 +49,53 @@ import Testing
         let reader = Task(executorPreference: UnixReactor.shared) { try await a.read(maxBytes: 16) }
         try await Task.sleep(for: .milliseconds(50))
         reader.cancel()
-        await #expect(throws: CancellationError.self) { try await reader.value }
+        let error = await #expect(throws: UnixSocketError.self) { try await reader.value }
+        #expect(error?.code == .cancelled)
+        #expect(error?.description == "recv: cancelled")
+    }
+
+    @Test("the async face has the blocking face's operations: readToEnd, write(vectored:), nextMessageSize, receive(into:)")
+    func asyncParity() async throws {
+        let (a, b) = try UnixStream.pair()
+        defer { a.close(); b.close() }
+        try await a.write(vectored: [Array("he".utf8), Array("llo".utf8)])
+        try await a.write(all: Array(" world".utf8)[...])  // any Collection<UInt8>, as blocking
+        try a.shutdown(.write)
+        #expect(try await b.readToEnd(maxBytes: 64) == Array("hello world".utf8))
+        let (x, y) = try UnixStream.pair()
+        defer { x.close(); y.close() }
+        try await x.write(all: [UInt8](repeating: 1, count: 10))
+        x.close()
+        let tooLarge = await #expect(throws: UnixSocketError.self) { _ = try await y.readToEnd(maxBytes: 4) }
+        #expect(tooLarge?.code == .tooLarge)
+
+        let (p, q) = try UnixDatagram.pair()
+        defer { p.close(); q.close() }
+        try await p.send(Array("12345".utf8))
+        #expect(try await q.nextMessageSize() == 5)
+        let raw = UnsafeMutableRawBufferPointer.allocate(byteCount: 8, alignment: 1)
+        defer { raw.deallocate() }
+        #expect(try await q.receive(into: raw) == 5)
+        #expect(Array(raw[..<5]) == Array("12345".utf8))
+    }
+
+    @Test func cancellationIsTypedOnEveryWait() async throws {
+        // A message receive, an accept and a back-off (connect to a full backlog) all end with `.cancelled`.
+        let (a, b) = try UnixSeqPacket.pair()
+        defer { a.close(); b.close() }
+        let receiver = Task { try await a.receive(maxBytes: 16) }
+        let address = uniqueAbstract("cancel-accept")
+        let listener = try UnixSeqPacketListener.bind(address, backlog: 0)
+        defer { listener.close() }
+        let acceptor = Task { try await listener.accept() }
+        try await Task.sleep(for: .milliseconds(50))
+        receiver.cancel()
+        acceptor.cancel()
+        let received = await #expect(throws: UnixSocketError.self) { try await receiver.value }
+        #expect(received?.code == .cancelled)
+        #expect(received?.operation == "receive")
+        let accepted = await #expect(throws: UnixSocketError.self) { try await acceptor.value }
+        #expect(accepted?.code == .cancelled)
     }
 
     @Test func closeWakesWaiterWithClosedError() async throws {
@@ -72,7 +118,7 @@ import Testing
         do {
             _ = try await a.receive(timeout: .milliseconds(30))
             Issue.record("receive returned without data")
-        } catch let error as UnixSocketError {
+        } catch {
             #expect(error.code == .timedOut)
         }
     }
@@ -100,7 +146,7 @@ import Testing
 
     @Test func datagramAsyncWithDescriptors() async throws {
         let server = try UnixDatagram.bind(uniqueAbstract("adg"))
-        let client = try UnixDatagram.bind(.autobind)
+        let client = try UnixDatagram.bind(.unnamed)
         defer { server.close(); client.close() }
         let fd = try FileDescriptor.open("/dev/null", .readOnly, options: .closeOnExec)
         defer { try? fd.close() }

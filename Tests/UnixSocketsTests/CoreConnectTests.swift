@@ -10,31 +10,33 @@ struct CoreConnectTests {
     @Test("listen(100000) is capped at net.core.somaxconn, silently (exactly somaxconn + 1 connections queue)")
     func backlogIsCappedAtSomaxconn() async throws {
         await #expect(processExitsWith: .success) {
-            let somaxconn = try #require(sysctlInt("/proc/sys/net/core/somaxconn"))
-            // One descriptor per queued client: make room (in this child only).
-            var limit = rlimit()
-            getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
-            let needed = UInt64(somaxconn + 256)
-            exitCheck(UInt64(limit.rlim_max) >= needed, "RLIMIT_NOFILE hard limit \(limit.rlim_max) < \(needed)")
-            if UInt64(limit.rlim_cur) < needed { setDescriptorLimit(needed) }
+            try synchronously {  // blocking calls: the exit test body is async
+                let somaxconn = try #require(sysctlInt("/proc/sys/net/core/somaxconn"))
+                // One descriptor per queued client: make room (in this child only).
+                var limit = rlimit()
+                getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+                let needed = UInt64(somaxconn + 256)
+                exitCheck(UInt64(limit.rlim_max) >= needed, "RLIMIT_NOFILE hard limit \(limit.rlim_max) < \(needed)")
+                if UInt64(limit.rlim_cur) < needed { setDescriptorLimit(needed) }
 
-            for (backlog, expected) in [(Int32(3), 4), (Int32(100_000), somaxconn + 1)] {
-                let address = uniqueAbstract("somax")
-                let listener = try UnixStreamListener.bind(address, backlog: backlog)  // no error: capped silently
-                var clients: [UnixStream] = []
-                var refused: UnixSocketError?
-                for _ in 0..<(somaxconn + 10) {
-                    do {
-                        clients.append(try UnixStream.connect(to: address, timeout: .milliseconds(50)))
-                    } catch let error as UnixSocketError {
-                        refused = error
-                        break
+                for (backlog, expected) in [(Int32(3), 4), (Int32(100_000), somaxconn + 1)] {
+                    let address = uniqueAbstract("somax")
+                    let listener = try UnixStreamListener.bind(address, backlog: backlog)  // no error: capped silently
+                    var clients: [UnixStream] = []
+                    var refused: UnixSocketError?
+                    for _ in 0..<(somaxconn + 10) {
+                        do {
+                            clients.append(try UnixStream.connect(to: address, timeout: .milliseconds(50)))
+                        } catch let error as UnixSocketError {
+                            refused = error
+                            break
+                        }
                     }
-                }
-                exitCheck(refused?.code == .timedOut, "backlog \(backlog): \(String(describing: refused))")
-                exitCheck(clients.count == expected, "backlog \(backlog): \(clients.count) queued, expected \(expected)")
-                clients.forEach { $0.close() }
-                listener.close()
+                    exitCheck(refused?.code == .timedOut, "backlog \(backlog): \(String(describing: refused))")
+                    exitCheck(clients.count == expected, "backlog \(backlog): \(clients.count) queued, expected \(expected)")
+                    clients.forEach { $0.close() }
+                    listener.close()
+            }
             }
         }
     }
@@ -73,7 +75,7 @@ struct CoreConnectTests {
 
         // Kernel facts behind the back-off: a non-blocking connect to a full backlog fails with EAGAIN (not
         // EINPROGRESS), and poll reports the socket writable at once, so poll cannot be used to wait.
-        let raw = socket(AF_UNIX, (type == .stream ? SocketType.stream : SocketType.seqPacket).flags, 0)
+        let raw = socket(AF_UNIX, (type == .stream ? UnixSocketType.stream : UnixSocketType.seqPacket).flags, 0)
         #expect(raw >= 0)
         defer { close(raw) }
         let rc = address.withSockAddrForTest { connect(raw, $0, $1) }
@@ -105,14 +107,15 @@ struct CoreConnectTests {
     @Test("accept at EMFILE: a clear error, no spin, no crash; service resumes when descriptors free up")
     func acceptAtDescriptorLimit() async throws {
         await #expect(processExitsWith: .success) {
-            warmUpRuntime()
-            let address = uniqueAbstract("emfile")
-            let listener = try UnixStreamListener.bind(address, backlog: 256)
-            var clients: [UnixStream] = []
-            for index in 0..<100 {
-                let client = try UnixStream.connect(to: address, timeout: .seconds(60))
-                try client.write(all: [UInt8(index)], timeout: .seconds(60))
-                clients.append(client)
+            try synchronously {  // blocking calls: the exit test body is async
+                warmUpRuntime()
+                let address = uniqueAbstract("emfile")
+                let listener = try UnixStreamListener.bind(address, backlog: 256)
+                var clients: [UnixStream] = []
+                for index in 0..<100 {
+                    let client = try UnixStream.connect(to: address, timeout: .seconds(60))
+                    try client.write(all: [UInt8(index)], timeout: .seconds(60))
+                    clients.append(client)
             }
             // Cap the table at what is open now, then fill any hole: no descriptor number is free.
             let highest = descriptorNumbers().max() ?? 1024
@@ -140,6 +143,7 @@ struct CoreConnectTests {
             exitCheck(seen.count == 100, "every queued client was served once: \(seen.count)")
             clients.forEach { $0.close() }
             listener.close()
+            }
         }
     }
 

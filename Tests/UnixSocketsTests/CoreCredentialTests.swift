@@ -113,14 +113,14 @@ struct CoreCredentialTests {
         }
     }
 
-    @Test("SCM_CREDENTIALS: only messages sent after receiveCredentials() carry the sender's identity",
+    @Test("SCM_CREDENTIALS: only messages sent after enableCredentialPassing() carry the sender's identity",
         arguments: messageTypes)
     func credentialsNeedPassCredBeforeSend(type: UnixSocketType) throws {
         let pair = try MessagePair(type)
         try pair.send(bytes("not asked"))
         #expect(try pair.receive().credentials == nil, "no SO_PASSCRED: no credentials")
         try pair.send(bytes("before"))
-        try pair.receiveCredentials()
+        try pair.enableCredentialPassing()
         try pair.send(bytes("after"))
         let before = try pair.receive()
         #expect(before.bytes == bytes("before"))
@@ -136,7 +136,7 @@ struct CoreCredentialTests {
     func unconnectedDatagramCredentials() throws {
         let receiver = try UnixDatagram.bind(uniqueAbstract("creds"))
         defer { receiver.close() }
-        try receiver.receiveCredentials()
+        try receiver.enableCredentialPassing()
         let client = try UnixDatagram.unbound()
         try client.send(bytes("who"), to: try receiver.local, timeout: ioTimeout)
         let message = try receiver.receive(timeout: ioTimeout)

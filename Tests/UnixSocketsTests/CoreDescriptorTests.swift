@@ -161,7 +161,7 @@ struct CoreDescriptorTests {
         let server = try AnyServer(type, address)
         defer { server.close() }
         // The receiver asks for credentials first (where the type offers it): they must come with the descriptors.
-        if let datagram = server.datagram { try datagram.receiveCredentials() }
+        if let datagram = server.datagram { try datagram.enableCredentialPassing() }
         let peer = try PythonPeer(
             """
             typ = eval(sys.argv[1])
@@ -187,7 +187,7 @@ struct CoreDescriptorTests {
             try connection.write(all: bytes("k"), timeout: ioTimeout)
         case .seqPacket:
             let connection = try server.seqPacket!.accept(timeout: ioTimeout)
-            try connection.receiveCredentials()  // after the send: the kernel still attaches them on a connection
+            try connection.enableCredentialPassing()  // after the send: the kernel still attaches them on a connection
             message = try connection.receive(maxDescriptors: 8, timeout: ioTimeout)
             #expect(message.credentials?.pid == peer.pid)
             try connection.send(bytes("k"), timeout: ioTimeout)
@@ -207,7 +207,7 @@ struct CoreDescriptorTests {
     @Test("our descriptors and credentials together reach the receiver", arguments: messageTypes)
     func credentialsAndRightsTogether(type: UnixSocketType) throws {
         let pair = try MessagePair(type)
-        try pair.receiveCredentials()
+        try pair.enableCredentialPassing()
         let file = try FileDescriptor.open("/dev/null", .readOnly, options: .closeOnExec)
         defer { try? file.close() }
         try pair.send(bytes("both"), descriptors: [file, file], credentials: .current)
@@ -262,5 +262,34 @@ struct CoreDescriptorTests {
         try connection.send(bytes("here"), descriptors: [secret], timeout: ioTimeout)
         try peer.expectLine("got here 1 root-only")
         try peer.succeed()
+    }
+
+    @Test("a release that fails (socket in use, or closed) keeps the listener's socket-file removal on close")
+    func failedReleaseKeepsUnlinkOnClose() throws {
+        let dir = try TempDir()
+        defer { dir.cleanup() }
+        // In use: another thread waits in accept, so the descriptor cannot be given away.
+        let listener = try UnixStreamListener.bind(dir.address("busy.sock"))
+        let accepting = Thread { _ = try? listener.accept(timeout: .seconds(10)) }
+        accepting.start()
+        Thread.sleep(forTimeInterval: 0.3)  // let it reach its poll
+        var refused: UnixSocketError?
+        do throws(UnixSocketError) {
+            let released = try listener.releaseDescriptor()
+            try? released.close()
+        } catch {
+            refused = error
+        }
+        let failure = try #require(refused, "the release was not refused while another thread accepts")
+        #expect(failure.code == .closed)
+        #expect(FileManager.default.fileExists(atPath: dir.file("busy.sock")))
+        listener.close()
+        #expect(!FileManager.default.fileExists(atPath: dir.file("busy.sock")), "close after a failed release left the file")
+
+        // Closed: the release fails, and the file went with the close.
+        let closed = try UnixDatagram.bind(dir.address("closed.sock"))
+        closed.close()
+        #expect(throws: UnixSocketError.self) { _ = try closed.releaseDescriptor() }
+        #expect(!FileManager.default.fileExists(atPath: dir.file("closed.sock")))
     }
 }

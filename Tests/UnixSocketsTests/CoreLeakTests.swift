@@ -11,55 +11,56 @@ struct CoreLeakTests {
     @Test("a representative workload of every socket type, errors included, leaves no descriptor and no file")
     func workloadLeavesNothing() async throws {
         await #expect(processExitsWith: .success) {
-            let baseline = trackedDescriptors()
-            let dir = try TempDir()
-            let file = try FileDescriptor.open("/dev/null", .readOnly, options: .closeOnExec)
-            for type in allSocketTypes {
-                // Servers on paths and names, clients, exchanges, closes.
-                for address in [dir.address("\(type.rawValue).sock"), uniqueAbstract("leak"), UnixAddress.autobind] {
-                    let server = try AnyServer(type, address, mode: address.isPath ? 0o600 : nil)
-                    let local = try server.local
-                    for _ in 0..<3 { try server.exchange(via: local) }
-                    server.close()
-                }
-                // Descriptors: received and dropped, taken and closed, truncated.
-                let pair = try AnyPair(type)
-                try pair.send(bytes("a"), descriptors: [file, file, file])
-                _ = try pair.receive(maxDescriptors: 3)  // dropped unclaimed: closed by their owner
-                try pair.send(bytes("b"), descriptors: [file])
-                if let taken = try pair.receive(maxDescriptors: 1).descriptors.first?.take() { try taken.close() }
-                for room in [0, 1] {
-                    try pair.send(bytes("c"), descriptors: [file, file])
-                    do {
-                        _ = try pair.receive(maxDescriptors: room)
-                        exitCheck(false, "\(type): no truncation with room \(room)")
-                    } catch let error as UnixSocketError {
-                        exitCheck(error.code == .controlTruncated, "\(error)")
+            try synchronously {  // blocking calls: the exit test body is async
+                let baseline = trackedDescriptors()
+                let dir = try TempDir()
+                let file = try FileDescriptor.open("/dev/null", .readOnly, options: .closeOnExec)
+                for type in allSocketTypes {
+                    // Servers on paths and names, clients, exchanges, closes.
+                    for address in [dir.address("\(type.rawValue).sock"), uniqueAbstract("leak"), UnixAddress.unnamed] {
+                        let server = try AnyServer(type, address, mode: address.isPath ? 0o600 : nil)
+                        let local = try server.local
+                        for _ in 0..<3 { try server.exchange(via: local) }
+                        server.close()
                     }
-                }
-                if let messages = pair.messages {
-                    // A message too long for the buffer, with descriptors: both discarded.
-                    try messages.send(patternBytes(100), descriptors: [file, file])
-                    // Peeks install nothing.
-                    for _ in 0..<5 { exitCheck(try messages.nextMessageSize() == 100, "peek size") }
-                    do {
-                        _ = try messages.receive(maxBytes: 10, maxDescriptors: 4)
-                        exitCheck(false, "no truncation")
-                    } catch let error as UnixSocketError {
-                        exitCheck(error.code == .messageTruncated, "\(error)")
+                    // Descriptors: received and dropped, taken and closed, truncated.
+                    let pair = try AnyPair(type)
+                    try pair.send(bytes("a"), descriptors: [file, file, file])
+                    _ = try pair.receive(maxDescriptors: 3)  // dropped unclaimed: closed by their owner
+                    try pair.send(bytes("b"), descriptors: [file])
+                    if let taken = try pair.receive(maxDescriptors: 1).descriptors.first?.take() { try taken.close() }
+                    for room in [0, 1] {
+                        try pair.send(bytes("c"), descriptors: [file, file])
+                        do {
+                            _ = try pair.receive(maxDescriptors: room)
+                            exitCheck(false, "\(type): no truncation with room \(room)")
+                        } catch let error as UnixSocketError {
+                            exitCheck(error.code == .controlTruncated, "\(error)")
+                        }
                     }
-                }
-                // Errors on the way.
-                let missing = dir.address("missing.sock")
-                _ = try? UnixStream.connect(to: missing, timeout: .seconds(1))
-                _ = try? UnixSeqPacket.connect(to: uniqueAbstract("none"), timeout: .seconds(1))
-                try? UnixDatagram.unbound().send(bytes("x"), to: missing, timeout: .seconds(1))
-                let live = try AnyServer(type, dir.address("live.sock"))
-                _ = try? AnyServer(type, dir.address("live.sock"))
-                live.close()
-                try makeFile(dir, "regular", "x").close()
-                _ = try? AnyServer(type, dir.address("regular"))  // .notASocket
-                unlink(dir.file("regular"))
+                    if let messages = pair.messages {
+                        // A message too long for the buffer, with descriptors: both discarded.
+                        try messages.send(patternBytes(100), descriptors: [file, file])
+                        // Peeks install nothing.
+                        for _ in 0..<5 { exitCheck(try messages.nextMessageSize() == 100, "peek size") }
+                        do {
+                            _ = try messages.receive(maxBytes: 10, maxDescriptors: 4)
+                            exitCheck(false, "no truncation")
+                        } catch let error as UnixSocketError {
+                            exitCheck(error.code == .messageTruncated, "\(error)")
+                        }
+                    }
+                    // Errors on the way.
+                    let missing = dir.address("missing.sock")
+                    _ = try? UnixStream.connect(to: missing, timeout: .seconds(1))
+                    _ = try? UnixSeqPacket.connect(to: uniqueAbstract("none"), timeout: .seconds(1))
+                    try? UnixDatagram.unbound().send(bytes("x"), to: missing, timeout: .seconds(1))
+                    let live = try AnyServer(type, dir.address("live.sock"))
+                    _ = try? AnyServer(type, dir.address("live.sock"))
+                    live.close()
+                    try makeFile(dir, "regular", "x").close()
+                    _ = try? AnyServer(type, dir.address("regular"))  // .notASocket
+                    unlink(dir.file("regular"))
             }
             // A listener closed while a client is queued, a stream write to a closed peer, a timed-out accept.
             let listener = try UnixStreamListener.bind(dir.address("queue.sock"))
@@ -78,6 +79,7 @@ struct CoreLeakTests {
             exitCheck(left.isEmpty, "socket files left behind: \(left)")
             dir.cleanup()
             exitCheckDescriptors(baseline, "after the workload")
+            }
         }
     }
 
@@ -146,37 +148,38 @@ struct CoreLeakTests {
     @Test("descriptor cycles (a socket sent over itself, then closed) are freed; nothing leaks")
     func descriptorCyclesFreed() async throws {
         await #expect(processExitsWith: .success) {
-            let baseline = trackedDescriptors()
-            var inodes = Set<UInt64>()
-            for type in allSocketTypes {
-                let pair = try AnyPair(type)
-                let (a, b): (CInt, CInt)
-                if let stream = pair.stream {
-                    (a, b) = (try stream.0.core.withDescriptor("t") { $0 }, try stream.1.core.withDescriptor("t") { $0 })
-                } else if let seq = pair.messages?.seqA {
-                    (a, b) = (try seq.core.withDescriptor("t") { $0 }, try pair.messages!.seqB!.core.withDescriptor("t") { $0 })
-                } else {
-                    let messages = pair.messages!
-                    (a, b) = (try messages.dgramA!.core.withDescriptor("t") { $0 }, try messages.dgramB!.core.withDescriptor("t") { $0 })
-                }
-                inodes.formUnion([inode(of: a), inode(of: b)])
-                // Each end travels through its own socket: the in-flight references form a cycle.
-                try pair.send(bytes("self"), descriptors: [FileDescriptor(rawValue: a), FileDescriptor(rawValue: b)])
-                if let stream = pair.stream {
-                    try stream.1.send(bytes("back"), descriptors: [FileDescriptor(rawValue: a), FileDescriptor(rawValue: b)], timeout: .seconds(60))
-                    stream.0.close()
-                    stream.1.close()
-                } else if let messages = pair.messages {
-                    if let seqB = messages.seqB {
-                        try seqB.send(bytes("back"), descriptors: [FileDescriptor(rawValue: a)], timeout: .seconds(60))
+            try synchronously {  // blocking calls: the exit test body is async
+                let baseline = trackedDescriptors()
+                var inodes = Set<UInt64>()
+                for type in allSocketTypes {
+                    let pair = try AnyPair(type)
+                    let (a, b): (CInt, CInt)
+                    if let stream = pair.stream {
+                        (a, b) = (try stream.0.core.withDescriptor("t") { $0 }, try stream.1.core.withDescriptor("t") { $0 })
+                    } else if let seq = pair.messages?.seqA {
+                        (a, b) = (try seq.core.withDescriptor("t") { $0 }, try pair.messages!.seqB!.core.withDescriptor("t") { $0 })
                     } else {
-                        try messages.dgramB!.send(bytes("back"), descriptors: [FileDescriptor(rawValue: a)], timeout: .seconds(60))
+                        let messages = pair.messages!
+                        (a, b) = (try messages.dgramA!.core.withDescriptor("t") { $0 }, try messages.dgramB!.core.withDescriptor("t") { $0 })
                     }
-                    messages.seqA?.close()
-                    messages.seqB?.close()
-                    messages.dgramA?.close()
-                    messages.dgramB?.close()
-                }
+                    inodes.formUnion([inode(of: a), inode(of: b)])
+                    // Each end travels through its own socket: the in-flight references form a cycle.
+                    try pair.send(bytes("self"), descriptors: [FileDescriptor(rawValue: a), FileDescriptor(rawValue: b)])
+                    if let stream = pair.stream {
+                        try stream.1.send(bytes("back"), descriptors: [FileDescriptor(rawValue: a), FileDescriptor(rawValue: b)], timeout: .seconds(60))
+                        stream.0.close()
+                        stream.1.close()
+                    } else if let messages = pair.messages {
+                        if let seqB = messages.seqB {
+                            try seqB.send(bytes("back"), descriptors: [FileDescriptor(rawValue: a)], timeout: .seconds(60))
+                        } else {
+                            try messages.dgramB!.send(bytes("back"), descriptors: [FileDescriptor(rawValue: a)], timeout: .seconds(60))
+                        }
+                        messages.seqA?.close()
+                        messages.seqB?.close()
+                        messages.dgramA?.close()
+                        messages.dgramB?.close()
+                    }
             }
             exitCheck(inodes.count == 6, "six sockets")
             exitCheckDescriptors(baseline, "our descriptors are closed")
@@ -191,6 +194,7 @@ struct CoreLeakTests {
                 alive = inodes.intersection(unixSocketInodes())
             }
             exitCheck(alive.isEmpty, "sockets still alive in the kernel: \(alive)")
+            }
         }
     }
 }

@@ -44,8 +44,8 @@ struct MessagePair {
         return try dgramB!.receive(into: buffer, timeout: ioTimeout)
     }
 
-    func receiveCredentials() throws {
-        if let seqB { try seqB.receiveCredentials() } else { try dgramB!.receiveCredentials() }
+    func enableCredentialPassing() throws {
+        if let seqB { try seqB.enableCredentialPassing() } else { try dgramB!.enableCredentialPassing() }
     }
 
     var sendBufferSize: Int {
@@ -79,9 +79,9 @@ struct CoreMessageTests {
             out('replied', os.getpid(), os.getuid(), os.getgid())
             """, [theirs.pythonHex, dir.file("py.txt")])
         try peer.expectLine("ready")
-        let client = try UnixDatagram.bind(.autobind)
+        let client = try UnixDatagram.bind(.unnamed)
         defer { client.close() }
-        try client.receiveCredentials()
+        try client.enableCredentialPassing()
         let me = try client.local.pythonHex
         try client.send(bytes("one"), to: theirs, timeout: ioTimeout)
         try client.send([], to: theirs, timeout: ioTimeout)
@@ -267,7 +267,7 @@ struct CoreMessageTests {
         if mode == "bound" {
             let address = uniqueAbstract("gone")
             let receiver = try UnixDatagram.bind(address)
-            sender = try UnixDatagram.bind(.autobind)
+            sender = try UnixDatagram.bind(.unnamed)
             try sender.connect(to: address)
             try sender.send(bytes("hi"), timeout: ioTimeout)
             #expect(try receiver.receive(timeout: ioTimeout).bytes == bytes("hi"))
@@ -295,7 +295,7 @@ struct CoreMessageTests {
         } else {
             let receiver = try UnixDatagram.bind(uniqueAbstract("zero"))
             defer { receiver.close() }
-            let sender = try UnixDatagram.bind(.autobind)
+            let sender = try UnixDatagram.bind(.unnamed)
             try sender.send([], to: try receiver.local, timeout: ioTimeout)
             let message = try receiver.receive(timeout: ioTimeout)
             #expect(message.bytes == [])

@@ -130,23 +130,24 @@ struct CoreStreamTests {
     @Test("writing after the peer closed is EPIPE, never SIGPIPE death (every send path)")
     func writeAfterCloseIsEPIPE() async throws {
         await #expect(processExitsWith: .success) {
-            signal(SIGPIPE, SIG_DFL)  // a SIGPIPE would now kill this process
-            let (a, b) = try UnixStream.pair()
-            b.close()
-            let sends: [(String, () throws -> Void)] = [
-                ("write", { try a.write(all: bytes("x"), timeout: .seconds(60)) }),
-                ("vectored", { try a.write(vectored: [bytes("x"), bytes("y")], timeout: .seconds(60)) }),
-                ("vectored large", { try a.write(vectored: [[UInt8](repeating: 1, count: 70_000), bytes("y")], timeout: .seconds(60)) }),
-                ("descriptors", { try a.send(bytes("x"), descriptors: [.standardInput], timeout: .seconds(60)) }),
-            ]
-            for (name, send) in sends {
-                do {
-                    try send()
-                    exitCheck(false, "\(name): send to a closed peer succeeded")
-                } catch let error as UnixSocketError {
-                    exitCheck(error.errno == .brokenPipe, "\(name): \(error)")
-                    exitCheck(error.description.contains("broken pipe (EPIPE): the peer closed the connection"), error.description)
-                }
+            try synchronously {  // blocking calls: the exit test body is async
+                signal(SIGPIPE, SIG_DFL)  // a SIGPIPE would now kill this process
+                let (a, b) = try UnixStream.pair()
+                b.close()
+                let sends: [(String, () throws -> Void)] = [
+                    ("write", { try a.write(all: bytes("x"), timeout: .seconds(60)) }),
+                    ("vectored", { try a.write(vectored: [bytes("x"), bytes("y")], timeout: .seconds(60)) }),
+                    ("vectored large", { try a.write(vectored: [[UInt8](repeating: 1, count: 70_000), bytes("y")], timeout: .seconds(60)) }),
+                    ("descriptors", { try a.send(bytes("x"), descriptors: [.standardInput], timeout: .seconds(60)) }),
+                ]
+                for (name, send) in sends {
+                    do {
+                        try send()
+                        exitCheck(false, "\(name): send to a closed peer succeeded")
+                    } catch let error as UnixSocketError {
+                        exitCheck(error.errno == .brokenPipe, "\(name): \(error)")
+                        exitCheck(error.description.contains("broken pipe (EPIPE): the peer closed the connection"), error.description)
+                    }
             }
             let (c, d) = try UnixSeqPacket.pair()
             d.close()
@@ -155,6 +156,7 @@ struct CoreStreamTests {
                 exitCheck(false, "seqpacket send to a closed peer succeeded")
             } catch let error as UnixSocketError {
                 exitCheck(error.errno == .brokenPipe, "seqpacket: \(error)")
+            }
             }
         }
     }

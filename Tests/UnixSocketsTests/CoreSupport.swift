@@ -117,7 +117,7 @@ final class AnyServer: Sendable {
             #expect(try client.receive(timeout: ioTimeout).bytes == bytes("pong"))
             return (try client.peer, try connection.peer)
         case .datagram:
-            let client = try UnixDatagram.bind(clientAddress ?? .autobind)
+            let client = try UnixDatagram.bind(clientAddress ?? .unnamed)
             defer { client.close() }
             try client.connect(to: address)
             try client.send(payload, timeout: ioTimeout)

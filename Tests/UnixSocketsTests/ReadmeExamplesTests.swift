@@ -45,7 +45,7 @@ import UnixSockets
 
         let name = try UnixAddress("@uds-readme-\(getpid())")
         let server = try UnixDatagram.bind(name)
-        let client = try UnixDatagram.bind(.autobind)        // a kernel-chosen name, so replies can come back
+        let client = try UnixDatagram.bind(.unnamed)        // a kernel-chosen name, so replies can come back
         try client.send(Array("hi".utf8), to: name)
         let datagram = try server.receive()
         try server.send(datagram.bytes, to: datagram.sender!)

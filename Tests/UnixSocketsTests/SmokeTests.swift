@@ -38,7 +38,7 @@ import Testing
 
     @Test func datagramAutobind() throws {
         let server = try UnixDatagram.bind(uniqueAbstract("d"))
-        let client = try UnixDatagram.bind(.autobind)
+        let client = try UnixDatagram.bind(.unnamed)
         let local = try client.local
         #expect(local.isAbstract)
         try client.send(bytes("ping"), to: try server.local)

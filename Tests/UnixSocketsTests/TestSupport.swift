@@ -197,3 +197,7 @@ final class TestPipe: @unchecked Sendable {  // used by one test at a time
         closeWrite()
     }
 }
+
+/// Runs blocking socket calls from an async context (an exit test's body): the closure is synchronous, so
+/// the blocking overloads (marked `noasync`) are the ones meant.
+func synchronously(_ body: () throws -> Void) rethrows { try body() }

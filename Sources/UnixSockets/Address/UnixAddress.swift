@@ -30,11 +30,9 @@ public struct UnixAddress: Hashable, Sendable, CustomStringConvertible, Expressi
     /// The most bytes an abstract name can hold (after the leading NUL).
     public static let maximumAbstractLength = 107
 
-    /// The unnamed address. Binding a datagram socket to it autobinds (a kernel-chosen abstract name).
+    /// The unnamed address: an unbound peer's. Binding to it asks the kernel to choose a unique abstract
+    /// name (`\0` + 5 hex digits; autobind), so a datagram socket can be answered.
     public static let unnamed = UnixAddress(kind: .unnamed, invalidReason: nil)
-
-    /// The address for `bind` that asks the kernel to choose a unique abstract name (`\0` + 5 hex digits).
-    public static let autobind = unnamed
 
     private init(kind: Kind, invalidReason: String?) {
         self.kind = kind

@@ -8,7 +8,7 @@ import SystemPackage
 /// never lost. The descriptor is registered edge-triggered for input; output is added (EPOLL_CTL_MOD) the
 /// first time a writer has to wait, so sockets that never wait to write cost the reactor no wake-up each
 /// time their peer reads.
-final class Registration: Sendable {
+final class Registration: SocketAttachment {
     struct Waiter {
         let id: UInt64
         let continuation: UnsafeContinuation<Void, any Error>
@@ -24,13 +24,22 @@ final class Registration: Sendable {
 
     let id: UInt64
     let fd: CInt
+    /// What its waiters are woken with when the socket is closed.
+    let closedError: UnixSocketError
     let state = Lock(State())
     /// Whether EPOLLOUT is in the registration's event mask (set once, by the first writer that waits).
     let writeArmed = Atomic<Bool>(false)
 
-    init(id: UInt64, fd: CInt) {
+    init(id: UInt64, fd: CInt, closedError: UnixSocketError) {
         self.id = id
         self.fd = fd
+        self.closedError = closedError
+    }
+
+    /// The socket core is closing or releasing the descriptor: leave epoll first (a duplicated descriptor
+    /// would keep the registration alive) and wake the waiters with `.closed`.
+    func socketWillClose(_ descriptor: CInt) {
+        UnixReactor.shared.deregister(self, error: closedError)
     }
 
     /// The current sequence number of a direction.
@@ -139,9 +148,10 @@ public final class UnixReactor: TaskExecutor, @unchecked Sendable {
 
     /// Registers `fd` edge-triggered for input and peer hang-up (errors and hang-up are always reported);
     /// output readiness is added by `armWrite` when a writer first waits.
-    func register(_ fd: CInt) throws(UnixSocketError) -> Registration {
+    func register(_ fd: CInt, closedError: UnixSocketError) throws(UnixSocketError) -> Registration {
         try start()
-        let registration = Registration(id: nextID.wrappingAdd(1, ordering: .relaxed).oldValue, fd: fd)
+        let registration = Registration(
+            id: nextID.wrappingAdd(1, ordering: .relaxed).oldValue, fd: fd, closedError: closedError)
         registrations.withLock { $0[registration.id] = registration }
         let event = EpollEvent(events: [.input, .readHangUp, .edgeTriggered], data: registration.id)
         if case .failure(let errno) = Epoll.control(epollFD.load(ordering: .acquiring), .add, fd, event) {
@@ -176,8 +186,23 @@ public final class UnixReactor: TaskExecutor, @unchecked Sendable {
     // MARK: Waiting
 
     /// Suspends until an event for the direction arrives after `sequence`, the deadline passes (throws
-    /// `.timedOut`), the task is cancelled (`CancellationError`) or the socket is closed (`.closed`).
+    /// `.timedOut`), the task is cancelled (`.cancelled`) or the socket is closed (`.closed`).
     func wait(
+        _ registration: Registration, writing: Bool, after sequence: UInt64, deadline: Deadline?, operation: String,
+        address: UnixAddress?
+    ) async throws(UnixSocketError) {
+        do {
+            try await suspend(
+                registration, writing: writing, after: sequence, deadline: deadline, operation: operation,
+                address: address)
+        } catch let error as UnixSocketError {
+            throw error
+        } catch {
+            throw .cancelled(operation, address: address)
+        }
+    }
+
+    private func suspend(
         _ registration: Registration, writing: Bool, after sequence: UInt64, deadline: Deadline?, operation: String,
         address: UnixAddress?
     ) async throws {
@@ -188,7 +213,7 @@ public final class UnixReactor: TaskExecutor, @unchecked Sendable {
                     if let closed = state.closedError { return .some(closed) }
                     let current = writing ? state.writeSequence : state.readSequence
                     if current != sequence { return .some(nil) }
-                    if Task.isCancelled { return .some(CancellationError()) }
+                    if Task.isCancelled { return .some(UnixSocketError.cancelled(operation, address: address)) }
                     let waiter = Registration.Waiter(id: waiterID, continuation: continuation)
                     if writing { state.writers.append(waiter) } else { state.readers.append(waiter) }
                     return .none
@@ -208,7 +233,7 @@ public final class UnixReactor: TaskExecutor, @unchecked Sendable {
                 }
             }
         } onCancel: {
-            Self.resumeWaiter(registration, id: waiterID, error: CancellationError())
+            Self.resumeWaiter(registration, id: waiterID, error: UnixSocketError.cancelled(operation, address: address))
         }
         if deadline != nil { removeTimer(id: waiterID) }
     }

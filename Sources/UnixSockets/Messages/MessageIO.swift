@@ -4,7 +4,8 @@ import SystemPackage
 
 /// What one recvmsg returned besides its byte count, before the truncation checks. Descriptors are owned
 /// from the moment they are parsed. Filled in place by `recvmsgOnce` (no copies of it through `Result`).
-struct RawReceived {
+package struct RawReceived {
+    package init() {}
     var flags: CInt = 0
     var descriptors: [OwnedDescriptor] = []
     var credentials: UnixCredentials?
@@ -20,7 +21,7 @@ extension SocketCore {
     /// One sendmsg(2) of `bytes` with SCM_RIGHTS and SCM_CREDENTIALS control data, to `destination` if given.
     static func sendmsgOnce(
         _ fd: CInt, _ bytes: UnsafeRawBufferPointer, descriptors: UnsafeBufferPointer<CInt>,
-        credentials: UnixCredentials?, destination: (UnsafePointer<sockaddr>, socklen_t)?
+        credentials: KernelCredentials.Raw?, destination: (UnsafePointer<sockaddr>, socklen_t)?
     ) -> Result<IOResult<Int>, Errno> {
         let rightsSpace = descriptors.isEmpty ? 0 : uds_cmsg_space(descriptors.count * MemoryLayout<CInt>.size)
         let credentialsSpace = credentials == nil ? 0 : uds_cmsg_space(MemoryLayout<uds_ucred>.size)
@@ -52,7 +53,7 @@ extension SocketCore {
                     cmsg.pointee.cmsg_level = SystemConstants.solSocket
                     cmsg.pointee.cmsg_type = SystemConstants.scmCredentials
                     cmsg.pointee.cmsg_len = uds_cmsg_len(MemoryLayout<uds_ucred>.size)
-                    var raw = credentials.raw
+                    var raw = credentials
                     UnsafeMutableRawPointer(uds_cmsg_data(cmsg)).copyMemory(
                         from: &raw, byteCount: MemoryLayout<uds_ucred>.size)
                 }
@@ -67,40 +68,6 @@ extension SocketCore {
             throw UnixSocketError(
                 .invalidArgument, operation: operation, address: address,
                 detail: "\(count) descriptors in one message; the kernel takes at most \(maximumDescriptorsPerMessage)")
-        }
-    }
-
-    /// Sends one whole message (seqpacket, datagram), optionally to `destination` (unconnected datagram).
-    /// EMSGSIZE names the limit. An unconnected send to a full receiver is retried with back-off.
-    func sendMessage(
-        _ bytes: UnsafeRawBufferPointer, descriptors fds: UnsafeBufferPointer<CInt>, credentials: UnixCredentials?,
-        to destination: UnixAddress?, timeout: Duration?
-    ) throws(UnixSocketError) {
-        let operation = destination == nil ? "send" : "sendto"
-        try checkMessageSend(byteCount: bytes.count, descriptorCount: fds.count, to: destination, operation: operation)
-        do throws(UnixSocketError) {
-            do {
-                if let destination {
-                    try destination.withSockAddr(operation: operation) { (name, length) throws(UnixSocketError) in
-                        do throws(UnixSocketError) {
-                            _ = try backingOff(operation, timeout: timeout) { fd in
-                                Self.sendmsgOnce(
-                                    fd, bytes, descriptors: fds, credentials: credentials, destination: (name, length))
-                            }
-                        } catch {
-                            guard error.code == .system else { throw error }
-                            throw UnixSocketError(.system, operation: operation, address: destination, errno: error.errno)
-                        }
-                    }
-                } else {
-                    _ = try blocking(operation, events: SystemConstants.pollOut, timeout: timeout) { fd in
-                        Self.sendmsgOnce(fd, bytes, descriptors: fds, credentials: credentials, destination: nil)
-                    }
-                }
-            }
-        } catch {
-            guard error.errno == .messageTooLong else { throw error }
-            throw messageTooLong(bytes.count, operation: operation, address: destination ?? address)
         }
     }
 
@@ -137,31 +104,6 @@ extension SocketCore {
             throw UnixSocketError(
                 .invalidArgument, operation: "sendmsg", address: address,
                 detail: "descriptors on a stream need at least one payload byte (the kernel drops them otherwise)")
-        }
-    }
-
-    /// Stream send with descriptors: they ride on the first sendmsg only (which must carry a payload byte);
-    /// the rest of the bytes follow without them.
-    func sendStream(_ bytes: UnsafeRawBufferPointer, descriptors fds: UnsafeBufferPointer<CInt>, timeout: Duration?)
-        throws(UnixSocketError)
-    {
-        try checkStreamSend(byteCount: bytes.count, descriptorCount: fds.count)
-        var sent = 0
-        if !fds.isEmpty {
-            sent = try blocking("sendmsg", events: SystemConstants.pollOut, timeout: timeout) { fd in
-                Self.sendmsgOnce(fd, bytes, descriptors: fds, credentials: nil, destination: nil)
-            }
-        }
-        try writeAll(UnsafeRawBufferPointer(rebasing: bytes[sent...]), timeout: timeout)
-    }
-
-    /// Writes every byte, looping over short writes; EINTR is retried, EAGAIN waited on.
-    func writeAll(_ bytes: UnsafeRawBufferPointer, timeout: Duration?) throws(UnixSocketError) {
-        var offset = 0
-        while offset < bytes.count {
-            offset += try blocking("send", events: SystemConstants.pollOut, timeout: timeout) { fd in
-                system_send(fd, UnsafeRawBufferPointer(rebasing: bytes[offset...]), SystemConstants.msgNoSignal)
-            }
         }
     }
 
@@ -238,47 +180,6 @@ extension SocketCore {
         }
     }
 
-    /// Receives one message (or, on a stream, what is there) with its descriptors and credentials.
-    /// MSG_CTRUNC and (for messages) MSG_TRUNC are errors; every descriptor that arrived is closed then.
-    func receiveMessage(
-        into buffer: UnsafeMutableRawBufferPointer, maxDescriptors: Int, wantSender: Bool, timeout: Duration?,
-        operation: String = "receive"
-    ) throws(UnixSocketError) -> (count: Int, descriptors: [OwnedDescriptor], credentials: UnixCredentials?,
-        sender: UnixAddress?)
-    {
-        if maxDescriptors < 0 || maxDescriptors > maximumDescriptorsPerMessage {
-            throw UnixSocketError(
-                .invalidArgument, operation: operation, address: address,
-                detail: "maxDescriptors must be 0...\(maximumDescriptorsPerMessage)")
-        }
-        let isMessage = type != .stream
-        let flags = isMessage ? SystemConstants.msgTrunc : 0
-        let credentials = passCredentials.load(ordering: .relaxed)
-        var raw = RawReceived()
-        let count = try blocking(operation, events: SystemConstants.pollIn, timeout: timeout) { fd in
-            Self.recvmsgOnce(
-                fd, buffer, maxDescriptors: maxDescriptors, credentials: credentials, wantSender: wantSender,
-                flags: flags, into: &raw)
-        }
-        try checkReceived(raw, count: count, capacity: buffer.count, maxDescriptors: maxDescriptors, operation: operation)
-        return (count, raw.descriptors, raw.credentials, raw.sender)
-    }
-
-    /// Receives one message (or, on a stream, what is there) into `buffer` without descriptors or sender:
-    /// the allocation-free path of `receive(into:)`. Credentials that arrive are dropped; descriptors that
-    /// arrive (no room for them) are a `.controlTruncated` error, as in the general receive.
-    func receiveMessage(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration?) throws(UnixSocketError) -> Int {
-        let flags = type != .stream ? SystemConstants.msgTrunc : 0
-        let credentials = passCredentials.load(ordering: .relaxed)
-        var raw = RawReceived()
-        let count = try blocking("receive", events: SystemConstants.pollIn, timeout: timeout) { fd in
-            Self.recvmsgOnce(
-                fd, buffer, maxDescriptors: 0, credentials: credentials, wantSender: false, flags: flags, into: &raw)
-        }
-        try checkReceived(raw, count: count, capacity: buffer.count, maxDescriptors: 0, operation: "receive")
-        return count
-    }
-
     /// Wraps received descriptors in owners at once; MSG_CTRUNC and (for messages) MSG_TRUNC become errors
     /// after closing every descriptor that arrived.
     func checkReceived(_ raw: borrowing RawReceived, count: Int, capacity: Int, maxDescriptors: Int, operation: String)
@@ -311,48 +212,30 @@ extension SocketCore {
         }
     }
 
-    /// Receives one message into a new array of at most `maxBytes`.
+    /// Receives one message into a new array of at most `maxBytes` (allocated once, filled in place).
     func receiveMessage(
         maxBytes: Int, maxDescriptors: Int, wantSender: Bool, timeout: Duration?
     ) throws(UnixSocketError) -> UnixMessage {
         let maxBytes = try checkedByteCount(
             maxBytes, "maxBytes", operation: "receive", address: address, allocationCap: maximumMessageBuffer)
-        var result: (count: Int, descriptors: [OwnedDescriptor], credentials: UnixCredentials?, sender: UnixAddress?)?
+        var received = RawReceived()
         var failure: UnixSocketError?
         let bytes = [UInt8](unsafeUninitializedCapacity: max(maxBytes, 1)) { storage, initialized in
+            initialized = 0
             do throws(UnixSocketError) {
-                let value = try receiveMessage(
-                    into: UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(storage)[..<maxBytes]),
-                    maxDescriptors: maxDescriptors, wantSender: wantSender, timeout: timeout)
-                result = value
-                initialized = value.count
+                let buffer = UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(storage)[..<maxBytes])
+                var operation = try Receive(
+                    into: buffer, maxDescriptors: maxDescriptors, wantSender: wantSender, on: self)
+                initialized = try perform(&operation, timeout: timeout)
+                received = operation.received
             } catch {
                 failure = error
-                initialized = 0
             }
         }
         if let failure { throw failure }
-        let value = result!  // set whenever failure is nil
         return UnixMessage(
-            bytes: bytes, descriptors: value.descriptors, credentials: value.credentials, sender: value.sender)
-    }
-
-    /// The size of the next message without consuming it (MSG_PEEK | MSG_TRUNC; no descriptors installed).
-    func nextMessageSize(timeout: Duration?) throws(UnixSocketError) -> Int {
-        var byte: UInt8 = 0
-        return try withUnsafeMutableBytes(of: &byte) { (buffer) throws(UnixSocketError) -> Int in
-            try blocking("peek", events: SystemConstants.pollIn, timeout: timeout) { fd in
-                system_recv(fd, buffer, SystemConstants.msgPeek | SystemConstants.msgTrunc)
-            }
-        }
-    }
-
-    /// Reads what is there (at least one byte, or 0 at EOF) into `buffer`.
-    @inline(__always)
-    func readSome(_ buffer: UnsafeMutableRawBufferPointer, timeout: Duration?) throws(UnixSocketError) -> Int {
-        try blocking("recv", events: SystemConstants.pollIn, timeout: timeout) { fd in
-            system_recv(fd, buffer, 0)
-        }
+            bytes: bytes, descriptors: received.descriptors, credentials: received.credentials,
+            sender: received.sender)
     }
 
     /// Turns on SO_PASSCRED: every later receive carries the sender's credentials.

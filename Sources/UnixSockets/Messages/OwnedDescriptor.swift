@@ -52,7 +52,7 @@ public struct UnixMessage: Sendable {
     public var bytes: [UInt8]
     /// Descriptors that arrived with it, owned (closed when dropped unless taken).
     public var descriptors: [OwnedDescriptor]
-    /// The sender's credentials, if SO_PASSCRED is on (see `receiveCredentials`) or they were sent.
+    /// The sender's credentials, if SO_PASSCRED is on (see `enableCredentialPassing()`) or they were sent.
     public var credentials: UnixCredentials?
     /// The sender's address (datagrams), `.unnamed` for an unbound sender, nil for connected sockets.
     public var sender: UnixAddress?

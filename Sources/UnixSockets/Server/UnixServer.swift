@@ -230,13 +230,9 @@ public final class UnixServerConnection: Sendable {
 
     /// Waits until a byte (or EOF) can be read, without reading it or holding a buffer.
     private func waitReadable(timeout: Duration?) async throws {
-        let byte = UnsafeMutableRawBufferPointer.allocate(byteCount: 1, alignment: 1)
-        defer { byte.deallocate() }
         do {
-            _ = try await framed.stream.core.asyncIO("receive frame", writing: false, timeout: timeout) { fd in
-                system_recv(fd, byte, SystemConstants.msgPeek)  // no control buffer: no descriptor is installed
-            }
-        } catch let error as UnixSocketError where error.code == .timedOut {
+            try await framed.stream.core.waitReadable("receive frame", timeout: timeout)
+        } catch where error.code == .timedOut {
             throw UnixSocketError(
                 .timedOut, operation: "receive frame", address: address,
                 detail: "no frame arrived in time (idle timeout)")

@@ -11,13 +11,17 @@ public enum UnixSocketType: String, Sendable, Hashable, CaseIterable {
     /// Datagrams (SOCK_DGRAM); reliable and ordered on Unix sockets, with boundaries.
     case datagram = "dgram"
 
-    var system: SocketType {
+    /// The kernel's SOCK_* value.
+    package var rawType: CInt {
         switch self {
-        case .stream: .stream
-        case .seqPacket: .seqPacket
-        case .datagram: .datagram
+        case .stream: SystemConstants.sockStream
+        case .seqPacket: SystemConstants.sockSeqPacket
+        case .datagram: SystemConstants.sockDatagram
         }
     }
+
+    /// What socket(2) and socketpair(2) take: the type, CLOEXEC, non-blocking.
+    package var flags: CInt { rawType | SystemConstants.socketFlags }
 }
 
 /// Which direction(s) `shutdown` closes.
@@ -90,10 +94,17 @@ let maximumStreamReadBuffer = 16 << 20
 /// The largest buffer `receive(maxBytes:)` allocates: no Unix socket message is larger than the send buffer.
 let maximumMessageBuffer = 64 << 20
 
+/// What an upper layer hangs on a socket (the async reactor's registration), without the core knowing it.
+/// A socket holds at most one; it is told once, just before its descriptor is closed or released.
+package protocol SocketAttachment: AnyObject, Sendable {
+    /// The descriptor is about to be closed or given away: let go of it (deregister, wake waiters).
+    func socketWillClose(_ descriptor: CInt)
+}
+
 /// The one owner of a socket descriptor. Threads borrow the number through `withDescriptor`; `close`
 /// closes it exactly once: at once when nobody is using it, else after the last user returns (in-flight
 /// waiters are woken by a shutdown and see `.closed`), so a reused descriptor number is never touched.
-final class SocketCore: Sendable {
+package final class SocketCore: Sendable {
     /// The descriptor; valid until the socket is closed and its last user returned.
     private let fd: CInt
     /// Users and the closed flag in one word: `users << 1 | closed`. A user joins only while the flag is
@@ -111,10 +122,9 @@ final class SocketCore: Sendable {
     let address: UnixAddress?
     /// Whether SO_PASSCRED is on (receives then reserve room for SCM_CREDENTIALS).
     let passCredentials = Atomic<Bool>(false)
-    /// Called with the descriptor just before it is closed (the async reactor deregisters here).
-    let closeHooks = Lock<[@Sendable (CInt) -> Void]>([])
-    /// The async reactor registration, made on the first async wait.
-    let asyncRegistration = Lock<Registration?>(nil)
+    /// What an upper layer attached (the reactor registration, made on the first async wait); told
+    /// before close or release.
+    let attachmentSlot = Lock<(any SocketAttachment)?>(nil)
     /// Called after the descriptor is closed (a listener unlinks its socket file here).
     let afterClose = Lock<(@Sendable () -> Void)?>(nil)
     /// An eventfd that `close` makes readable to wake threads blocked in poll on this socket, made on the
@@ -144,7 +154,7 @@ final class SocketCore: Sendable {
     static func make(_ type: UnixSocketType, address: UnixAddress?, operation: String) throws(UnixSocketError)
         -> SocketCore
     {
-        switch system_socket(SystemConstants.afUnix, type.system.flags, 0) {
+        switch system_socket(SystemConstants.afUnix, type.flags, 0) {
         case .success(let fd): return SocketCore(adopting: fd, type: type, address: address)
         case .failure(let errno): throw .system(operation, errno, address: address)
         }
@@ -154,7 +164,7 @@ final class SocketCore: Sendable {
     static func pair(_ type: UnixSocketType) throws(UnixSocketError) -> (SocketCore, SocketCore) {
         var fds: (CInt, CInt) = (-1, -1)
         let result = withUnsafeMutableBytes(of: &fds) { raw in
-            system_socketpair(type.system.flags, raw.baseAddress!.assumingMemoryBound(to: CInt.self))
+            system_socketpair(type.flags, raw.baseAddress!.assumingMemoryBound(to: CInt.self))
         }
         if case .failure(let errno) = result { throw .system("socketpair", errno) }
         return (
@@ -173,20 +183,29 @@ final class SocketCore: Sendable {
     func withDescriptor<R>(_ operation: String, _ body: (CInt) throws(UnixSocketError) -> R) throws(UnixSocketError)
         -> R
     {
+        let fd = try beginUse(operation)
+        defer { endUse() }
+        return try body(fd)
+    }
+
+    /// Joins the users of the descriptor and returns it; throws `.closed` if the socket is closed. Every
+    /// successful call is paired with one `endUse()`. (The operation drivers use the pair directly: a
+    /// closure capturing a generic operation kept them from being specialized.)
+    @inline(__always)
+    func beginUse(_ operation: String) throws(UnixSocketError) -> CInt {
         var current = state.load(ordering: .relaxed)
         while true {
             if current & 1 != 0 { throw closedError(operation) }
             let (exchanged, original) = state.weakCompareExchange(
                 expected: current, desired: current &+ 2, successOrdering: .acquiring, failureOrdering: .relaxed)
-            if exchanged { break }
+            if exchanged { return fd }
             current = original
         }
-        defer { endUse() }
-        return try body(fd)
     }
 
+    /// Leaves the users of the descriptor (after `beginUse`).
     @inline(__always)
-    private func endUse() {
+    func endUse() {
         // Closed with no user left: this was the last user of a socket closed meanwhile.
         if state.subtract(2, ordering: .acquiringAndReleasing).newValue == 1 { finishClose(fd) }
     }
@@ -226,7 +245,7 @@ final class SocketCore: Sendable {
 
     private func finishClose(_ fd: CInt) {
         closeWakeDescriptor()
-        for hook in closeHooks.withLock({ $0 }) { hook(fd) }
+        detach(fd)
         if case .failure(let errno) = system_close(fd) {
             precondition(errno != .badFileDescriptor, "UnixSockets closed a descriptor it did not own: \(fd)")
         }
@@ -250,9 +269,38 @@ final class SocketCore: Sendable {
                 .closed, operation: operation, address: address,
                 detail: "the socket is closed or in use by another thread")
         }
+        // Given away: the socket file stays (only now, once the release cannot fail any more).
+        afterClose.withLock { $0 = nil }
         closeWakeDescriptor()
-        for hook in closeHooks.withLock({ $0 }) { hook(fd) }
+        detach(fd)
         return fd
+    }
+
+    /// The attachment, if one was made.
+    package var attachment: (any SocketAttachment)? { attachmentSlot.withLock { $0 } }
+
+    /// Attaches what `make` returns unless something is attached already; returns what is attached.
+    /// `make` runs under the slot's lock while the descriptor is in use, so it cannot race a close.
+    package func attach<A: SocketAttachment>(
+        _ operation: String, _ make: (CInt) throws(UnixSocketError) -> A
+    ) throws(UnixSocketError) -> any SocketAttachment {
+        try withDescriptor(operation) { (fd) throws(UnixSocketError) -> any SocketAttachment in
+            try attachmentSlot.withLock { (slot) throws(UnixSocketError) -> any SocketAttachment in
+                if let existing = slot { return existing }
+                let made = try make(fd)
+                slot = made
+                return made
+            }
+        }
+    }
+
+    /// Tells the attachment, once, that the descriptor goes.
+    private func detach(_ fd: CInt) {
+        let attached = attachmentSlot.withLock { slot -> (any SocketAttachment)? in
+            defer { slot = nil }
+            return slot
+        }
+        attached?.socketWillClose(fd)
     }
 
     // MARK: Blocking I/O
@@ -286,84 +334,20 @@ final class SocketCore: Sendable {
         }
     }
 
-    /// Tries `attempt`; on EAGAIN waits for `events` with poll, then tries again, until the deadline.
-    ///
-    /// When the previous receive had to wait, this one polls first (a round trip then
-    /// costs poll + syscall instead of syscall, poll, syscall). A poll that returns at once (the data
-    /// or room was already there) drops the hint, so a reader that runs behind its writer goes back to
-    /// one syscall per call.
+    /// Whether the last blocking receive had to wait (`hint` 1: input).
     @inline(__always)
-    func blocking<R>(
-        _ operation: String, events: Int16, timeout: Duration?,
-        _ attempt: (CInt) -> Result<IOResult<R>, Errno>
-    ) throws(UnixSocketError) -> R {
-        // A zero or negative timeout is invalid input even when the call would not have to wait.
-        if let timeout, timeout <= .zero { _ = try Deadline.after(timeout, operation: operation) }
-        let hint: UInt8 = events == SystemConstants.pollIn ? 1 : 0
-        return try withDescriptor(operation) { (fd) throws(UnixSocketError) -> R in
-            var deadline: Deadline?
-            var deadlineSet = false
-            if hint != 0 && waitHints.load(ordering: .relaxed) & hint != 0 {
-                deadline = try Deadline.after(timeout, operation: operation)
-                deadlineSet = true
-                let before = system_monotonicNanoseconds()
-                do throws(UnixSocketError) {
-                    try wait(fd, events: events, deadline: deadline, operation: operation)
-                } catch where error.code == .timedOut {
-                    // The deadline passed before the poll: the attempt below still gets its chance, as
-                    // it would have without the hint, and times out only on EAGAIN.
-                }
-                if system_monotonicNanoseconds() &- before < Self.immediatePollNanoseconds {
-                    waitHints.bitwiseAnd(~hint, ordering: .relaxed)
-                }
-            }
-            while true {
-                switch attempt(fd) {
-                case .success(.done(let value)): return value
-                case .success(.wouldBlock):
-                    if !deadlineSet {
-                        deadline = try Deadline.after(timeout, operation: operation)
-                        deadlineSet = true
-                    }
-                    if hint != 0 && waitHints.load(ordering: .relaxed) & hint == 0 {
-                        waitHints.bitwiseOr(hint, ordering: .relaxed)
-                    }
-                    try wait(fd, events: events, deadline: deadline, operation: operation)
-                case .failure(let errno): throw mapError(operation, errno)
-                }
-            }
-        }
+    func waitHint(_ hint: UInt8) -> Bool { waitHints.load(ordering: .relaxed) & hint != 0 }
+
+    @inline(__always)
+    func setWaitHint(_ hint: UInt8) {
+        if waitHints.load(ordering: .relaxed) & hint == 0 { waitHints.bitwiseOr(hint, ordering: .relaxed) }
     }
+
+    @inline(__always)
+    func dropWaitHint(_ hint: UInt8) { waitHints.bitwiseAnd(~hint, ordering: .relaxed) }
 
     /// A poll shorter than this did not sleep: what it waited for was already there.
     static let immediatePollNanoseconds: UInt64 = 1_500
-
-    /// Retries `attempt` with a short exponential back-off while it reports EAGAIN: for the two cases
-    /// where poll reports ready at once (connect to a full backlog, unconnected sendto to a full receiver).
-    func backingOff<R>(
-        _ operation: String, timeout: Duration?, _ attempt: (CInt) -> Result<IOResult<R>, Errno>
-    ) throws(UnixSocketError) -> R {
-        try withDescriptor(operation) { (fd) throws(UnixSocketError) -> R in
-            let deadline = try Deadline.after(timeout, operation: operation)
-            var pause = 20_000  // 20 us, doubling up to 5 ms
-            while true {
-                switch attempt(fd) {
-                case .success(.done(let value)): return value
-                case .success(.wouldBlock):
-                    if let deadline, deadline.hasPassed {
-                        throw UnixSocketError(
-                            .timedOut, operation: operation, address: address, errno: .resourceTemporarilyUnavailable,
-                            detail: operation == "connect"
-                                ? "the server's backlog stayed full" : "the receiver's queue stayed full")
-                    }
-                    if isClosed { throw closedError(operation) }
-                    system_nanosleep(nanoseconds: pause)
-                    pause = min(pause * 2, 5_000_000)
-                case .failure(let errno): throw mapError(operation, errno)
-                }
-            }
-        }
-    }
 
     /// Maps an errno to the public error; EBADF/EFAULT/ENOTSOCK on our own descriptor is our bug.
     func mapError(_ operation: String, _ errno: Errno) -> UnixSocketError {
@@ -446,17 +430,8 @@ final class SocketCore: Sendable {
 
     /// Connects to `address`, retrying a full backlog (EAGAIN) with back-off until the deadline.
     func connect(to address: UnixAddress, timeout: Duration?) throws(UnixSocketError) {
-        try address.withSockAddr(operation: "connect") { (pointer, length) throws(UnixSocketError) in
-            do throws(UnixSocketError) {
-                _ = try backingOff("connect", timeout: timeout) { fd in system_connect(fd, pointer, length) }
-            } catch let error where error.code == .system {
-                // Name the address we dialled, not the socket's own.
-                throw UnixSocketError(.system, operation: "connect", address: address, errno: error.errno)
-            } catch {
-                throw UnixSocketError(
-                    error.code, operation: "connect", address: address, errno: error.errno, detail: error.detail)
-            }
-        }
+        var operation = try Connect(to: address)
+        try perform(&operation, timeout: timeout)
     }
 
     /// Plain bind (datagram sockets, autobind, abstract names). Listeners on paths use `SocketFile`.
@@ -478,9 +453,9 @@ final class SocketCore: Sendable {
         case .failure(let errno): return .failure(errno)
         case .success:
             switch value {
-            case SocketType.stream.rawValue: return .success(.stream)
-            case SocketType.seqPacket.rawValue: return .success(.seqPacket)
-            case SocketType.datagram.rawValue: return .success(.datagram)
+            case SystemConstants.sockStream: return .success(.stream)
+            case SystemConstants.sockSeqPacket: return .success(.seqPacket)
+            case SystemConstants.sockDatagram: return .success(.datagram)
             default: return .success(nil)
             }
         }

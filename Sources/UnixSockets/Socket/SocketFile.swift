@@ -278,7 +278,7 @@ enum SocketFile {
     /// socket is (EPERM: it is connected to another peer).
     static func probe(name: [UInt8]) -> Result<Void, Errno> {
         let probe: CInt
-        switch system_socket(SystemConstants.afUnix, SocketType.datagram.flags, 0) {
+        switch system_socket(SystemConstants.afUnix, UnixSocketType.datagram.flags, 0) {
         case .success(let fd): probe = fd
         case .failure(let errno): return .failure(errno)
         }

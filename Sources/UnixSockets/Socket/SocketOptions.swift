@@ -1,4 +1,4 @@
-// Socket buffer sizes (SO_SNDBUF / SO_RCVBUF) for the connected and datagram socket types.
+// Socket buffer sizes (SO_SNDBUF / SO_RCVBUF); the public face is on `UnixSocket`.
 
 extension SocketCore {
     func setBufferSizes(send: Int?, receive: Int?) throws(UnixSocketError) {
@@ -21,46 +21,4 @@ extension SocketCore {
             SystemConstants.solSocket, SystemConstants.soRcvBuf, operation: "getsockopt SO_RCVBUF")
         return (Int(send), Int(receive))
     }
-}
-
-extension UnixStream {
-    /// Requests socket buffer sizes in bytes (nil leaves one unchanged). The kernel doubles the value for
-    /// its bookkeeping and caps it at `net.core.wmem_max` / `rmem_max` silently; ``bufferSizes`` reports
-    /// what it granted. On a Unix stream the sender's SO_SNDBUF bounds the bytes in flight.
-    /// - Throws: ``UnixSocketError`` `.invalidArgument` for a size of 0 or less. The corresponding C
-    ///   function is `setsockopt` (SO_SNDBUF, SO_RCVBUF).
-    public func setBufferSizes(send: Int? = nil, receive: Int? = nil) throws(UnixSocketError) {
-        try core.setBufferSizes(send: send, receive: receive)
-    }
-
-    /// The granted buffer sizes (SO_SNDBUF, SO_RCVBUF), as the kernel reports them (doubled).
-    public var bufferSizes: (send: Int, receive: Int) { get throws(UnixSocketError) { try core.bufferSizes() } }
-}
-
-extension UnixSeqPacket {
-    /// Requests socket buffer sizes in bytes (nil leaves one unchanged). The largest message this socket
-    /// can send is the granted SO_SNDBUF - 32 bytes; the kernel doubles the value and caps it at
-    /// `net.core.wmem_max` / `rmem_max` silently (``bufferSizes`` reports what it granted).
-    /// - Throws: ``UnixSocketError`` `.invalidArgument` for a size of 0 or less. The corresponding C
-    ///   function is `setsockopt` (SO_SNDBUF, SO_RCVBUF).
-    public func setBufferSizes(send: Int? = nil, receive: Int? = nil) throws(UnixSocketError) {
-        try core.setBufferSizes(send: send, receive: receive)
-    }
-
-    /// The granted buffer sizes (SO_SNDBUF, SO_RCVBUF), as the kernel reports them (doubled).
-    public var bufferSizes: (send: Int, receive: Int) { get throws(UnixSocketError) { try core.bufferSizes() } }
-}
-
-extension UnixDatagram {
-    /// Requests socket buffer sizes in bytes (nil leaves one unchanged). The largest datagram this socket
-    /// can send is the granted SO_SNDBUF - 32 bytes; the kernel doubles the value and caps it at
-    /// `net.core.wmem_max` / `rmem_max` silently (``bufferSizes`` reports what it granted).
-    /// - Throws: ``UnixSocketError`` `.invalidArgument` for a size of 0 or less. The corresponding C
-    ///   function is `setsockopt` (SO_SNDBUF, SO_RCVBUF).
-    public func setBufferSizes(send: Int? = nil, receive: Int? = nil) throws(UnixSocketError) {
-        try core.setBufferSizes(send: send, receive: receive)
-    }
-
-    /// The granted buffer sizes (SO_SNDBUF, SO_RCVBUF), as the kernel reports them (doubled).
-    public var bufferSizes: (send: Int, receive: Int) { get throws(UnixSocketError) { try core.bufferSizes() } }
 }

@@ -79,7 +79,7 @@ package final class TCPSocket: Sendable, CustomStringConvertible {
     static func makeSocket(_ family: CInt, _ endpoint: TCPEndpoint, operation: String) throws(UnixSocketError)
         -> SocketCore
     {
-        switch system_socket(family, SocketType.stream.flags, 0) {
+        switch system_socket(family, UnixSocketType.stream.flags, 0) {
         case .success(let fd): return SocketCore(adopting: fd, type: .stream, address: nil)
         case .failure(let errno): throw error(operation, endpoint, errno)
         }
@@ -90,37 +90,54 @@ package final class TCPSocket: Sendable, CustomStringConvertible {
     package static func connect(to endpoint: TCPEndpoint, timeout: Duration? = nil) throws(UnixSocketError)
         -> TCPSocket
     {
-        var lastError: UnixSocketError?
-        for (family, address) in try resolve(endpoint, passive: false, operation: "connect") {
-            let core = try makeSocket(family, endpoint, operation: "connect")
-            do throws(UnixSocketError) {
-                try core.withDescriptor("connect") { (fd) throws(UnixSocketError) in
-                    let result = InetAddress.withSockAddr(address) { system_connect(fd, $0, $1) }
-                    switch result {
-                    case .success(.done): return
-                    case .success(.wouldBlock), .failure(.nowInProgress):
-                        let deadline = try Deadline.after(timeout, operation: "connect")
-                        try core.wait(fd, events: SystemConstants.pollOut, deadline: deadline, operation: "connect")
-                        let value: CInt
-                        switch IntSocketOption.get(fd, level: SystemConstants.solSocket, name: SystemConstants.soError) {
-                        case .success(let pending): value = pending
-                        case .failure(let errno): throw error("connect", endpoint, errno)
-                        }
-                        if value != 0 { throw error("connect", endpoint, Errno(rawValue: value)) }
-                    case .failure(let errno): throw error("connect", endpoint, errno)
-                    }
-                }
-                _ = core.withDescriptorIfOpen { fd in
-                    IntSocketOption.set(fd, level: SystemConstants.ipprotoTCP, name: SystemConstants.tcpNoDelay, 1)
-                }
-                return TCPSocket(core: core, endpoint: endpoint)
-            } catch {
-                core.close()
-                lastError = error.code == .timedOut
-                    ? UnixSocketError(.timedOut, operation: "connect", detail: "\(endpoint): timed out") : error
+        var dialer = try Dialer(endpoint)
+        while true {
+            var (core, operation) = try dialer.next()
+            do throws(UnixSocketError) { try core.perform(&operation, timeout: timeout) } catch {
+                try dialer.failed(core, error)
+                continue
             }
+            return dialer.connected(core)
         }
-        throw lastError ?? UnixSocketError(.invalidAddress, operation: "connect", detail: "\(endpoint): no address")
+    }
+
+    /// The addresses a connect tries in turn, one socket each: the blocking and the async connect share it
+    /// and differ only in how they perform the `TCPConnect` of each.
+    struct Dialer {
+        let endpoint: TCPEndpoint
+        var addresses: [(family: CInt, address: [UInt8])]
+        var lastError: UnixSocketError?
+
+        init(_ endpoint: TCPEndpoint) throws(UnixSocketError) {
+            self.endpoint = endpoint
+            addresses = try resolve(endpoint, passive: false, operation: "connect").reversed()
+        }
+
+        /// A new socket and its connect for the next address; throws the last failure once none is left.
+        mutating func next() throws(UnixSocketError) -> (core: SocketCore, operation: TCPConnect) {
+            guard let (family, address) = addresses.popLast() else {
+                throw lastError
+                    ?? UnixSocketError(.invalidAddress, operation: "connect", detail: "\(endpoint): no address")
+            }
+            return (try makeSocket(family, endpoint, operation: "connect"), TCPConnect(address, endpoint: endpoint))
+        }
+
+        /// The connected socket, with TCP_NODELAY.
+        func connected(_ core: SocketCore) -> TCPSocket {
+            _ = core.withDescriptorIfOpen { fd in
+                IntSocketOption.set(fd, level: SystemConstants.ipprotoTCP, name: SystemConstants.tcpNoDelay, 1)
+            }
+            return TCPSocket(core: core, endpoint: endpoint)
+        }
+
+        /// Closes the socket of a failed try and keeps its error; a cancellation ends the dialling at once.
+        mutating func failed(_ core: SocketCore, _ error: UnixSocketError) throws(UnixSocketError) {
+            core.close()
+            if error.code == .cancelled { throw error }
+            lastError =
+                error.code == .timedOut
+                ? UnixSocketError(.timedOut, operation: "connect", detail: "\(endpoint): timed out") : error
+        }
     }
 
     /// Binds `endpoint` (SO_REUSEADDR) and listens. Port 0 picks a free port (see ``localPort``).
@@ -150,14 +167,17 @@ package final class TCPSocket: Sendable, CustomStringConvertible {
 
     /// Accepts one connection (CLOEXEC, TCP_NODELAY). A thread blocked here wakes with `.closed` on close.
     package func accept(timeout: Duration? = nil) throws(UnixSocketError) -> TCPSocket {
-        var storage = InetAddressStorage()
-        let fd = try core.blocking("accept", events: SystemConstants.pollIn, timeout: timeout) { fd in
-            storage.withMutableSockAddr { address, length in
-                system_accept4(fd, address, length, SocketType.stream.flags & ~SocketType.stream.rawValue)
-            }
-        }
+        var operation = Accept()
+        return Self.accepted(try core.perform(&operation, timeout: timeout))
+    }
+
+    /// The socket that owns an accepted descriptor, with TCP_NODELAY and its peer's endpoint.
+    static func accepted(_ fd: CInt) -> TCPSocket {
         _ = IntSocketOption.set(fd, level: SystemConstants.ipprotoTCP, name: SystemConstants.tcpNoDelay, 1)
-        let peer = Self.endpoint(of: storage) ?? TCPEndpoint(host: "unknown", port: 0)
+        var storage = InetAddressStorage()
+        let named = storage.withMutableSockAddr { system_getpeername(fd, $0, $1) }
+        var peer = TCPEndpoint(host: "unknown", port: 0)
+        if case .success = named, let known = endpoint(of: storage) { peer = known }
         return TCPSocket(core: SocketCore(adopting: fd, type: .stream, address: nil), endpoint: peer)
     }
 
@@ -178,12 +198,14 @@ package final class TCPSocket: Sendable, CustomStringConvertible {
 
     /// Reads what is there into `buffer`; 0 means the peer closed its side.
     package func read(into buffer: UnsafeMutableRawBufferPointer) throws(UnixSocketError) -> Int {
-        try core.readSome(buffer, timeout: nil)
+        var operation = ReadSome(into: buffer)
+        return try core.perform(&operation, timeout: nil)
     }
 
     /// Writes every byte (MSG_NOSIGNAL), looping over short writes.
     package func write(all buffer: UnsafeRawBufferPointer) throws(UnixSocketError) {
-        try core.writeAll(buffer, timeout: nil)
+        var operation = WriteAll(buffer)
+        try core.perform(&operation, timeout: nil)
     }
 
     /// Closes one or both directions.
@@ -199,5 +221,42 @@ extension SocketCore {
     /// Lends the descriptor to `body` if the socket is still open.
     func withDescriptorIfOpen<R>(_ body: (CInt) -> R) -> R? {
         try? withDescriptor("descriptor") { (fd) throws(UnixSocketError) -> R in body(fd) }
+    }
+}
+
+/// A non-blocking TCP connect: EINPROGRESS, then wait for writability, then SO_ERROR says how it ended.
+struct TCPConnect: SocketOperation {
+    let address: [UInt8]
+    let endpoint: TCPEndpoint
+    var started = false
+
+    init(_ address: [UInt8], endpoint: TCPEndpoint) {
+        self.address = address
+        self.endpoint = endpoint
+    }
+
+    var name: String { "connect" }
+    var readiness: Readiness { .output }
+
+    mutating func attempt(_ fd: CInt, on core: SocketCore) throws(UnixSocketError) -> Void? {
+        if !started {
+            switch InetAddress.withSockAddr(address, { system_connect(fd, $0, $1) }) {
+            case .success(.done): return ()
+            case .success(.wouldBlock), .failure(.nowInProgress), .failure(.alreadyInProcess): started = true
+            case .failure(let errno): throw TCPSocket.error("connect", endpoint, errno)
+            }
+        }
+        // In progress: done once the socket is writable (a wait may end early: look without waiting).
+        var entry = PollDescriptor(fd, events: SystemConstants.pollOut)
+        switch entry.poll(timeoutMilliseconds: 0) {
+        case .success(0), .failure(.interrupted): return nil
+        case .success: break
+        case .failure(let errno): throw core.mapError("connect", errno)
+        }
+        switch IntSocketOption.get(fd, level: SystemConstants.solSocket, name: SystemConstants.soError) {
+        case .success(0): return ()
+        case .success(let pending): throw TCPSocket.error("connect", endpoint, Errno(rawValue: pending))
+        case .failure(let errno): throw TCPSocket.error("connect", endpoint, errno)
+        }
     }
 }

@@ -1,18 +1,4 @@
-import Synchronization
 public import SystemPackage
-
-/// A connection-oriented socket a ``UnixListener`` can accept: ``UnixStream`` or ``UnixSeqPacket``.
-public protocol UnixConnection: AnyObject, Sendable {
-    /// The socket type the listener creates.
-    static var socketType: UnixSocketType { get }
-    /// Implementation detail: wraps an accepted socket.
-    init(_ accepted: _AcceptedSocket)
-}
-
-/// Implementation detail of ``UnixListener``: an accepted socket on its way to its connection type.
-public struct _AcceptedSocket: Sendable {
-    let core: SocketCore
-}
 
 /// A listening Unix socket that accepts ``UnixStream`` (``UnixStreamListener``) or ``UnixSeqPacket``
 /// (``UnixSeqPacketListener``) connections.
@@ -64,7 +50,7 @@ public final class UnixListener<Connection: UnixConnection>: Sendable, CustomStr
             }
             try core.bind(to: address)
         case .unnamed:
-            try core.bind(to: address)  // autobind
+            try core.bind(to: address)  // the kernel chooses an abstract name (autobind)
         }
         try listen(core, address: address, backlog: backlog)
         return UnixListener(core: core, address: address, claim: nil)
@@ -95,17 +81,22 @@ public final class UnixListener<Connection: UnixConnection>: Sendable, CustomStr
     /// Waits for and accepts one connection (CLOEXEC). Its peer address and credentials are read on demand.
     /// - Throws: ``UnixSocketError`` (`.timedOut`; EMFILE when out of descriptors; `.closed`).
     ///   The corresponding C function is `accept4`.
+    @available(*, noasync, message: "this blocking call would stall async code: in an async function (a @main type's 'static func main() async', not top-level code) 'try await' picks the async overload; or call it from synchronous code")
     public func accept(timeout: Duration? = nil) throws(UnixSocketError) -> Connection {
-        let fd = try core.blocking("accept", events: SystemConstants.pollIn, timeout: timeout) { fd in
-            system_accept4(fd, nil, nil, Connection.socketType.system.flags & ~Connection.socketType.system.rawValue)
-        }
-        return Connection(_AcceptedSocket(core: SocketCore(adopting: fd, type: Connection.socketType, address: address)))
+        var operation = Accept()
+        return accepted(try core.perform(&operation, timeout: timeout))
+    }
+
+    /// The connection object that owns an accepted descriptor.
+    func accepted(_ fd: CInt) -> Connection {
+        Connection(core: SocketCore(adopting: fd, type: Connection.socketType, address: address))
     }
 
     /// Gives up ownership of the listening descriptor (the socket file stays); the caller must close it.
+    /// - Throws: ``UnixSocketError`` `.closed` if it is closed or in use by another thread (it then stays
+    ///   this listener's, and still removes its socket file on close).
     public func releaseDescriptor() throws(UnixSocketError) -> FileDescriptor {
-        core.afterClose.withLock { $0 = nil }
-        return FileDescriptor(rawValue: try core.release())
+        FileDescriptor(rawValue: try core.release())
     }
 
     /// This socket's bound address, as the kernel reports it.

@@ -132,15 +132,12 @@ package enum SyscallMock {
 
 // MARK: - Constants
 
-package enum SocketType: CInt, Sendable {
-    case stream = 1
-    case datagram = 2
-    case seqPacket = 5
-
-    package var flags: CInt { rawValue | UDS_SOCK_CLOEXEC | UDS_SOCK_NONBLOCK }
-}
-
 package enum SystemConstants {
+    package static let sockStream = CInt(1)
+    package static let sockDatagram = CInt(2)
+    package static let sockSeqPacket = CInt(5)
+    /// What every socket and accepted connection is created with: CLOEXEC, non-blocking.
+    package static let socketFlags = UDS_SOCK_CLOEXEC | UDS_SOCK_NONBLOCK
     package static let afUnix = CInt(AF_UNIX)
     package static let msgNoSignal = UDS_MSG_NOSIGNAL
     package static let msgCmsgCloexec = UDS_MSG_CMSG_CLOEXEC
