@@ -34,6 +34,14 @@ package enum ProcessControl {
             source.resume()
             sources.append(source)
         }
+        // Dispatch installs its own handler for a signal source asynchronously, some time after resume()
+        // returns; until then the signal is ignored and lost (a SIGTERM right after the command started hung
+        // `uds listen`). Wait, bounded, until every disposition has left SIG_IGN.
+        var waited = 0
+        while waited < 2_000 && signals.contains(where: { system_signalIsIgnored($0.number) }) {
+            system_nanosleep(nanoseconds: 1_000_000)
+            waited += 1
+        }
         let kept = SignalSources(sources)
         continuation.onTermination = { _ in kept.cancel() }
         return stream

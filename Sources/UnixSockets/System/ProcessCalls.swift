@@ -13,6 +13,12 @@ import SystemPackage
 
 /// signal(2) with SIG_IGN.
 func system_ignoreSignal(_ number: CInt) { _ = signal(number, SIG_IGN) }
+/// Whether the signal's disposition is SIG_IGN (sigaction, read only).
+func system_signalIsIgnored(_ number: CInt) -> Bool {
+    var action = sigaction()
+    guard sigaction(number, nil, &action) == 0 else { return false }
+    return unsafeBitCast(action.__sigaction_handler.sa_handler, to: Int.self) == unsafeBitCast(SIG_IGN, to: Int.self)
+}
 
 func system_isatty(_ fd: CInt) -> Bool { isatty(fd) == 1 }
 /// alarm(2): SIGALRM (which ends the process) after `seconds`; 0 cancels.
