@@ -46,12 +46,27 @@ struct NewcomerToolchain {
         if parseAsLibrary { arguments.append("-parse-as-library") }
         arguments.append(file)
         guard let output else { return arguments + ["-typecheck"] }
-        for target in ["UnixSockets", "SystemPackage", "CSystem", "Logging", "CUnixSockets"] {
-            let directory = build.appendingPathComponent("\(target).build")
-            let objects = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
-            arguments += objects.filter { $0.hasSuffix(".o") }.sorted().map { directory.appendingPathComponent($0).path }
+        let targets = [
+            "UnixSockets", "UnixSocketsAsync", "UnixSocketsCore", "UnixSocketsSystem", "SystemPackage", "CSystem",
+            "Logging", "CUnixSockets",
+        ]
+        for target in targets {
+            arguments += Self.objects(of: build.appendingPathComponent("\(target).build"))
         }
         return arguments + ["-o", output]
+    }
+
+    /// A Swift target's objects as its build recorded them (output-file-map.json: an object left behind by a
+    /// file since moved or deleted is not linked); every object of a C target.
+    static func objects(of directory: URL) -> [String] {
+        let map = directory.appendingPathComponent("output-file-map.json")
+        if let data = FileManager.default.contents(atPath: map.path),
+            let entries = try? JSONSerialization.jsonObject(with: data) as? [String: [String: String]]
+        {
+            return entries.values.compactMap { $0["object"] }.sorted()
+        }
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
+        return names.filter { $0.hasSuffix(".o") }.sorted().map { directory.appendingPathComponent($0).path }
     }
 }
 
