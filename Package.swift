@@ -4,6 +4,7 @@ import PackageDescription
 let swiftSettings: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
     .enableUpcomingFeature("MemberImportVisibility"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
 ]
 
 let package = Package(
@@ -19,14 +20,37 @@ let package = Package(
         .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2"),
     ],
     targets: [
+        // The layers, each seeing only the ones below it (DESIGN.md):
+        //   CUnixSockets: the C shim (CMSG_* macros as functions, _GNU_SOURCE calls); seen only by
+        //   UnixSocketsSystem: the syscall layer, the one place that calls libc and reads errno; Swift
+        //     values in and out (package access), so nothing above it imports Glibc or the shim.
+        //   UnixSocketsCore: addresses, blocking sockets, messages and descriptors, socket files, TCP for
+        //     `uds bridge`; it defines the interfaces the async layer plugs into.
+        //   UnixSocketsAsync: the epoll reactor and the async face, framing, UnixServer, the relay engine.
+        //   UnixSockets: the product; re-exports Core and Async.
         .target(name: "CUnixSockets"),
         .target(
-            name: "UnixSockets",
+            name: "UnixSocketsSystem",
+            dependencies: ["CUnixSockets", .product(name: "SystemPackage", package: "swift-system")],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "UnixSocketsCore",
+            dependencies: ["UnixSocketsSystem", .product(name: "SystemPackage", package: "swift-system")],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "UnixSocketsAsync",
             dependencies: [
-                "CUnixSockets",
+                "UnixSocketsCore", "UnixSocketsSystem",
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Logging", package: "swift-log"),
             ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "UnixSockets",
+            dependencies: ["UnixSocketsCore", "UnixSocketsAsync"],
             swiftSettings: swiftSettings
         ),
         .target(name: "CBaseline"),
@@ -65,7 +89,7 @@ let package = Package(
         .testTarget(
             name: "UnixSocketsTests",
             dependencies: [
-                "UnixSockets", "CUnixSockets",
+                "UnixSockets", "UnixSocketsCore", "UnixSocketsAsync", "UnixSocketsSystem", "CUnixSockets",
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
             swiftSettings: swiftSettings

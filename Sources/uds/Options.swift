@@ -1,5 +1,5 @@
-import ArgumentParser
-import UnixSockets
+public import ArgumentParser
+public import UnixSockets
 
 /// `-t, --type`: the library's own socket type, spelled as its raw values (`stream`, `seqpacket`, `dgram`).
 /// ArgumentParser is the CLI's choice, so the conformance lives here rather than in the library. Not marked

@@ -2,6 +2,9 @@ import Foundation
 import SystemPackage
 import Testing
 @testable import UnixSockets
+@testable import UnixSocketsAsync
+@testable import UnixSocketsCore
+@testable import UnixSocketsSystem
 
 @Suite(.onReactor) struct AsyncTests {
     @Test func streamEchoManyClients() async throws {

@@ -3,6 +3,9 @@ import SystemPackage
 import Testing
 
 @testable import UnixSockets
+@testable import UnixSocketsAsync
+@testable import UnixSocketsCore
+@testable import UnixSocketsSystem
 
 /// RELIABILITY.md, "Credentials".
 @Suite("Core: credentials")

@@ -3,6 +3,9 @@ import SystemPackage
 import Testing
 
 @testable import UnixSockets
+@testable import UnixSocketsAsync
+@testable import UnixSocketsCore
+@testable import UnixSocketsSystem
 
 /// Descriptor accounting. Swift Testing runs tests in parallel in one process, so every count of
 /// /proc/self/fd happens in an exit test (a child process of its own).

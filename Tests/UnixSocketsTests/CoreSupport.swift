@@ -4,6 +4,9 @@ import SystemPackage
 import Testing
 
 @testable import UnixSockets
+@testable import UnixSocketsAsync
+@testable import UnixSocketsCore
+@testable import UnixSocketsSystem
 
 /// The timeout for every library call in the core tests: a hang becomes a failure, never a stuck run.
 let ioTimeout: Duration = .seconds(10)

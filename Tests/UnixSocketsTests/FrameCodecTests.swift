@@ -2,6 +2,9 @@ import SystemPackage
 import Testing
 
 @testable import UnixSockets
+@testable import UnixSocketsAsync
+@testable import UnixSocketsCore
+@testable import UnixSocketsSystem
 
 /// A small deterministic generator (SplitMix64) so random tests are reproducible.
 private struct SeededGenerator: RandomNumberGenerator {

@@ -2,6 +2,9 @@ import Foundation
 import SystemPackage
 import Testing
 @testable import UnixSockets
+@testable import UnixSocketsAsync
+@testable import UnixSocketsCore
+@testable import UnixSocketsSystem
 
 /// FNV-1a, to check payloads end to end.
 func checksum(_ bytes: [UInt8]) -> UInt64 {

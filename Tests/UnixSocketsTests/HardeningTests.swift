@@ -3,6 +3,9 @@ import SystemPackage
 import Testing
 
 @testable import UnixSockets
+@testable import UnixSocketsAsync
+@testable import UnixSocketsCore
+@testable import UnixSocketsSystem
 
 /// Issue 8: descriptors given to the right frame and never held past it, serialized framed sends, close
 /// that does not shut down a shared socket, timeouts that saturate, sizes validated at the API boundary.

@@ -2,6 +2,9 @@ import Foundation
 import SystemPackage
 import Testing
 @testable import UnixSockets
+@testable import UnixSocketsAsync
+@testable import UnixSocketsCore
+@testable import UnixSocketsSystem
 
 /// The pid a pidfd names, from /proc/self/fdinfo ("Pid:" line).
 func pidNamed(byPidfd fd: CInt) -> Int32? {

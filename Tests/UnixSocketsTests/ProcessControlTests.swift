@@ -2,6 +2,9 @@ import Foundation
 import Testing
 
 @testable import UnixSockets
+@testable import UnixSocketsAsync
+@testable import UnixSocketsCore
+@testable import UnixSocketsSystem
 
 struct ProcessControlTests {
     /// Dispatch installs its own handler for a signal source some time after `resume()` returns; until then

@@ -6,6 +6,9 @@ import SystemPackage
 import Testing
 
 @testable import UnixSockets
+@testable import UnixSocketsAsync
+@testable import UnixSocketsCore
+@testable import UnixSocketsSystem
 
 /// Whether the tests run as root: permission cases then run their subject as `nobody` (root ignores modes).
 let runningAsRoot = geteuid() == 0

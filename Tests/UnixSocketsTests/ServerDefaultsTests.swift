@@ -4,6 +4,9 @@ import SystemPackage
 import Testing
 
 @testable import UnixSockets
+@testable import UnixSocketsAsync
+@testable import UnixSocketsCore
+@testable import UnixSocketsSystem
 
 // UnixServer's defaults must not let one user lock everyone else out: a per-uid cap below the total, an idle
 // timeout that frees the slots of clients that hold a connection and send nothing.

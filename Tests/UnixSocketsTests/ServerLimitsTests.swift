@@ -4,6 +4,9 @@ import SystemPackage
 import Testing
 
 @testable import UnixSockets
+@testable import UnixSocketsAsync
+@testable import UnixSocketsCore
+@testable import UnixSocketsSystem
 
 // UnixServer under hostile clients: what it buffers is capped in bytes, per connection and in total, in both
 // directions; a client whose replies do not drain is not read (backpressure) and is cut off if it never

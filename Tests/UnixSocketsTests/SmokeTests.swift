@@ -2,6 +2,9 @@ import Foundation
 import SystemPackage
 import Testing
 @testable import UnixSockets
+@testable import UnixSocketsAsync
+@testable import UnixSocketsCore
+@testable import UnixSocketsSystem
 
 @Suite struct SmokeTests {
     @Test func streamPathRoundTrip() throws {

@@ -3,6 +3,9 @@ import SystemPackage
 import Testing
 
 @testable import UnixSockets
+@testable import UnixSocketsAsync
+@testable import UnixSocketsCore
+@testable import UnixSocketsSystem
 
 /// Issue 8, socket files: an unprivileged attacker racing a root bind, a live server in another network
 /// namespace, and a lock another user could hold.

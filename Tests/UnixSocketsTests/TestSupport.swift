@@ -3,6 +3,9 @@ import Foundation
 import SystemPackage
 import Testing
 @testable import UnixSockets
+@testable import UnixSocketsAsync
+@testable import UnixSocketsCore
+@testable import UnixSocketsSystem
 
 /// A short temporary directory (socket paths hold 107 bytes), removed by `cleanup()`.
 struct TempDir {

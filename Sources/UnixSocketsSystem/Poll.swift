@@ -1,0 +1,31 @@
+// poll(2) of one descriptor, with Swift values in and out.
+import CUnixSockets
+package import SystemPackage
+
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#elseif canImport(Musl)
+@preconcurrency package import Musl
+#endif
+
+/// One descriptor to poll: what to wait for, and what the kernel reported last.
+package struct PollDescriptor {
+    private var entry: pollfd
+
+    package init(_ fd: CInt, events: Int16) {
+        entry = pollfd(fd: fd, events: events, revents: 0)
+    }
+
+    /// The events the kernel reported in the last `poll`.
+    package var returnedEvents: Int16 { entry.revents }
+
+    /// poll(2) of this one descriptor (EINTR is returned, not retried: see `system_poll`).
+    package mutating func poll(timeoutMilliseconds: CInt) -> Result<CInt, Errno> {
+        system_poll(&entry, 1, timeoutMilliseconds)
+    }
+}
+
+extension SystemConstants {
+    package static let pollHup = Int16(POLLHUP)
+    package static let pollInvalid = Int16(POLLNVAL)
+}
