@@ -1,6 +1,7 @@
 // The `sockaddr_un` of a Unix socket address, both ways, for the layers above: they build one from the
 // bytes of `sun_path` and hand it to a `system_*` call without naming the C structure.
 package import CUnixSockets
+package import SystemPackage
 
 #if canImport(Glibc)
 @preconcurrency import Glibc
@@ -50,5 +51,31 @@ package struct SocketAddressStorage {
         if count == 0 || storage.sun_family != sa_family_t(AF_UNIX) { return nil }
         var copy = storage
         return withUnsafeBytes(of: &copy.sun_path) { Array($0.prefix(count)) }
+    }
+}
+
+extension SocketAddressStorage {
+    /// getsockname(2) of `fd` into a `sockaddr_un`: the address and the length the kernel reported.
+    package static func localUnixAddress(of fd: CInt) -> Result<(address: Unix, length: Length), Errno> {
+        readUnix { system_getsockname(fd, $0, $1) }
+    }
+
+    /// getpeername(2) of `fd` into a `sockaddr_un`.
+    package static func peerUnixAddress(of fd: CInt) -> Result<(address: Unix, length: Length), Errno> {
+        readUnix { system_getpeername(fd, $0, $1) }
+    }
+
+    /// Whether an address the kernel returned is AF_UNIX.
+    package static func isUnixFamily(_ address: Unix) -> Bool { address.sun_family == sa_family_t(AF_UNIX) }
+
+    private static func readUnix(
+        _ call: (UnsafeMutablePointer<sockaddr>, UnsafeMutablePointer<socklen_t>) -> Result<CInt, Errno>
+    ) -> Result<(address: Unix, length: Length), Errno> {
+        var storage = sockaddr_un()
+        var length = socklen_t(MemoryLayout<sockaddr_un>.size)
+        let result = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { call($0, &length) }
+        }
+        return result.map { _ in (storage, length) }
     }
 }

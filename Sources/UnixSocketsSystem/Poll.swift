@@ -25,7 +25,21 @@ package struct PollDescriptor {
     }
 }
 
+extension PollDescriptor {
+    /// poll(2) of `fd` for `events` beside `wake` (an eventfd polled for input), or of `fd` alone when `wake`
+    /// is nil. EINTR is returned, not retried.
+    package static func poll(_ fd: CInt, events: Int16, wake: CInt?, timeoutMilliseconds: CInt) -> Result<CInt, Errno> {
+        var entries = (
+            pollfd(fd: fd, events: events, revents: 0), pollfd(fd: wake ?? -1, events: Int16(POLLIN), revents: 0)
+        )
+        return withUnsafeMutableBytes(of: &entries) { raw in
+            system_poll(raw.baseAddress!.assumingMemoryBound(to: pollfd.self), wake == nil ? 1 : 2, timeoutMilliseconds)
+        }
+    }
+}
+
 extension SystemConstants {
     package static let pollHup = Int16(POLLHUP)
     package static let pollInvalid = Int16(POLLNVAL)
+    package static let fcntlSetStatusFlags = CInt(F_SETFL)
 }

@@ -312,17 +312,13 @@ package final class SocketCore: Sendable {
         let wake = wakeEventDescriptor()
         // Published before this check, so a close() either is seen here or sees the eventfd and signals it.
         if state.load(ordering: .sequentiallyConsistent) & 1 != 0 { throw closedError(operation) }
-        var entries = (pollfd(fd: fd, events: events, revents: 0), pollfd(fd: wake ?? -1, events: SystemConstants.pollIn, revents: 0))
         while true {
             var timeout = deadline?.remainingMilliseconds ?? -1
             if timeout == 0 {
                 throw UnixSocketError(.timedOut, operation: operation, address: address, detail: "timed out")
             }
             if wake == nil && (timeout < 0 || timeout > 100) { timeout = 100 }  // no eventfd: notice close() in slices
-            let polled = withUnsafeMutableBytes(of: &entries) { raw in
-                system_poll(raw.baseAddress!.assumingMemoryBound(to: pollfd.self), wake == nil ? 1 : 2, timeout)
-            }
-            switch polled {
+            switch PollDescriptor.poll(fd, events: events, wake: wake, timeoutMilliseconds: timeout) {
             case .success(0):
                 if isClosed { throw closedError(operation) }
                 continue  // timeout re-checked above
@@ -363,19 +359,16 @@ package final class SocketCore: Sendable {
 
     func getOption(_ level: CInt, _ name: CInt, operation: String) throws(UnixSocketError) -> CInt {
         try withDescriptor(operation) { (fd) throws(UnixSocketError) -> CInt in
-            var value: CInt = 0
-            var length = socklen_t(MemoryLayout<CInt>.size)
-            if case .failure(let errno) = system_getsockopt(fd, level, name, &value, &length) {
-                throw mapError(operation, errno)
+            switch IntSocketOption.get(fd, level: level, name: name) {
+            case .success(let value): return value
+            case .failure(let errno): throw mapError(operation, errno)
             }
-            return value
         }
     }
 
     func setOption(_ level: CInt, _ name: CInt, _ value: CInt, operation: String) throws(UnixSocketError) {
         try withDescriptor(operation) { (fd) throws(UnixSocketError) in
-            var value = value
-            if case .failure(let errno) = system_setsockopt(fd, level, name, &value, socklen_t(MemoryLayout<CInt>.size)) {
+            if case .failure(let errno) = IntSocketOption.set(fd, level: level, name: name, value) {
                 throw mapError(operation, errno)
             }
         }
@@ -383,13 +376,13 @@ package final class SocketCore: Sendable {
 
     func localAddress() throws(UnixSocketError) -> UnixAddress {
         try withDescriptor("getsockname") { (fd) throws(UnixSocketError) -> UnixAddress in
-            resolved(try Self.readAddress("getsockname", address: address) { system_getsockname(fd, $0, $1) })
+            resolved(try Self.readAddress("getsockname", address: address, SocketAddressStorage.localUnixAddress(of: fd)))
         }
     }
 
     func peerAddress() throws(UnixSocketError) -> UnixAddress {
         try withDescriptor("getpeername") { (fd) throws(UnixSocketError) -> UnixAddress in
-            resolved(try Self.readAddress("getpeername", address: address) { system_getpeername(fd, $0, $1) })
+            resolved(try Self.readAddress("getpeername", address: address, SocketAddressStorage.peerUnixAddress(of: fd)))
         }
     }
 
@@ -406,15 +399,12 @@ package final class SocketCore: Sendable {
 
     static func readAddress(
         _ operation: String, address: UnixAddress?,
-        _ call: (UnsafeMutablePointer<sockaddr>, UnsafeMutablePointer<socklen_t>) -> Result<CInt, Errno>
+        _ result: Result<(address: SocketAddressStorage.Unix, length: SocketAddressStorage.Length), Errno>
     ) throws(UnixSocketError) -> UnixAddress {
-        var storage = sockaddr_un()
-        var length = socklen_t(MemoryLayout<sockaddr_un>.size)
-        let result = withUnsafeMutablePointer(to: &storage) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { call($0, &length) }
+        switch result {
+        case .success(let named): return UnixAddress(sockaddr: named.address, length: named.length)
+        case .failure(let errno): throw .system(operation, errno, address: address)
         }
-        if case .failure(let errno) = result { throw .system(operation, errno, address: address) }
-        return UnixAddress(sockaddr: storage, length: length)
     }
 
     func shutdown(_ direction: ShutdownDirection) throws(UnixSocketError) {
@@ -448,11 +438,9 @@ package final class SocketCore: Sendable {
 
     /// Reads the `SO_TYPE` of a descriptor (to check an adopted one).
     static func socketType(of fd: CInt) -> Result<UnixSocketType?, Errno> {
-        var value: CInt = 0
-        var length = socklen_t(MemoryLayout<CInt>.size)
-        switch system_getsockopt(fd, SystemConstants.solSocket, SystemConstants.soType, &value, &length) {
+        switch IntSocketOption.get(fd, level: SystemConstants.solSocket, name: SystemConstants.soType) {
         case .failure(let errno): return .failure(errno)
-        case .success:
+        case .success(let value):
             switch value {
             case SystemConstants.sockStream: return .success(.stream)
             case SystemConstants.sockSeqPacket: return .success(.seqPacket)
@@ -476,23 +464,22 @@ package final class SocketCore: Sendable {
                 detail: "descriptor \(fd) is a \(actual?.rawValue ?? "non-Unix") socket, not \(type.rawValue)")
         case .success: break
         }
-        var storage = sockaddr_un()
-        var length = socklen_t(MemoryLayout<sockaddr_un>.size)
-        let family = withUnsafeMutablePointer(to: &storage) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { system_getsockname(fd, $0, &length) }
+        let named: (address: SocketAddressStorage.Unix, length: SocketAddressStorage.Length)
+        switch SocketAddressStorage.localUnixAddress(of: fd) {
+        case .success(let found): named = found
+        case .failure(let errno): throw .system(operation, errno)
         }
-        if case .failure(let errno) = family { throw .system(operation, errno) }
-        guard storage.sun_family == sa_family_t(AF_UNIX) else {
+        guard SocketAddressStorage.isUnixFamily(named.address) else {
             throw UnixSocketError(.invalidArgument, operation: operation, detail: "descriptor \(fd) is not a Unix socket")
         }
-        switch system_fcntl(fd, F_GETFL) {
+        switch system_fcntl(fd, SystemConstants.fcntlGetStatusFlags) {
         case .failure(let errno): throw .system(operation, errno)
-        case .success(let flags) where flags & O_NONBLOCK == 0:
-            if case .failure(let errno) = system_fcntl(fd, F_SETFL, flags | O_NONBLOCK) {
+        case .success(let flags) where flags & SystemConstants.openNonBlocking == 0:
+            if case .failure(let errno) = system_fcntl(fd, SystemConstants.fcntlSetStatusFlags, flags | SystemConstants.openNonBlocking) {
                 throw .system(operation, errno)
             }
         case .success: break
         }
-        return SocketCore(adopting: fd, type: type, address: UnixAddress(sockaddr: storage, length: length))
+        return SocketCore(adopting: fd, type: type, address: UnixAddress(sockaddr: named.address, length: named.length))
     }
 }
