@@ -3,7 +3,7 @@
 #
 # Usage: scripts/fuzz-framing.sh [SECONDS]     (or FUZZ_SECONDS=SECONDS; default 60)
 #
-# Builds Sources/UnixSockets/Framing/FrameCodec.swift (which compiles alone, stdlib only) together with
+# Builds Sources/UnixSocketsAsync/Framing/FrameCodec.swift (which compiles alone, stdlib only) together with
 # fuzz/FrameCodecFuzz.swift into .build-fuzz/frame-codec-fuzz, runs it with a corpus in .build-fuzz/corpus, and
 # prints how many inputs it executed. Exits non-zero if the build fails or the fuzzer finds a crash (the crashing
 # input is written to .build-fuzz/artifacts/).
@@ -32,7 +32,7 @@ fi
 echo "fuzz-framing: building $binary"
 "$swiftc" -sanitize=fuzzer,address -parse-as-library -O -swift-version 6 -warnings-as-errors -use-ld=lld \
     -module-name FrameCodecFuzz \
-    Sources/UnixSockets/Framing/FrameCodec.swift fuzz/FrameCodecFuzz.swift \
+    Sources/UnixSocketsAsync/Framing/FrameCodec.swift fuzz/FrameCodecFuzz.swift \
     -o "$binary"
 
 # Seed the corpus with a few well-formed streams so the fuzzer starts from frames, not noise.

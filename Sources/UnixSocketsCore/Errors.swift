@@ -1,4 +1,3 @@
-import UnixSocketsSystem
 public import SystemPackage
 
 /// The one error type of UnixSockets.

@@ -1,5 +1,4 @@
 public import UnixSocketsCore
-import UnixSocketsSystem
 public import SystemPackage
 
 // The async face: the same operations as the blocking face, with the same parameters and the same typed

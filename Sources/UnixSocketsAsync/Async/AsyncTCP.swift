@@ -1,5 +1,4 @@
 package import UnixSocketsCore
-import UnixSocketsSystem
 // The async face of the few TCP calls `uds bridge` needs, at package access: accept, connect, read and
 // write without a thread per connection, on the same reactor as the Unix sockets.
 import SystemPackage

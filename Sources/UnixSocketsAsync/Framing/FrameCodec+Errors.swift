@@ -1,5 +1,4 @@
 public import UnixSocketsCore
-import UnixSocketsSystem
 // The throwing API of the frame codec: maps `FrameCodecFailure` to `UnixSocketError`.
 // (FrameCodec.swift stays free of package types so the fuzzer can compile it alone.)
 

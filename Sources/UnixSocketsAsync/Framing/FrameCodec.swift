@@ -1,5 +1,3 @@
-import UnixSocketsCore
-import UnixSocketsSystem
 // The length-prefixed frame codec: pure, no I/O.
 //
 // Wire format (stable): a 4-byte big-endian unsigned length, then that many payload bytes.

@@ -1,5 +1,4 @@
 import UnixSocketsCore
-import UnixSocketsSystem
 // What a reader that meters its memory needs from the frame codec and the framed stream: the size of the frame
 // in progress, and a reader whose state lives with its owner (``UnixServer``'s connections), so the owner can
 // decide before every read how many bytes it may take in. Descriptor attribution is FramedStream's own

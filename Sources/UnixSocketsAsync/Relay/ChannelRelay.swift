@@ -1,5 +1,4 @@
 import UnixSocketsCore
-import UnixSocketsSystem
 /// The relay engine between two connected channels (`uds bridge`, `uds listen -k`, later `uds proxy`): both
 /// directions at once, in the calling task and one child task, on the async API. No thread per connection:
 /// a waiting direction holds only the reactor's registration.

@@ -1,5 +1,4 @@
 package import UnixSocketsCore
-import UnixSocketsSystem
 import SystemPackage
 
 /// A connected byte stream a relay copies to or from: a Unix stream or a TCP connection, read and written

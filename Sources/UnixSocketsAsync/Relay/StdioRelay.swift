@@ -1,5 +1,4 @@
 package import UnixSocketsCore
-import UnixSocketsSystem
 package import SystemPackage
 
 /// The relay engine between a connection and inherited descriptors (stdin and stdout of `uds listen` and
@@ -74,7 +73,8 @@ package enum StdioRelay {
 
     /// Whether splice(2) can serve `fd`: a pipe that is not in non-blocking mode.
     package static func canSplice(_ fd: FileDescriptor) -> Bool {
-        InheritedFile.kind(of: fd) == .success(.fifo) && !InheritedFile.isNonBlocking(fd)
+        guard case .success(let kind) = InheritedFile.kind(of: fd) else { return false }
+        return InheritedFile.isPipe(kind) && !InheritedFile.isNonBlocking(fd)
     }
 
     /// socket -> `output` until the peer's EOF.

@@ -1,4 +1,3 @@
-import UnixSocketsSystem
 /// A connected sequenced-packet Unix socket (SOCK_SEQPACKET): ordered, reliable messages with boundaries.
 ///
 /// A send is whole or fails (EMSGSIZE names the limit). A receive that would cut a message throws

@@ -1,4 +1,3 @@
-import UnixSocketsSystem
 public import SystemPackage
 
 /// What the three Unix socket types share: ``UnixStream``, ``UnixSeqPacket`` and ``UnixDatagram``.

@@ -1,4 +1,3 @@
-import UnixSocketsSystem
 public import SystemPackage
 
 /// A connected byte-stream Unix socket (SOCK_STREAM).
