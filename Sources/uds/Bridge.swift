@@ -22,7 +22,7 @@ struct Bridge: AsyncParsableCommand {
     var target: BridgeEndpoint
 
     @Option(help: "The Unix socket file's exact permission bits, in octal (0 to 777), whatever the umask.", transform: parseMode)
-    var mode: UInt32?
+    var mode: FilePermissions?
 
     @Flag(name: .shortAndLong, help: "One stderr line per relayed connection.")
     var verbose = false

@@ -111,7 +111,7 @@ struct DemoStory {
     func stream(in directory: String) throws {
         let address = try UnixAddress(directory + "/stream.sock")
         try say("1. A byte stream (SOCK_STREAM) on a socket file")
-        let listener = try UnixStreamListener.bind(address, mode: 0o600)
+        let listener = try UnixStreamListener.bind(address, mode: [.ownerReadWrite])
         defer { listener.close() }
         try say("   server: bound \(address) with mode 600, listening")
         let client = try UnixStream.connect(to: address, timeout: .seconds(5))
@@ -136,7 +136,7 @@ struct DemoStory {
     func seqPacket(in directory: String) throws {
         let address = try UnixAddress(directory + "/seqpacket.sock")
         try say("2. Ordered messages with boundaries (SOCK_SEQPACKET)")
-        let listener = try UnixSeqPacketListener.bind(address, mode: 0o600)
+        let listener = try UnixSeqPacketListener.bind(address, mode: [.ownerReadWrite])
         defer { listener.close() }
         let client = try UnixSeqPacket.connect(to: address, timeout: .seconds(5))
         defer { client.close() }
@@ -156,7 +156,7 @@ struct DemoStory {
     func datagram(in directory: String) throws {
         let address = try UnixAddress(directory + "/dgram.sock")
         try say("3. Datagrams (SOCK_DGRAM), answered to the sender's address")
-        let server = try UnixDatagram.bind(address, mode: 0o600)
+        let server = try UnixDatagram.bind(address, mode: [.ownerReadWrite])
         defer { server.close() }
         let client = try UnixDatagram.bind(.unnamed)
         defer { client.close() }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import SystemPackage
 import Foundation
 import Synchronization
 import UnixSockets
@@ -37,7 +38,7 @@ struct Listen: AsyncParsableCommand {
     var echo = false
 
     @Option(help: "The socket file's exact permission bits, in octal (0 to 777), whatever the umask.", transform: parseMode)
-    var mode: UInt32?
+    var mode: FilePermissions?
 
     @Flag(help: "Messages: each stdin line is one message; each received message is printed with a newline.")
     var lines = false
@@ -92,7 +93,7 @@ struct ListenSettings: Sendable {
     let type: UnixSocketType
     let keepOpen: Bool
     let echo: Bool
-    let mode: UInt32?
+    let mode: FilePermissions?
     let lines: Bool
     let policy: PeerPolicy
     let limits: ConnectionLimits

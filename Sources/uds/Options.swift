@@ -1,4 +1,5 @@
 public import ArgumentParser
+import SystemPackage
 public import UnixSockets
 
 /// `-t, --type`: the library's own socket type, spelled as its raw values (`stream`, `seqpacket`, `dgram`).
@@ -16,7 +17,7 @@ func parseAddress(_ text: String) throws -> UnixAddress {
 
 /// Parses `--mode` as octal permission bits, 0 to 777. The setuid, setgid and sticky bits mean nothing on
 /// a socket file (and only mislead whoever reads `ls -l`): refused as a usage error.
-func parseMode(_ text: String) throws -> UInt32 {
+func parseMode(_ text: String) throws -> FilePermissions {
     guard let mode = UInt32(text, radix: 8) else {
         throw ValidationError("--mode takes octal permission bits such as 600 or 0660 (got '\(text)')")
     }
@@ -25,7 +26,7 @@ func parseMode(_ text: String) throws -> UInt32 {
             "--mode takes permission bits 0 to 777 (rwx for user, group and others); setuid, setgid and sticky "
                 + "bits are refused (got '\(text)')")
     }
-    return mode
+    return FilePermissions(rawValue: mode)
 }
 
 /// `--allow-uid`, `--allow-gid`, `-v`: who may connect, and saying so.

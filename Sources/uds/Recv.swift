@@ -1,4 +1,5 @@
 import ArgumentParser
+import SystemPackage
 import UnixSockets
 
 struct Recv: AsyncParsableCommand {
@@ -25,7 +26,7 @@ struct Recv: AsyncParsableCommand {
     var count: Int?
 
     @Option(help: "The socket file's exact permission bits, in octal (0 to 777), whatever the umask.", transform: parseMode)
-    var mode: UInt32?
+    var mode: FilePermissions?
 
     @Flag(name: .shortAndLong, help: "Say on stderr how many descriptors that came with a message were closed.")
     var verbose = false

@@ -34,7 +34,7 @@ struct RecvFD: AsyncParsableCommand {
     var count: Int?
 
     @Option(help: "The socket file's exact permission bits, in octal (0 to 777), whatever the umask.", transform: parseMode)
-    var mode: UInt32?
+    var mode: FilePermissions?
 
     @Option(
         name: .customLong("max-bytes"),

@@ -269,7 +269,7 @@ struct CoreAddressTests {
         #expect(String(validating: path, as: UTF8.self) == nil)
         let address = try UnixAddress.path(bytes: path)
         #expect(address.description.contains("\\xff\\xfe\\x80"))
-        let server = try AnyServer(type, address, mode: 0o600)
+        let server = try AnyServer(type, address, mode: FilePermissions(rawValue: 0o600))
         #expect(try server.local == address)
         #expect(fileMode(path).map { $0 & 0o7777 } == 0o600)
         #expect(try server.exchange(via: address).serverSeenByClient == address)
@@ -336,8 +336,8 @@ struct CoreAddressTests {
         let dir = try TempDir()
         defer { dir.cleanup() }
         #expect(chmod(dir.path, 0o755) == 0, "nobody may search the directory")
-        let closed = try AnyServer(type, dir.address("private.sock"), mode: 0o600)
-        let open = try AnyServer(type, dir.address("public.sock"), mode: 0o666)
+        let closed = try AnyServer(type, dir.address("private.sock"), mode: FilePermissions(rawValue: 0o600))
+        let open = try AnyServer(type, dir.address("public.sock"), mode: FilePermissions(rawValue: 0o666))
         defer {
             closed.close()
             open.close()
@@ -367,8 +367,8 @@ struct CoreAddressTests {
         let dir = try TempDir()
         defer { dir.cleanup() }
         #expect(chmod(dir.path, 0o755) == 0)
-        let closed = try UnixStreamListener.bind(dir.address("private.sock"), mode: 0o600)
-        let open = try UnixStreamListener.bind(dir.address("public.sock"), mode: 0o666)
+        let closed = try UnixStreamListener.bind(dir.address("private.sock"), mode: FilePermissions(rawValue: 0o600))
+        let open = try UnixStreamListener.bind(dir.address("public.sock"), mode: FilePermissions(rawValue: 0o666))
         defer {
             closed.close()
             open.close()
@@ -537,7 +537,7 @@ struct CoreAddressTests {
                 for mode in [0o600, 0o640, 0o666, 0o777, 0o700] as [UInt32] {
                     let name = "m\(index)-\(String(mode, radix: 8)).sock"
                     names.append(name)
-                    let server = try AnyServer(type, dir.address(name), mode: mode)
+                    let server = try AnyServer(type, dir.address(name), mode: FilePermissions(rawValue: mode))
                     let actual = fileMode(dir.file(name)).map { UInt32($0 & 0o7777) }
                     exitCheck(actual == mode, "\(type) mode \(String(mode, radix: 8)) under umask \(String(mask, radix: 8)): got \(actual.map { String($0, radix: 8) } ?? "none")")
                     server.close()

@@ -21,7 +21,7 @@ struct CoreLeakTests {
                 for type in allSocketTypes {
                     // Servers on paths and names, clients, exchanges, closes.
                     for address in [dir.address("\(type.rawValue).sock"), uniqueAbstract("leak"), UnixAddress.unnamed] {
-                        let server = try AnyServer(type, address, mode: address.isPath ? 0o600 : nil)
+                        let server = try AnyServer(type, address, mode: address.isPath ? FilePermissions(rawValue: 0o600) : nil)
                         let local = try server.local
                         for _ in 0..<3 { try server.exchange(via: local) }
                         server.close()

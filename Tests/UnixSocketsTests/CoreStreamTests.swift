@@ -18,7 +18,7 @@ struct CoreStreamTests {
         let dir = try TempDir()
         defer { dir.cleanup() }
         let address = dir.address("py-stream.sock")
-        let listener = try UnixStreamListener.bind(address, mode: 0o600)
+        let listener = try UnixStreamListener.bind(address, mode: FilePermissions(rawValue: 0o600))
         defer { listener.close() }
         try makeFile(dir, "python.txt", "from-python-file").close()
         let ours = try makeFile(dir, "ours.txt", "from-swift-file")

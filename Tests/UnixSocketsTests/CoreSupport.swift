@@ -56,7 +56,7 @@ final class AnyServer: Sendable {
     let seqPacket: UnixSeqPacketListener?
     let datagram: UnixDatagram?
 
-    init(_ type: UnixSocketType, _ address: UnixAddress, mode: UInt32? = nil, backlog: Int32 = 64) throws {
+    init(_ type: UnixSocketType, _ address: UnixAddress, mode: FilePermissions? = nil, backlog: Int32 = 64) throws {
         self.type = type
         switch type {
         case .stream:

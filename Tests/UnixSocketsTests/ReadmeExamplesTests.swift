@@ -14,7 +14,7 @@ import UnixSockets
 
         // README: blocking
         let address = try UnixAddress(path)                          // or "@name" for an abstract name
-        let listener = try UnixStreamListener.bind(address, mode: 0o660)
+        let listener = try UnixStreamListener.bind(address, mode: [.ownerReadWrite, .groupReadWrite])
         let client = try UnixStream.connect(to: address, timeout: .seconds(60))
         let connection = try listener.accept()
         print(try connection.credentials)                             // pid=... uid=... gid=...

@@ -11,7 +11,7 @@ import Testing
         let dir = try TempDir()
         defer { dir.cleanup() }
         let address = dir.address("s.sock")
-        let listener = try UnixStreamListener.bind(address, mode: 0o600)
+        let listener = try UnixStreamListener.bind(address, mode: FilePermissions(rawValue: 0o600))
         let client = try UnixStream.connect(to: address)
         let server = try listener.accept()
         try client.write(all: bytes("hello"))

@@ -67,7 +67,7 @@ public struct UnixServerConfiguration: Sendable {
     /// How long ``UnixServer/shutdown()`` lets in-flight connections finish before closing them. Default 5 s.
     public var shutdownGracePeriod: Duration = .seconds(5)
     /// The socket file's exact mode (paths only).
-    public var mode: UInt32?
+    public var mode: FilePermissions?
 
     /// The defaults: 4,096 connections and 1,024 per uid; 60 s idle, 30 s per frame and 30 s to take a reply;
     /// 16 MiB frames; per connection 256 queued frames, 32 MiB and 64 descriptors queued; 128 MiB queued and

@@ -29,10 +29,10 @@ public final class UnixDatagram: UnixSocket, UnixMessageSocket, @unchecked Senda
     /// A path gets the same safe socket-file rules as a listener: a stale file is replaced, a live one or
     /// a non-socket is an error; the file has exactly `mode` if given; it is removed on close.
     /// - Throws: ``UnixSocketError``.
-    public static func bind(_ address: UnixAddress, mode: UInt32? = nil) throws(UnixSocketError) -> UnixDatagram {
+    public static func bind(_ address: UnixAddress, mode: FilePermissions? = nil) throws(UnixSocketError) -> UnixDatagram {
         let core = try SocketCore.make(.datagram, address: address, operation: "bind")
         if case .path(let path) = address.kind {
-            if let claim = try SocketFile.bind(core, to: address, path: path, mode: mode, byName: false) {
+            if let claim = try SocketFile.bind(core, to: address, path: path, mode: mode?.rawValue, byName: false) {
                 core.afterClose.withLock { $0 = { claim.removeIfOurs() } }
             }
             return UnixDatagram(core: core)

@@ -11,7 +11,7 @@ public import SystemPackage
 /// its own inode.
 ///
 /// ```swift
-/// let listener = try UnixStreamListener.bind("/run/app.sock", mode: 0o660)
+/// let listener = try UnixStreamListener.bind("/run/app.sock", mode: [.ownerReadWrite, .groupReadWrite])
 /// let connection = try listener.accept()
 /// print(try connection.credentials)   // pid=... uid=... gid=...
 /// ```
@@ -34,14 +34,14 @@ public final class UnixListener<Connection: UnixConnection>: Sendable, CustomStr
     /// - Throws: ``UnixSocketError`` `.addressInUse` (a live server there), `.notASocket` (a file that is
     ///   not a socket; untouched), `.invalidAddress`, or a system error. The corresponding C functions are
     ///   `bind` and `listen`.
-    public static func bind(_ address: UnixAddress, mode: UInt32? = nil, backlog: Int32 = 4096)
+    public static func bind(_ address: UnixAddress, mode: FilePermissions? = nil, backlog: Int32 = 4096)
         throws(UnixSocketError) -> UnixListener<Connection>
     {
         let core = try SocketCore.make(Connection.socketType, address: address, operation: "bind")
         switch address.kind {
         case .path(let path):
             let claim = try SocketFile.bind(
-                core, to: address, path: path, mode: mode, byName: true, listenBacklog: backlog)
+                core, to: address, path: path, mode: mode?.rawValue, byName: true, listenBacklog: backlog)
             return UnixListener(core: core, address: address, claim: claim)
         case .abstract:
             if mode != nil {
