@@ -78,8 +78,12 @@ private func drain(_ decoder: inout FrameDecoder, into frames: inout [DecodedFra
 
 /// Decodes `stream` cut into chunks of the sizes `nextSize` gives, and checks the result against `expected`.
 private func run(
-    _ stream: UnsafeBufferPointer<UInt8>, maximum: Int, expected: Expectation, drainEachChunk: Bool,
-    nextSize: (inout ChunkSizes) -> Int, sizes: ChunkSizes
+    _ stream: UnsafeBufferPointer<UInt8>,
+    maximum: Int,
+    expected: Expectation,
+    drainEachChunk: Bool,
+    nextSize: (inout ChunkSizes) -> Int,
+    sizes: ChunkSizes
 ) {
     var sizes = sizes
     // A tiny compaction threshold (from the control byte) so short inputs exercise compaction too.
@@ -146,15 +150,19 @@ private func run(
         }
         check(decoder.finishCore() == failure, "finish not sticky")
     }
-    check(failure == nil ? finished == expected.failure : failure == expected.failure,
-          "outcome \(String(describing: failure ?? finished)) != expected \(String(describing: expected.failure))")
+    check(
+        failure == nil ? finished == expected.failure : failure == expected.failure,
+        "outcome \(String(describing: failure ?? finished)) != expected \(String(describing: expected.failure))"
+    )
 
     if drainEachChunk || failure == nil {
         check(frames == expected.frames, "frames differ (\(frames.count) vs \(expected.frames.count))")
     } else {
         // Frames buffered when finish failed are dropped; those returned must still be a prefix of the reference.
-        check(frames.count <= expected.frames.count && Array(expected.frames.prefix(frames.count)) == frames,
-              "frames are not a prefix of the reference")
+        check(
+            frames.count <= expected.frames.count && Array(expected.frames.prefix(frames.count)) == frames,
+            "frames are not a prefix of the reference"
+        )
     }
 
     // Re-encoding the frames reproduces the consumed prefix of the stream.
@@ -163,8 +171,10 @@ private func run(
     for frame in frames {
         check(encoder.encodeCore(frame.payload, into: &reencoded) == nil, "re-encoding a decoded frame failed")
     }
-    check(reencoded.count <= stream.count && reencoded.elementsEqual(stream.prefix(reencoded.count)),
-          "re-encoded frames differ from the stream prefix")
+    check(
+        reencoded.count <= stream.count && reencoded.elementsEqual(stream.prefix(reencoded.count)),
+        "re-encoded frames differ from the stream prefix"
+    )
     if frames.count == expected.frames.count {
         check(reencoded.count == expected.consumed, "re-encoded length \(reencoded.count) != \(expected.consumed)")
     }
@@ -185,12 +195,30 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         let seed = ChunkSizes(state: UInt64(control) &* 0x1000_0001 &+ UInt64(size), limit: Int(control >> 2) + 1)
         for drainEachChunk in [true, false] {
             // The whole stream at once, one byte at a time, and pseudo-random sizes of 1...(control / 4 + 1).
-            run(stream, maximum: maximum, expected: expected, drainEachChunk: drainEachChunk,
-                nextSize: { _ in Int.max }, sizes: seed)
-            run(stream, maximum: maximum, expected: expected, drainEachChunk: drainEachChunk,
-                nextSize: { _ in 1 }, sizes: seed)
-            run(stream, maximum: maximum, expected: expected, drainEachChunk: drainEachChunk,
-                nextSize: { $0.next() }, sizes: seed)
+            run(
+                stream,
+                maximum: maximum,
+                expected: expected,
+                drainEachChunk: drainEachChunk,
+                nextSize: { _ in Int.max },
+                sizes: seed
+            )
+            run(
+                stream,
+                maximum: maximum,
+                expected: expected,
+                drainEachChunk: drainEachChunk,
+                nextSize: { _ in 1 },
+                sizes: seed
+            )
+            run(
+                stream,
+                maximum: maximum,
+                expected: expected,
+                drainEachChunk: drainEachChunk,
+                nextSize: { $0.next() },
+                sizes: seed
+            )
         }
     }
 

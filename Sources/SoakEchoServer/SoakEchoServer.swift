@@ -48,7 +48,8 @@ struct SoakEchoServer {
                 line(
                     "usage t=\((ContinuousClock.now - start).components.seconds) connections=\(usage.connections) "
                         + "inbound=\(usage.inboundBytes) outbound=\(usage.outboundBytes) "
-                        + "peakInbound=\(usage.peakInboundBytes) peakOutbound=\(usage.peakOutboundBytes)")
+                        + "peakInbound=\(usage.peakInboundBytes) peakOutbound=\(usage.peakOutboundBytes)"
+                )
                 try? await Task.sleep(for: .seconds(1))
             }
         }

@@ -19,7 +19,8 @@ public struct Bench: AsyncParsableCommand {
             "same" (both on one CPU) is the headline, "split" (two CPUs) the second row. Medians over the \
             runs, with min-max; ratio = Swift median / C median. Only a release build measures anything \
             (swift build -c release).
-            """)
+            """
+    )
 
     @Flag(help: "A smoke run: tiny iteration counts, one run per side, same-CPU placement only.")
     var quick = false
@@ -54,8 +55,11 @@ public struct Bench: AsyncParsableCommand {
                 return
             }
             let failed = try await BenchDriver(
-                quick: quick, json: json, runs: runs ?? (quick ? 1 : 5),
-                placement: placement ?? (quick ? "same" : "both"), only: only
+                quick: quick,
+                json: json,
+                runs: runs ?? (quick ? 1 : 5),
+                placement: placement ?? (quick ? "same" : "both"),
+                only: only
             ).run()
             if failed > 0 { throw BenchError("\(failed) scenario(s) failed (see above)") }
         } catch {
@@ -81,7 +85,8 @@ enum BenchPeerMode {
             case .samples(let samples):
                 let sorted = samples.sorted()
                 print(
-                    "median_ns \(BenchStats.percentile(sorted, 50)) p99_ns \(BenchStats.percentile(sorted, 99))")
+                    "median_ns \(BenchStats.percentile(sorted, 50)) p99_ns \(BenchStats.percentile(sorted, 99))"
+                )
             case .elapsed(let ns): print("elapsed_ns \(ns)")
             }
         }
@@ -132,11 +137,23 @@ struct BenchConfig {
     let totals: [Int: UInt64]  // message size -> total bytes per run
 
     static let full = BenchConfig(
-        rttWarmup: 1000, rttIterations: 10000, fdIterations: 20000, acceptIterations: 5000, manyClients: 1000,
-        manyRounds: 100, totals: [64: 4 << 20, 4096: 64 << 20, 65536: 256 << 20, 1 << 20: 256 << 20])
+        rttWarmup: 1000,
+        rttIterations: 10000,
+        fdIterations: 20000,
+        acceptIterations: 5000,
+        manyClients: 1000,
+        manyRounds: 100,
+        totals: [64: 4 << 20, 4096: 64 << 20, 65536: 256 << 20, 1 << 20: 256 << 20]
+    )
     static let quick = BenchConfig(
-        rttWarmup: 10, rttIterations: 200, fdIterations: 200, acceptIterations: 100, manyClients: 1000,
-        manyRounds: 2, totals: [64: 64 << 10, 4096: 1 << 20, 65536: 4 << 20, 1 << 20: 8 << 20])
+        rttWarmup: 10,
+        rttIterations: 200,
+        fdIterations: 200,
+        acceptIterations: 100,
+        manyClients: 1000,
+        manyRounds: 2,
+        totals: [64: 64 << 10, 4096: 1 << 20, 65536: 4 << 20, 1 << 20: 8 << 20]
+    )
 }
 
 let benchSizes = [64, 4096, 65536, 1 << 20]
@@ -165,12 +182,19 @@ func benchRows(_ config: BenchConfig) -> [BenchRow] {
                 : BenchTarget(op: "<=", ratio: 1.30, against: "c-blocking")
             rows.append(
                 BenchRow(
-                    id: "rtt.\(type.rawValue).\(api.rawValue)", title: "round trip \(type.rawValue) 64 B \(api.rawValue)", job: template,
-                    hasC: true, metric: .latency, target: target,
-                    note: api == .blocking ? nil : "C side: blocking"))
+                    id: "rtt.\(type.rawValue).\(api.rawValue)",
+                    title: "round trip \(type.rawValue) 64 B \(api.rawValue)",
+                    job: template,
+                    hasC: true,
+                    metric: .latency,
+                    target: target,
+                    note: api == .blocking ? nil : "C side: blocking"
+                )
+            )
         }
     }
-    let wmemMax = (try? String(contentsOfFile: "/proc/sys/net/core/wmem_max", encoding: .utf8))
+    let wmemMax =
+        (try? String(contentsOfFile: "/proc/sys/net/core/wmem_max", encoding: .utf8))
         .flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) } ?? 0
     for api in [BenchJob.API.blocking, .async] {
         for type in benchTypes {
@@ -194,9 +218,16 @@ func benchRows(_ config: BenchConfig) -> [BenchRow] {
                 }
                 rows.append(
                     BenchRow(
-                        id: "throughput.\(type.rawValue).\(sizeText(size).replacingOccurrences(of: " ", with: "")).\(api.rawValue)",
-                        title: "one-way \(type.rawValue) \(sizeText(size)) \(api.rawValue)", job: template, hasC: true,
-                        metric: type == .stream ? .bytesPerSecond : .messagesPerSecond, target: target, note: note))
+                        id:
+                            "throughput.\(type.rawValue).\(sizeText(size).replacingOccurrences(of: " ", with: "")).\(api.rawValue)",
+                        title: "one-way \(type.rawValue) \(sizeText(size)) \(api.rawValue)",
+                        job: template,
+                        hasC: true,
+                        metric: type == .stream ? .bytesPerSecond : .messagesPerSecond,
+                        target: target,
+                        note: note
+                    )
+                )
             }
         }
     }
@@ -205,18 +236,30 @@ func benchRows(_ config: BenchConfig) -> [BenchRow] {
         template.iterations = config.fdIterations
         rows.append(
             BenchRow(
-                id: "fdpass.\(type.rawValue).blocking", title: "descriptor passing \(type.rawValue) blocking", job: template, hasC: true,
-                metric: .descriptorsPerSecond, target: BenchTarget(op: ">=", ratio: 0.90, against: "c-blocking"),
-                note: nil))
+                id: "fdpass.\(type.rawValue).blocking",
+                title: "descriptor passing \(type.rawValue) blocking",
+                job: template,
+                hasC: true,
+                metric: .descriptorsPerSecond,
+                target: BenchTarget(op: ">=", ratio: 0.90, against: "c-blocking"),
+                note: nil
+            )
+        )
     }
     for type in [UnixSocketType.stream, .seqPacket] {
         var template = job(.accept, .blocking, type)
         template.iterations = config.acceptIterations
         rows.append(
             BenchRow(
-                id: "accept.\(type.rawValue).blocking", title: "accept \(type.rawValue) blocking", job: template, hasC: true,
-                metric: .connectionsPerSecond, target: BenchTarget(op: ">=", ratio: 0.85, against: "c-blocking"),
-                note: nil))
+                id: "accept.\(type.rawValue).blocking",
+                title: "accept \(type.rawValue) blocking",
+                job: template,
+                hasC: true,
+                metric: .connectionsPerSecond,
+                target: BenchTarget(op: ">=", ratio: 0.85, against: "c-blocking"),
+                note: nil
+            )
+        )
     }
     var many = job(.many, .async, .stream)
     many.size = 64
@@ -224,9 +267,15 @@ func benchRows(_ config: BenchConfig) -> [BenchRow] {
     many.iterations = config.manyRounds
     rows.append(
         BenchRow(
-            id: "many.stream.async", title: "\(config.manyClients) clients, async server, stream 64 B",
-            job: many, hasC: false, metric: .messagesPerSecond, target: nil,
-            note: "Swift only: CBaseline has no many-clients scenario; messages = echoed round trips"))
+            id: "many.stream.async",
+            title: "\(config.manyClients) clients, async server, stream 64 B",
+            job: many,
+            hasC: false,
+            metric: .messagesPerSecond,
+            target: nil,
+            note: "Swift only: CBaseline has no many-clients scenario; messages = echoed round trips"
+        )
+    )
     return rows
 }
 
@@ -294,7 +343,8 @@ struct BenchDriver {
         #if DEBUG
         BenchSystem.writeStderr(
             "uds bench: WARNING: this is a debug build: its numbers measure nothing. "
-                + "Build with `swift build -c release` and run .build/release/uds bench.\n")
+                + "Build with `swift build -c release` and run .build/release/uds bench.\n"
+        )
         #endif
         BenchSystem.raiseDescriptorLimit()
         let cpus = BenchSystem.allowedCPUs()  // before pinning
@@ -316,17 +366,30 @@ struct BenchDriver {
         let directory = try BenchSystem.makeTempDir()
         defer { BenchSystem.removeTree(directory) }
         var context = RunContext(
-            executable: BenchSystem.executablePath(), directory: directory, clientCPU: clientCPU,
-            total: rows.count * placements.count)
+            executable: BenchSystem.executablePath(),
+            directory: directory,
+            clientCPU: clientCPU,
+            total: rows.count * placements.count
+        )
         var results: [BenchRowResult] = []
         var failed = 0
         for row in rows {
             for (name, serverCPU) in placements {
                 var result = BenchRowResult(
-                    id: row.id, title: row.title, scenario: row.job.scenario.rawValue, type: row.job.type.rawValue,
-                    api: row.job.api.rawValue, size: row.job.size, placement: name, clientCPU: clientCPU,
-                    serverCPU: serverCPU, metric: row.metric.rawValue,
-                    better: row.metric.higherIsBetter ? "higher" : "lower", target: row.target, note: row.note)
+                    id: row.id,
+                    title: row.title,
+                    scenario: row.job.scenario.rawValue,
+                    type: row.job.type.rawValue,
+                    api: row.job.api.rawValue,
+                    size: row.job.size,
+                    placement: name,
+                    clientCPU: clientCPU,
+                    serverCPU: serverCPU,
+                    metric: row.metric.rawValue,
+                    better: row.metric.higherIsBetter ? "higher" : "lower",
+                    target: row.target,
+                    note: row.note
+                )
                 context.index += 1
                 if row.note?.hasPrefix("skipped") == true {
                     results.append(result)
@@ -345,8 +408,13 @@ struct BenchDriver {
         }
         context.clearProgress()
         let report = BenchReport(
-            build: Self.build, quick: quick, kernel: BenchSystem.kernelRelease(), allowedCPUs: cpus,
-            runsPerSide: runs, results: results)
+            build: Self.build,
+            quick: quick,
+            kernel: BenchSystem.kernelRelease(),
+            allowedCPUs: cpus,
+            runsPerSide: runs,
+            results: results
+        )
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -384,7 +452,11 @@ struct RunContext {
     }
 
     mutating func measure(
-        _ row: BenchRow, placement: String, serverCPU: Int, runs: Int, into result: inout BenchRowResult
+        _ row: BenchRow,
+        placement: String,
+        serverCPU: Int,
+        runs: Int,
+        into result: inout BenchRowResult
     ) async throws {
         if !terminal {
             BenchSystem.writeStderr("uds bench: [\(index)/\(total)] \(row.title) (\(placement))\n")
@@ -394,7 +466,9 @@ struct RunContext {
         let rowRuns = row.job.scenario == .many ? min(runs, 3) : runs
         for run in 1...rowRuns {
             for impl in row.hasC ? [BenchJob.Impl.swift, .c] : [.swift] {
-                progress("uds bench: [\(index)/\(total)] \(row.title) (\(placement)) run \(run)/\(rowRuns) \(impl.rawValue)")
+                progress(
+                    "uds bench: [\(index)/\(total)] \(row.title) (\(placement)) run \(run)/\(rowRuns) \(impl.rawValue)"
+                )
                 let measurement = try await runOnce(row.job, impl: impl, serverCPU: serverCPU)
                 if impl == .swift { swiftRuns.append(measurement) } else { cRuns.append(measurement) }
             }
@@ -457,8 +531,12 @@ struct RunContext {
         let mains = values.map(\.0)
         let p99s = values.compactMap(\.1)
         return BenchSideStats(
-            median: BenchStats.median(mains), min: mains.min()!, max: mains.max()!,
-            p99: p99s.isEmpty ? nil : BenchStats.median(p99s), runs: mains)
+            median: BenchStats.median(mains),
+            min: mains.min()!,
+            max: mains.max()!,
+            p99: p99s.isEmpty ? nil : BenchStats.median(p99s),
+            runs: mains
+        )
     }
 }
 

@@ -56,7 +56,14 @@ enum BenchRunner {
         case .rtt:
             rc = cb_pingpong_server(job.path, job.socketType, job.size, job.warmup + job.iterations, job.readyFD)
         case .throughput:
-            rc = cb_throughput_server(job.path, job.socketType, job.size, job.totalBytes, Int32(job.sockbuf), job.readyFD)
+            rc = cb_throughput_server(
+                job.path,
+                job.socketType,
+                job.size,
+                job.totalBytes,
+                Int32(job.sockbuf),
+                job.readyFD
+            )
         case .fdpass: rc = cb_fdpass_server(job.path, job.socketType, job.iterations, job.readyFD)
         case .accept: rc = cb_accept_server(job.path, job.socketType, job.iterations, job.readyFD)
         case .many: throw BenchError("the many-clients scenario has no C counterpart")
@@ -72,13 +79,27 @@ enum BenchRunner {
             var samples = [UInt64](repeating: 0, count: max(job.iterations, 1))
             rc = samples.withUnsafeMutableBufferPointer {
                 cb_pingpong_client(
-                    job.path, job.clientPath, job.socketType, job.size, job.warmup, job.iterations, $0.baseAddress)
+                    job.path,
+                    job.clientPath,
+                    job.socketType,
+                    job.size,
+                    job.warmup,
+                    job.iterations,
+                    $0.baseAddress
+                )
             }
             if rc != 0 { throw BenchError.c("C rtt client", rc) }
             return .samples(Array(samples.prefix(job.iterations)))
         case .throughput:
             rc = cb_throughput_client(
-                job.path, job.clientPath, job.socketType, job.size, job.totalBytes, Int32(job.sockbuf), &elapsed)
+                job.path,
+                job.clientPath,
+                job.socketType,
+                job.size,
+                job.totalBytes,
+                Int32(job.sockbuf),
+                &elapsed
+            )
         case .fdpass: rc = cb_fdpass_client(job.path, job.clientPath, job.socketType, job.iterations, &elapsed)
         case .accept: rc = cb_accept_client(job.path, job.socketType, job.iterations, &elapsed)
         case .many: throw BenchError("the many-clients scenario has no C counterpart")
@@ -223,7 +244,9 @@ enum BenchRunner {
     }
 
     private static func checkedSender(_ message: UnixMessage, size: Int) throws -> UnixAddress {
-        if message.bytes.count != size { throw protocolError("datagram of \(message.bytes.count) bytes, expected \(size)") }
+        if message.bytes.count != size {
+            throw protocolError("datagram of \(message.bytes.count) bytes, expected \(size)")
+        }
         guard let sender = message.sender, !sender.isUnnamed else {
             throw BenchError("bench protocol: datagram from an unbound sender (no reply path)")
         }
@@ -353,7 +376,9 @@ enum BenchRunner {
                     remaining = 0
                 }
             }
-            try ack.withUnsafeMutableBytes { try connection.read(exactlyInto: UnsafeMutableRawBufferPointer(rebasing: $0[..<1])) }
+            try ack.withUnsafeMutableBytes {
+                try connection.read(exactlyInto: UnsafeMutableRawBufferPointer(rebasing: $0[..<1]))
+            }
             return .elapsed(BenchSystem.now() - start)
         }
         let client = try MessageClient.open(job, address)
@@ -382,7 +407,9 @@ enum BenchRunner {
             defer { connection.close() }
             let start = BenchSystem.now()
             for _ in 0..<job.iterations { try connection.send(payload, descriptors: descriptors) }
-            try ack.withUnsafeMutableBytes { try connection.read(exactlyInto: UnsafeMutableRawBufferPointer(rebasing: $0[..<1])) }
+            try ack.withUnsafeMutableBytes {
+                try connection.read(exactlyInto: UnsafeMutableRawBufferPointer(rebasing: $0[..<1]))
+            }
             return .elapsed(BenchSystem.now() - start)
         }
         let client = try MessageClient.open(job, address)
@@ -401,7 +428,8 @@ enum BenchRunner {
         let address = try UnixAddress.path(job.path)
         switch job.type {
         case .stream:
-            let backlog = job.scenario == .many ? Int32(max(job.clients, Int(CB_LISTEN_BACKLOG))) : Int32(CB_LISTEN_BACKLOG)
+            let backlog =
+                job.scenario == .many ? Int32(max(job.clients, Int(CB_LISTEN_BACKLOG))) : Int32(CB_LISTEN_BACKLOG)
             let listener = try UnixStreamListener.bind(address, backlog: backlog)
             defer { listener.close() }
             signalReady(job.readyFD)
@@ -426,7 +454,9 @@ enum BenchRunner {
                 var remaining = job.totalBytes
                 while remaining > 0 {
                     let want = Int(min(remaining, UInt64(capacity)))
-                    let count = try await connection.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[..<want]))
+                    let count = try await connection.read(
+                        into: UnsafeMutableRawBufferPointer(rebasing: buffer[..<want])
+                    )
                     if count == 0 { throw protocolError("EOF with \(remaining) bytes missing") }
                     remaining -= UInt64(count)
                 }

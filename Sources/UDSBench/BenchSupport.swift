@@ -104,7 +104,10 @@ enum BenchSystem {
             let path = "/tmp/udsb-" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
             do {
                 try FileManager.default.createDirectory(
-                    atPath: path, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
+                    atPath: path,
+                    withIntermediateDirectories: false,
+                    attributes: [.posixPermissions: 0o700]
+                )
                 return path
             } catch {
                 lastError = error  // taken: another name
@@ -138,15 +141,20 @@ enum BenchSystem {
 /// the peer to exit. A failing body kills the peer.
 enum BenchPeer {
     static func run<T: Sendable>(
-        _ job: BenchJob, executable: String, timeout: Duration = .seconds(20),
+        _ job: BenchJob,
+        executable: String,
+        timeout: Duration = .seconds(20),
         _ body: @escaping @Sendable () async throws -> T
     ) async throws -> T {
         var job = job
         job.readyFD = 1
         let json = String(decoding: try JSONEncoder().encode(job), as: UTF8.self)
         let outcome = try await Subprocess.run(
-            .path(FilePath(executable)), arguments: ["bench", "--peer", json],
-            input: .none, output: .sequence, error: .currentStandardError
+            .path(FilePath(executable)),
+            arguments: ["bench", "--peer", json],
+            input: .none,
+            output: .sequence,
+            error: .currentStandardError
         ) { execution in
             let ready = try await withThrowingTaskGroup(of: Bool.self) { group in
                 group.addTask {

@@ -57,7 +57,11 @@ public struct UnixSocketError: Error, Sendable, Hashable, CustomStringConvertibl
 
     /// Creates an error. Library users rarely need this; it is public so adapters can report alike.
     public init(
-        _ code: Code, operation: String, address: UnixAddress? = nil, errno: Errno? = nil, detail: String? = nil
+        _ code: Code,
+        operation: String,
+        address: UnixAddress? = nil,
+        errno: Errno? = nil,
+        detail: String? = nil
     ) {
         self.code = code
         self.operation = operation
@@ -72,7 +76,12 @@ public struct UnixSocketError: Error, Sendable, Hashable, CustomStringConvertibl
     }
 
     /// A kernel refusal of `operation` on `address`.
-    package static func system(_ operation: String, _ errno: Errno, address: UnixAddress? = nil, detail: String? = nil)
+    package static func system(
+        _ operation: String,
+        _ errno: Errno,
+        address: UnixAddress? = nil,
+        detail: String? = nil
+    )
         -> UnixSocketError
     {
         UnixSocketError(.system, operation: operation, address: address, errno: errno, detail: detail)

@@ -66,7 +66,12 @@ package enum EpollOperation: Sendable {
 
 package enum Epoll {
     /// epoll_ctl(2) (`event` nil: no event structure, as for a delete).
-    package static func control(_ epfd: CInt, _ operation: EpollOperation, _ fd: CInt, _ event: EpollEvent?)
+    package static func control(
+        _ epfd: CInt,
+        _ operation: EpollOperation,
+        _ fd: CInt,
+        _ event: EpollEvent?
+    )
         -> Result<CInt, Errno>
     {
         guard let event else { return system_epoll_ctl(epfd, operation.rawValue, fd, nil) }

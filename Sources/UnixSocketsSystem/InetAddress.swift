@@ -19,7 +19,11 @@ package enum InetAddress {
     /// Resolves `host` (numeric or by name) and the numeric `port` to stream socket addresses
     /// (getaddrinfo, AF_UNSPEC, SOCK_STREAM, AI_NUMERICSERV, and AI_PASSIVE for a listener), in the order
     /// getaddrinfo returned them: each with its family (for `socket`) and its bytes (for `connect`/`bind`).
-    package static func resolve(host: String, port: UInt16, passive: Bool)
+    package static func resolve(
+        host: String,
+        port: UInt16,
+        passive: Bool
+    )
         -> Result<[(family: CInt, address: [UInt8])], ResolveFailure>
     {
         var hints = addrinfo()
@@ -29,7 +33,8 @@ package enum InetAddress {
         var list: UnsafeMutablePointer<addrinfo>?
         let status = getaddrinfo(host, String(port), &hints, &list)
         guard status == 0, let list else {
-            let why = gai_strerror(status).map { String(validatingCString: $0) ?? "error \(status)" } ?? "error \(status)"
+            let why =
+                gai_strerror(status).map { String(validatingCString: $0) ?? "error \(status)" } ?? "error \(status)"
             return .failure(ResolveFailure(reason: why))
         }
         defer { freeaddrinfo(list) }
@@ -48,7 +53,8 @@ package enum InetAddress {
     /// Calls `body` with the address `bytes` (from ``resolve(host:port:passive:)``) as a `sockaddr`
     /// pointer and its length, for `system_connect` / `system_bind`.
     package static func withSockAddr<R>(
-        _ bytes: [UInt8], _ body: (SocketAddressStorage.Pointer, SocketAddressStorage.Length) -> R
+        _ bytes: [UInt8],
+        _ body: (SocketAddressStorage.Pointer, SocketAddressStorage.Length) -> R
     ) -> R {
         bytes.withUnsafeBytes { raw in
             body(raw.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t(raw.count))

@@ -55,8 +55,11 @@ package func system_isReadable(_ fd: CInt) -> Bool {
 // the type through CUnixSockets).
 
 /// One read(2), or for a socket one recv(2) with MSG_DONTWAIT; EAGAIN is an error here (errno).
-package func system_readOnce(_ fd: CInt, into buffer: UnsafeMutableRawBufferPointer, socket: Bool) -> Result<Int, Errno> {
+package func system_readOnce(_ fd: CInt, into buffer: UnsafeMutableRawBufferPointer, socket: Bool) -> Result<Int, Errno>
+{
     valueOrErrno("read") {
-        socket ? recv(fd, buffer.baseAddress, buffer.count, CInt(MSG_DONTWAIT)) : read(fd, buffer.baseAddress, buffer.count)
+        socket
+            ? recv(fd, buffer.baseAddress, buffer.count, CInt(MSG_DONTWAIT))
+            : read(fd, buffer.baseAddress, buffer.count)
     }
 }

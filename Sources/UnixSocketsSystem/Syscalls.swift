@@ -1,8 +1,8 @@
 // The ONLY file of UnixSockets that calls libc. One `system_*` wrapper per syscall; errno is read in
 // `valueOrErrno` alone; EINTR is retried on every call but `close`; EAGAIN is returned as a value.
 package import CUnixSockets
-package import SystemPackage
 import Synchronization
+package import SystemPackage
 
 #if canImport(Glibc)
 @preconcurrency import Glibc
@@ -21,7 +21,9 @@ package enum IOResult<Value> {
 /// Runs `body`, reads errno once on failure, retries EINTR when asked, consults the test mock (debug builds).
 @inline(__always)
 func valueOrErrno<T: FixedWidthInteger>(
-    _ name: StaticString, retryOnInterrupt: Bool = true, _ body: () -> T
+    _ name: StaticString,
+    retryOnInterrupt: Bool = true,
+    _ body: () -> T
 ) -> Result<T, Errno> {
     while true {
         #if DEBUG
@@ -75,7 +77,9 @@ package final class Lock<Value>: @unchecked Sendable {  // the value is reached 
     }
 
     @inline(__always)
-    package func withLock<Result, E: Error>(_ body: (inout sending Value) throws(E) -> sending Result) throws(E) -> sending Result {
+    package func withLock<Result, E: Error>(
+        _ body: (inout sending Value) throws(E) -> sending Result
+    ) throws(E) -> sending Result {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
         return try body(&value.pointee)
@@ -187,36 +191,55 @@ package func system_listen(_ fd: CInt, _ backlog: CInt) -> Result<CInt, Errno> {
 }
 
 /// connect(2). EINTR is retried (for AF_UNIX the kernel completes or fails a connect synchronously).
-package func system_connect(_ fd: CInt, _ addr: UnsafePointer<sockaddr>, _ len: socklen_t) -> Result<IOResult<CInt>, Errno> {
+package func system_connect(
+    _ fd: CInt,
+    _ addr: UnsafePointer<sockaddr>,
+    _ len: socklen_t
+) -> Result<IOResult<CInt>, Errno> {
     ioResultOrErrno("connect") { connect(fd, addr, len) }
 }
 
 package func system_accept4(
-    _ fd: CInt, _ addr: UnsafeMutablePointer<sockaddr>?, _ len: UnsafeMutablePointer<socklen_t>?, _ flags: CInt
+    _ fd: CInt,
+    _ addr: UnsafeMutablePointer<sockaddr>?,
+    _ len: UnsafeMutablePointer<socklen_t>?,
+    _ flags: CInt
 ) -> Result<IOResult<CInt>, Errno> {
     ioResultOrErrno("accept4") { uds_accept4(fd, addr, len, flags) }
 }
 
 package func system_getsockname(
-    _ fd: CInt, _ addr: UnsafeMutablePointer<sockaddr>, _ len: UnsafeMutablePointer<socklen_t>
+    _ fd: CInt,
+    _ addr: UnsafeMutablePointer<sockaddr>,
+    _ len: UnsafeMutablePointer<socklen_t>
 ) -> Result<CInt, Errno> {
     valueOrErrno("getsockname") { getsockname(fd, addr, len) }
 }
 
 package func system_getpeername(
-    _ fd: CInt, _ addr: UnsafeMutablePointer<sockaddr>, _ len: UnsafeMutablePointer<socklen_t>
+    _ fd: CInt,
+    _ addr: UnsafeMutablePointer<sockaddr>,
+    _ len: UnsafeMutablePointer<socklen_t>
 ) -> Result<CInt, Errno> {
     valueOrErrno("getpeername") { getpeername(fd, addr, len) }
 }
 
 package func system_getsockopt(
-    _ fd: CInt, _ level: CInt, _ name: CInt, _ value: UnsafeMutableRawPointer, _ len: UnsafeMutablePointer<socklen_t>
+    _ fd: CInt,
+    _ level: CInt,
+    _ name: CInt,
+    _ value: UnsafeMutableRawPointer,
+    _ len: UnsafeMutablePointer<socklen_t>
 ) -> Result<CInt, Errno> {
     valueOrErrno("getsockopt") { getsockopt(fd, level, name, value, len) }
 }
 
 package func system_setsockopt(
-    _ fd: CInt, _ level: CInt, _ name: CInt, _ value: UnsafeRawPointer, _ len: socklen_t
+    _ fd: CInt,
+    _ level: CInt,
+    _ name: CInt,
+    _ value: UnsafeRawPointer,
+    _ len: socklen_t
 ) -> Result<CInt, Errno> {
     valueOrErrno("setsockopt") { setsockopt(fd, level, name, value, len) }
 }
@@ -230,7 +253,11 @@ package func system_close(_ fd: CInt) -> Result<CInt, Errno> {
     valueOrErrno("close", retryOnInterrupt: false) { close(fd) }
 }
 
-package func system_recv(_ fd: CInt, _ buffer: UnsafeMutableRawBufferPointer, _ flags: CInt) -> Result<IOResult<Int>, Errno> {
+package func system_recv(
+    _ fd: CInt,
+    _ buffer: UnsafeMutableRawBufferPointer,
+    _ flags: CInt
+) -> Result<IOResult<Int>, Errno> {
     ioResultOrErrno("recv") { recv(fd, buffer.baseAddress, buffer.count, flags) }
 }
 
@@ -238,11 +265,16 @@ package func system_send(_ fd: CInt, _ buffer: UnsafeRawBufferPointer, _ flags: 
     ioResultOrErrno("send") { send(fd, buffer.baseAddress, buffer.count, flags) }
 }
 
-package func system_recvmsg(_ fd: CInt, _ message: UnsafeMutablePointer<msghdr>, _ flags: CInt) -> Result<IOResult<Int>, Errno> {
+package func system_recvmsg(
+    _ fd: CInt,
+    _ message: UnsafeMutablePointer<msghdr>,
+    _ flags: CInt
+) -> Result<IOResult<Int>, Errno> {
     ioResultOrErrno("recvmsg") { recvmsg(fd, message, flags) }
 }
 
-package func system_sendmsg(_ fd: CInt, _ message: UnsafePointer<msghdr>, _ flags: CInt) -> Result<IOResult<Int>, Errno> {
+package func system_sendmsg(_ fd: CInt, _ message: UnsafePointer<msghdr>, _ flags: CInt) -> Result<IOResult<Int>, Errno>
+{
     ioResultOrErrno("sendmsg") { sendmsg(fd, message, flags) }
 }
 
@@ -256,7 +288,11 @@ package func system_write(_ fd: CInt, _ buffer: UnsafeRawBufferPointer) -> Resul
     ioResultOrErrno("write") { write(fd, buffer.baseAddress, buffer.count) }
 }
 
-package func system_poll(_ fds: UnsafeMutablePointer<pollfd>, _ count: Int, _ timeoutMilliseconds: CInt) -> Result<CInt, Errno> {
+package func system_poll(
+    _ fds: UnsafeMutablePointer<pollfd>,
+    _ count: Int,
+    _ timeoutMilliseconds: CInt
+) -> Result<CInt, Errno> {
     // EINTR is not retried here: the caller recomputes the remaining time and polls again.
     valueOrErrno("poll", retryOnInterrupt: false) { poll(fds, nfds_t(count), timeoutMilliseconds) }
 }
@@ -279,7 +315,11 @@ package func system_fstat(_ fd: CInt, _ info: UnsafeMutablePointer<stat>) -> Res
 }
 
 /// fstatat(2) relative to `directory`, never following a symlink in the last component.
-package func system_fstatatNoFollow(_ directory: CInt, _ name: UnsafePointer<CChar>, _ info: UnsafeMutablePointer<stat>)
+package func system_fstatatNoFollow(
+    _ directory: CInt,
+    _ name: UnsafePointer<CChar>,
+    _ info: UnsafeMutablePointer<stat>
+)
     -> Result<CInt, Errno>
 {
     valueOrErrno("fstatat") { fstatat(directory, name, info, AT_SYMLINK_NOFOLLOW) }
@@ -295,7 +335,12 @@ package func system_open(_ path: UnsafePointer<CChar>, _ flags: CInt, _ mode: mo
 }
 
 /// openat(2), always CLOEXEC.
-package func system_openat(_ directory: CInt, _ name: UnsafePointer<CChar>, _ flags: CInt, _ mode: mode_t = 0)
+package func system_openat(
+    _ directory: CInt,
+    _ name: UnsafePointer<CChar>,
+    _ flags: CInt,
+    _ mode: mode_t = 0
+)
     -> Result<CInt, Errno>
 {
     valueOrErrno("openat") { openat(directory, name, flags | O_CLOEXEC, mode) }
@@ -350,11 +395,16 @@ package func system_runOnFreshThread(_ body: @escaping @Sendable () -> Void) -> 
     }
     let box = Unmanaged.passRetained(Box(body)).toOpaque()
     var thread = pthread_t()
-    let status = pthread_create(&thread, nil, { raw in
-        let box = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()
-        box.body()
-        return nil
-    }, box)
+    let status = pthread_create(
+        &thread,
+        nil,
+        { raw in
+            let box = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()
+            box.body()
+            return nil
+        },
+        box
+    )
     if status != 0 {
         Unmanaged<Box>.fromOpaque(box).release()
         return .failure(Errno(rawValue: status))
@@ -369,11 +419,21 @@ package func system_epoll_create() -> Result<CInt, Errno> {
     valueOrErrno("epoll_create1") { epoll_create1(CInt(EPOLL_CLOEXEC)) }
 }
 
-package func system_epoll_ctl(_ epfd: CInt, _ op: CInt, _ fd: CInt, _ event: UnsafeMutablePointer<epoll_event>?) -> Result<CInt, Errno> {
+package func system_epoll_ctl(
+    _ epfd: CInt,
+    _ op: CInt,
+    _ fd: CInt,
+    _ event: UnsafeMutablePointer<epoll_event>?
+) -> Result<CInt, Errno> {
     valueOrErrno("epoll_ctl") { epoll_ctl(epfd, op, fd, event) }
 }
 
-package func system_epoll_wait(_ epfd: CInt, _ events: UnsafeMutablePointer<epoll_event>, _ max: CInt, _ timeout: CInt)
+package func system_epoll_wait(
+    _ epfd: CInt,
+    _ events: UnsafeMutablePointer<epoll_event>,
+    _ max: CInt,
+    _ timeout: CInt
+)
     -> Result<CInt, Errno>
 {
     valueOrErrno("epoll_wait") { epoll_wait(epfd, events, max, timeout) }
@@ -391,10 +451,15 @@ package func system_startDetachedThread(_ body: @escaping @Sendable () -> Void) 
     }
     let box = Unmanaged.passRetained(Box(body)).toOpaque()
     var thread = pthread_t()
-    let status = pthread_create(&thread, nil, { raw in
-        Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue().body()
-        return nil
-    }, box)
+    let status = pthread_create(
+        &thread,
+        nil,
+        { raw in
+            Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue().body()
+            return nil
+        },
+        box
+    )
     if status != 0 {
         Unmanaged<Box>.fromOpaque(box).release()
         return false

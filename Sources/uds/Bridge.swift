@@ -13,15 +13,25 @@ struct Bridge: AsyncParsableCommand {
             Examples:
               uds bridge tcp:0.0.0.0:8080 /run/app.sock      # reach a local service from another machine
               uds bridge /tmp/db.sock tcp:db.internal:5432   # and the reverse
-            """)
+            """
+    )
 
-    @Argument(help: "Where to accept: unix:ADDRESS, ADDRESS or tcp:HOST:PORT.", transform: BridgeEndpoint.init(parsing:))
+    @Argument(
+        help: "Where to accept: unix:ADDRESS, ADDRESS or tcp:HOST:PORT.",
+        transform: BridgeEndpoint.init(parsing:)
+    )
     var listen: BridgeEndpoint
 
-    @Argument(help: "Where to connect for each client: unix:ADDRESS, ADDRESS or tcp:HOST:PORT.", transform: BridgeEndpoint.init(parsing:))
+    @Argument(
+        help: "Where to connect for each client: unix:ADDRESS, ADDRESS or tcp:HOST:PORT.",
+        transform: BridgeEndpoint.init(parsing:)
+    )
     var target: BridgeEndpoint
 
-    @Option(help: "The Unix socket file's exact permission bits, in octal (0 to 777), whatever the umask.", transform: parseMode)
+    @Option(
+        help: "The Unix socket file's exact permission bits, in octal (0 to 777), whatever the umask.",
+        transform: parseMode
+    )
     var mode: FilePermissions?
 
     @Flag(name: .shortAndLong, help: "One stderr line per relayed connection.")
@@ -36,7 +46,10 @@ struct Bridge: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let listen = listen, target = target, mode = mode, verbose = verbose
+        let listen = listen
+        let target = target
+        let mode = mode
+        let verbose = verbose
         try await Lifecycle.runAsync(endOnSignals: true, onReactor: true) { _ in
             let acceptor: BridgeAcceptor
             switch listen {

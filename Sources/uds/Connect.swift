@@ -16,7 +16,8 @@ struct Connect: AsyncParsableCommand {
             Examples:
               uds connect /tmp/app.sock < request.bin > reply.bin
               printf 'ping\\n' | uds connect -t dgram --lines @echo
-            """)
+            """
+    )
 
     @Argument(help: "The path or @abstract-name to connect to.", transform: parseAddress)
     var address: UnixAddress
@@ -31,7 +32,9 @@ struct Connect: AsyncParsableCommand {
         name: .shortAndLong,
         help: ArgumentHelp(
             "dgram: seconds to wait for replies after stdin EOF (default 1); stream, seqpacket: bound on the connect.",
-            valueName: "seconds"))
+            valueName: "seconds"
+        )
+    )
     var wait: Double?
 
     @Flag(name: .shortAndLong, help: "Say on stderr how many descriptors that came with a message were closed.")
@@ -42,7 +45,11 @@ struct Connect: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let address = address, type = type, lines = lines, wait = wait, verbose = verbose
+        let address = address
+        let type = type
+        let lines = lines
+        let wait = wait
+        let verbose = verbose
         try await Lifecycle.run { outcome in
             let bound = wait.map { Duration.milliseconds(max(Int64($0 * 1000), 1)) }
             switch type {

@@ -14,7 +14,8 @@ struct Demo: AsyncParsableCommand {
 
             Example:
               swift run -c release uds demo
-            """)
+            """
+    )
 
     func run() async throws {
         try await runAsyncCommand { try await DemoStory().run() }
@@ -25,16 +26,22 @@ struct Demo: AsyncParsableCommand {
 /// fails to open the secret file itself, then receives a descriptor of it and reads it.
 struct DemoChild: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "demo-child", abstract: "The receiving process of `uds demo` (internal).", shouldDisplay: false)
+        commandName: "demo-child",
+        abstract: "The receiving process of `uds demo` (internal).",
+        shouldDisplay: false
+    )
 
     @Argument(transform: parseAddress) var address: UnixAddress
     @Argument var path: String
 
     func run() throws {
-        let address = address, path = path
+        let address = address
+        let path = path
         try runCommand {
             let say = { (line: String) throws(StdioRelay.Failure) in try StandardIO.write(Array((line + "\n").utf8)) }
-            try say("I am pid \(ProcessControl.processID), uid \(ProcessControl.userID), gid \(ProcessControl.groupID).")
+            try say(
+                "I am pid \(ProcessControl.processID), uid \(ProcessControl.userID), gid \(ProcessControl.groupID)."
+            )
             do {
                 let direct = try FileDescriptor.open(path, .readOnly)
                 try? direct.close()
@@ -56,7 +63,9 @@ struct DemoChild: ParsableCommand {
                 if count == 0 { break }
                 content += buffer[..<count]
             }
-            try say("received descriptor \(received.rawValue) with the payload \"\(String(decoding: message.bytes.filter { $0 != 10 }, as: UTF8.self))\" and read \(content.count) bytes through it.")
+            try say(
+                "received descriptor \(received.rawValue) with the payload \"\(String(decoding: message.bytes.filter { $0 != 10 }, as: UTF8.self))\" and read \(content.count) bytes through it."
+            )
             try stream.write(all: content)
             try stream.shutdown(.write)
             _ = try stream.readToEnd(maxBytes: 0, timeout: .seconds(10))
@@ -83,7 +92,9 @@ struct DemoStory {
             let attributes = try? FileManager.default.attributesOfItem(atPath: directory + "/" + $0)
             return attributes?[.type] as? FileAttributeType == .typeSocket
         }
-        try say("   every socket closed; socket files left in \(directory): \(left.isEmpty ? "none" : left.joined(separator: ", "))")
+        try say(
+            "   every socket closed; socket files left in \(directory): \(left.isEmpty ? "none" : left.joined(separator: ", "))"
+        )
         try? FileManager.default.removeItem(atPath: directory)
         try say("   removed \(directory). Done.")
     }
@@ -101,7 +112,10 @@ struct DemoStory {
         let directory = base + "/" + name
         do {
             try FileManager.default.createDirectory(
-                atPath: directory, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
+                atPath: directory,
+                withIntermediateDirectories: false,
+                attributes: [.posixPermissions: 0o700]
+            )
         } catch {
             throw CLIError("create the demo directory \(directory): \(error.localizedDescription)")
         }
@@ -175,7 +189,12 @@ struct DemoStory {
         try say("4. A descriptor handed to another process (SCM_RIGHTS), and 5. that peer's credentials (SO_PEERCRED)")
         let secretPath = directory + "/secret.txt"
         let secret = Array("The secret is: descriptors carry the right to read, not the path.\n".utf8)
-        guard FileManager.default.createFile(atPath: secretPath, contents: Data(secret), attributes: [.posixPermissions: 0o600])
+        guard
+            FileManager.default.createFile(
+                atPath: secretPath,
+                contents: Data(secret),
+                attributes: [.posixPermissions: 0o600]
+            )
         else { throw CLIError("create \(secretPath)") }
         let file = try FileDescriptor.open(secretPath, .readOnly, options: [.closeOnExec])
         defer { try? file.close() }
@@ -211,8 +230,11 @@ struct DemoStory {
         let outcome: ExecutionResult<Result<HandOver, any Error>, StringOutput<UTF8>, CombinedErrorOutput>
         do {
             outcome = try await Subprocess.run(
-                .path(FilePath(command[0])), arguments: Arguments(Array(command.dropFirst()) + ["demo-child", name, secretPath]),
-                input: .none, output: .string(limit: 1 << 20), error: .combinedWithOutput
+                .path(FilePath(command[0])),
+                arguments: Arguments(Array(command.dropFirst()) + ["demo-child", name, secretPath]),
+                input: .none,
+                output: .string(limit: 1 << 20),
+                error: .combinedWithOutput
             ) { execution in
                 do {
                     return .success(try await handOver(file, listener: listener))
@@ -232,7 +254,9 @@ struct DemoStory {
         case .success(.echoed(let bytes)):
             echoed = bytes
         case .success(.notConnected(let error)):
-            try say("   skipped: the receiver did not connect (\(error)); it said: \(printed.trimmingCharacters(in: .whitespacesAndNewlines))")
+            try say(
+                "   skipped: the receiver did not connect (\(error)); it said: \(printed.trimmingCharacters(in: .whitespacesAndNewlines))"
+            )
             try say("")
             return
         case .failure(let error):
@@ -240,7 +264,9 @@ struct DemoStory {
         }
         for line in printed.split(separator: "\n") { try say("   receiver: \(line)") }
         if echoed == secret {
-            try say("   sender: the receiver sent back exactly the file's \(secret.count) bytes: \(text(Array(secret.dropLast())))")
+            try say(
+                "   sender: the receiver sent back exactly the file's \(secret.count) bytes: \(text(Array(secret.dropLast())))"
+            )
         } else {
             throw CLIError("demo: the receiver read \(echoed.count) bytes, not the secret's \(secret.count)")
         }
@@ -282,7 +308,11 @@ struct DemoStory {
         let base = (directory as NSString).deletingLastPathComponent
         let folder = base + "/uds-exe-" + String(UInt32.random(in: 0...UInt32.max), radix: 16)
         do {
-            try files.createDirectory(atPath: folder, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o755])
+            try files.createDirectory(
+                atPath: folder,
+                withIntermediateDirectories: false,
+                attributes: [.posixPermissions: 0o755]
+            )
             Lifecycle.onExit { try? FileManager.default.removeItem(atPath: folder) }
             let copy = folder + "/uds"
             try files.copyItem(atPath: try files.destinationOfSymbolicLink(atPath: "/proc/self/exe"), toPath: copy)

@@ -72,7 +72,10 @@ enum Lifecycle {
     /// client), until it returns, throws, or decides the outcome itself; with `endOnSignals`, SIGINT and
     /// SIGTERM end it cleanly (status 0). Then the cleanups run, and a failure is printed and thrown as
     /// `ExitCode(1)`.
-    static func run(endOnSignals: Bool = false, _ body: @escaping @Sendable (CommandOutcome) throws -> Void) async throws {
+    static func run(
+        endOnSignals: Bool = false,
+        _ body: @escaping @Sendable (CommandOutcome) throws -> Void
+    ) async throws {
         let outcome = CommandOutcome()
         current.withLock { $0 = outcome }
         if endOnSignals { watchSignals(outcome) }
@@ -91,7 +94,8 @@ enum Lifecycle {
     /// body and its child tasks prefer the library's reactor as their executor (a ready socket is served on
     /// the reactor thread, no hop): only for bodies that never block on anything but sockets.
     static func runAsync(
-        endOnSignals: Bool = false, onReactor: Bool = false,
+        endOnSignals: Bool = false,
+        onReactor: Bool = false,
         _ body: @escaping @Sendable (CommandOutcome) async throws -> Void
     ) async throws {
         let outcome = CommandOutcome()

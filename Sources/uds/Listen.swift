@@ -1,7 +1,7 @@
 import ArgumentParser
-import SystemPackage
 import Foundation
 import Synchronization
+import SystemPackage
 import UnixSockets
 
 struct Listen: AsyncParsableCommand {
@@ -23,7 +23,8 @@ struct Listen: AsyncParsableCommand {
               uds listen -k --echo --mode 660 /tmp/echo.sock
               uds listen -t dgram --lines @log
               uds listen --allow-uid 1000 -v /tmp/private.sock
-            """)
+            """
+    )
 
     @Argument(help: "The path or @abstract-name to bind.", transform: parseAddress)
     var address: UnixAddress
@@ -37,7 +38,10 @@ struct Listen: AsyncParsableCommand {
     @Flag(help: "Send every byte or message back to whoever sent it (prints nothing; stdin unused).")
     var echo = false
 
-    @Option(help: "The socket file's exact permission bits, in octal (0 to 777), whatever the umask.", transform: parseMode)
+    @Option(
+        help: "The socket file's exact permission bits, in octal (0 to 777), whatever the umask.",
+        transform: parseMode
+    )
     var mode: FilePermissions?
 
     @Flag(help: "Messages: each stdin line is one message; each received message is printed with a newline.")
@@ -48,7 +52,8 @@ struct Listen: AsyncParsableCommand {
 
     @Option(
         name: .customLong("max-per-uid"),
-        help: "With -k: the most clients one user id may hold at once, so that one user cannot take every slot.")
+        help: "With -k: the most clients one user id may hold at once, so that one user cannot take every slot."
+    )
     var maxPerUID = 1024
 
     @OptionGroup var peers: PeerOptions
@@ -64,8 +69,15 @@ struct Listen: AsyncParsableCommand {
 
     func run() async throws {
         let settings = ListenSettings(
-            address: address, type: type, keepOpen: keepOpen, echo: echo, mode: mode, lines: lines,
-            policy: peers.policy, limits: ConnectionLimits(total: maxConnections, perUID: maxPerUID))
+            address: address,
+            type: type,
+            keepOpen: keepOpen,
+            echo: echo,
+            mode: mode,
+            lines: lines,
+            policy: peers.policy,
+            limits: ConnectionLimits(total: maxConnections, perUID: maxPerUID)
+        )
         if keepOpen && type != .datagram {
             // -k: accepts and serves on the async API until SIGINT/SIGTERM; no thread is parked.
             try await Lifecycle.runAsync(endOnSignals: true) { _ in
@@ -117,7 +129,8 @@ struct ListenSettings: Sendable {
     /// `-k` on a stream socket: each client echoed or copied to the shared stdout.
     func serveStreamClients() async throws {
         let listener = try closingOnExit({ try UnixStreamListener.bind(address, mode: mode) }) { $0.close() }
-        let policy = policy, echo = echo
+        let policy = policy
+        let echo = echo
         await serveConcurrently(listener, admit: { policy.admit($0) }, uid: { try? $0.credentials.uid }) { connection in
             if echo { await Self.echoStreamAsync(connection) } else { await Self.streamToSharedStdout(connection) }
         }
@@ -157,7 +170,9 @@ struct ListenSettings: Sendable {
     /// `-k` on a seqpacket socket.
     func serveSeqPacketClients() async throws {
         let listener = try closingOnExit({ try UnixSeqPacketListener.bind(address, mode: mode) }) { $0.close() }
-        let policy = policy, echo = echo, lines = lines
+        let policy = policy
+        let echo = echo
+        let lines = lines
         await serveConcurrently(listener, admit: { policy.admit($0) }, uid: { try? $0.credentials.uid }) { connection in
             await Self.serveSeqPacketClient(connection, echo: echo, lines: lines, verbose: policy.verbose)
         }
@@ -174,7 +189,7 @@ struct ListenSettings: Sendable {
                         guard let received = try connection.receiveIgnoringDescriptors(verbose: policy.verbose)
                         else { break }
                         bytes = received
-                    } catch where MessageReceiver.isRecoverable(error) {
+                    } catch  where MessageReceiver.isRecoverable(error) {
                         Lifecycle.diagnostic(error.description)
                         continue
                     }
@@ -197,7 +212,9 @@ struct ListenSettings: Sendable {
             while true {
                 let bytes: [UInt8]
                 do {
-                    guard let received = try await connection.receiveIgnoringDescriptors(verbose: verbose) else { break }
+                    guard let received = try await connection.receiveIgnoringDescriptors(verbose: verbose) else {
+                        break
+                    }
                     bytes = received
                 } catch let error as UnixSocketError where MessageReceiver.isRecoverable(error) {
                     Lifecycle.diagnostic(error.description)
@@ -206,7 +223,9 @@ struct ListenSettings: Sendable {
                 if echo {
                     try await connection.send(bytes)
                 } else {
-                    try stdoutLock.withLock { _ throws(StdioRelay.Failure) in try Relay.printMessage(bytes, lines: lines) }
+                    try stdoutLock.withLock { _ throws(StdioRelay.Failure) in
+                        try Relay.printMessage(bytes, lines: lines)
+                    }
                 }
             }
             try? connection.shutdown(.write)
@@ -263,7 +282,8 @@ struct ListenSettings: Sendable {
                 // every reply to it until its receiver reads it).
                 Lifecycle.diagnostic(
                     "dropped the echo to \(sender): no room (its receive queue, or this socket's send buffer, "
-                        + "is full of replies not yet read)")
+                        + "is full of replies not yet read)"
+                )
             } else {
                 Lifecycle.diagnostic("dropped the echo to \(sender): \(error.description)")
             }
@@ -276,10 +296,13 @@ struct ListenSettings: Sendable {
     /// thread per client) until SIGINT/SIGTERM closes the listener (the command ends then, without waiting
     /// for the clients).
     func serveConcurrently<C: UnixConnection>(
-        _ listener: UnixListener<C>, admit: @escaping @Sendable (C) -> Bool, uid: @escaping @Sendable (C) -> UInt32?,
+        _ listener: UnixListener<C>,
+        admit: @escaping @Sendable (C) -> Bool,
+        uid: @escaping @Sendable (C) -> UInt32?,
         serve: @escaping @Sendable (C) async -> Void
     ) async {
-        let limits = limits, verbose = policy.verbose
+        let limits = limits
+        let verbose = policy.verbose
         await withDiscardingTaskGroup { group in
             while true {
                 let connection: C

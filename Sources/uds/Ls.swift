@@ -16,7 +16,8 @@ struct Ls: ParsableCommand {
             Examples:
               uds ls
               uds ls --json | python3 -m json.tool
-            """)
+            """
+    )
 
     @Flag(help: "Print one JSON array of objects.")
     var json = false
@@ -72,14 +73,24 @@ enum SocketInventory {
         func info(type: UInt16, state: String, inode: UInt64, address: String?, peer: UInt64?) -> SocketInfo {
             let owner = owners[inode]
             return SocketInfo(
-                address: address, kernelType: type, state: state, inode: inode, peerInode: peer, pid: owner,
-                command: owner.flatMap(command(of:)))
+                address: address,
+                kernelType: type,
+                state: state,
+                inode: inode,
+                peerInode: peer,
+                pid: owner,
+                command: owner.flatMap(command(of:))
+            )
         }
         if case .success(let table) = UnixSocketTable.entries() {
             return table.values.sorted { $0.inode < $1.inode }.map { entry in
                 info(
-                    type: UInt16(entry.type), state: diagStateName(entry.state), inode: entry.inode,
-                    address: entry.address.map(exactText), peer: entry.peerInode)
+                    type: UInt16(entry.type),
+                    state: diagStateName(entry.state),
+                    inode: entry.inode,
+                    address: entry.address.map(exactText),
+                    peer: entry.peerInode
+                )
             }
         }
         let text: String
@@ -108,7 +119,6 @@ enum SocketInventory {
         }
         return result
     }
-
 
     /// sock_diag's sk_state, in the words /proc/net/unix's state gave.
     static func diagStateName(_ state: UInt8) -> String {
@@ -204,7 +214,9 @@ enum SocketInventory {
         for row in rows {
             var line = ""
             for (index, cell) in row.enumerated() {
-                line += index == row.count - 1 ? cell : cell.padding(toLength: widths[index] + 2, withPad: " ", startingAt: 0)
+                line +=
+                    index == row.count - 1
+                    ? cell : cell.padding(toLength: widths[index] + 2, withPad: " ", startingAt: 0)
             }
             output += line + "\n"
         }

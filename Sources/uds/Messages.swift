@@ -18,7 +18,8 @@ enum MessageReceiver {
         if verbose {
             let count = message.descriptors.count
             Lifecycle.diagnostic(
-                "closed \(count) descriptor\(count == 1 ? "" : "s") that came with a message (none expected here)")
+                "closed \(count) descriptor\(count == 1 ? "" : "s") that came with a message (none expected here)"
+            )
         }
     }
 
@@ -37,7 +38,9 @@ extension UnixSeqPacket {
     func receiveIgnoringDescriptors(verbose: Bool) throws(UnixSocketError) -> [UInt8]? {
         let size = try nextMessageSize()
         let message = try receive(
-            maxBytes: MessageReceiver.capacity(for: size), maxDescriptors: MessageReceiver.descriptorRoom)
+            maxBytes: MessageReceiver.capacity(for: size),
+            maxDescriptors: MessageReceiver.descriptorRoom
+        )
         MessageReceiver.closeDescriptors(of: message, verbose: verbose)
         return message.bytes.isEmpty ? nil : message.bytes
     }
@@ -46,7 +49,9 @@ extension UnixSeqPacket {
     func receiveIgnoringDescriptors(verbose: Bool) async throws -> [UInt8]? {
         let size = try await nextMessageSize()
         let message = try await receive(
-            maxBytes: MessageReceiver.capacity(for: size), maxDescriptors: MessageReceiver.descriptorRoom)
+            maxBytes: MessageReceiver.capacity(for: size),
+            maxDescriptors: MessageReceiver.descriptorRoom
+        )
         MessageReceiver.closeDescriptors(of: message, verbose: verbose)
         return message.bytes.isEmpty ? nil : message.bytes
     }
@@ -57,7 +62,9 @@ extension UnixDatagram {
     func receiveIgnoringDescriptors(verbose: Bool, timeout: Duration? = nil) throws(UnixSocketError) -> UnixMessage {
         let size = try nextMessageSize(timeout: timeout)
         let message = try receive(
-            maxBytes: MessageReceiver.capacity(for: size), maxDescriptors: MessageReceiver.descriptorRoom)
+            maxBytes: MessageReceiver.capacity(for: size),
+            maxDescriptors: MessageReceiver.descriptorRoom
+        )
         MessageReceiver.closeDescriptors(of: message, verbose: verbose)
         return message
     }

@@ -24,7 +24,8 @@ func parseMode(_ text: String) throws -> FilePermissions {
     guard mode <= 0o777 else {
         throw ValidationError(
             "--mode takes permission bits 0 to 777 (rwx for user, group and others); setuid, setgid and sticky "
-                + "bits are refused (got '\(text)')")
+                + "bits are refused (got '\(text)')"
+        )
     }
     return FilePermissions(rawValue: mode)
 }
@@ -33,13 +34,17 @@ func parseMode(_ text: String) throws -> FilePermissions {
 struct PeerOptions: ParsableArguments {
     @Option(
         name: .customLong("allow-uid"),
-        help: ArgumentHelp("Accept only peers with this user id (repeatable).", valueName: "uid"))
+        help: ArgumentHelp("Accept only peers with this user id (repeatable).", valueName: "uid")
+    )
     var allowUIDs: [UInt32] = []
 
     @Option(
         name: .customLong("allow-gid"),
         help: ArgumentHelp(
-            "Accept only peers with this primary or supplementary group id (repeatable).", valueName: "gid"))
+            "Accept only peers with this primary or supplementary group id (repeatable).",
+            valueName: "gid"
+        )
+    )
     var allowGIDs: [UInt32] = []
 
     @Flag(
@@ -47,7 +52,8 @@ struct PeerOptions: ParsableArguments {
         help: """
             One stderr line per peer (uds: peer pid=PID uid=UID gid=GID), and the command's own notes: \
             descriptors closed, echoes dropped, bytes copied.
-            """)
+            """
+    )
     var verbose = false
 
     /// The plain values, for threads and tasks.

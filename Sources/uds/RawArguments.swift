@@ -59,8 +59,10 @@ func address(fromArgument bytes: [UInt8]) throws(UnixSocketError) -> UnixAddress
         if byte == UInt8(ascii: "\\"), index + 1 < bytes.count {
             guard bytes[index + 1] < 0x80 else {
                 throw UnixSocketError(
-                    .invalidAddress, operation: "address",
-                    detail: "bad escape in abstract name: use \\xHH for a byte or \\\\ for a backslash")
+                    .invalidAddress,
+                    operation: "address",
+                    detail: "bad escape in abstract name: use \\xHH for a byte or \\\\ for a backslash"
+                )
             }
             text.unicodeScalars.append(Unicode.Scalar(byte))
             text.unicodeScalars.append(Unicode.Scalar(bytes[index + 1]))

@@ -14,7 +14,8 @@ struct Recv: AsyncParsableCommand {
             Examples:
               uds recv @log
               uds recv --count 1 /tmp/reply.sock
-            """)
+            """
+    )
 
     @Argument(help: "The path or @abstract-name to bind.", transform: parseAddress)
     var address: UnixAddress
@@ -25,7 +26,10 @@ struct Recv: AsyncParsableCommand {
     @Option(help: "Stop after this many messages.")
     var count: Int?
 
-    @Option(help: "The socket file's exact permission bits, in octal (0 to 777), whatever the umask.", transform: parseMode)
+    @Option(
+        help: "The socket file's exact permission bits, in octal (0 to 777), whatever the umask.",
+        transform: parseMode
+    )
     var mode: FilePermissions?
 
     @Flag(name: .shortAndLong, help: "Say on stderr how many descriptors that came with a message were closed.")
@@ -42,7 +46,11 @@ struct Recv: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let address = address, type = type, limit = count ?? Int.max, mode = mode, verbose = verbose
+        let address = address
+        let type = type
+        let limit = count ?? Int.max
+        let mode = mode
+        let verbose = verbose
         try await Lifecycle.run(endOnSignals: true) { _ in
             var received = 0
             /// Prints one message; true once --count messages arrived.

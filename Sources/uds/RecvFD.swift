@@ -22,7 +22,8 @@ struct RecvFD: AsyncParsableCommand {
               uds recv-fd /tmp/fd.sock > copy.bin
               uds recv-fd --count 1 @fd-drop
               uds recv-fd --max-bytes 1048576 --timeout 2 -v /tmp/fd.sock
-            """)
+            """
+    )
 
     @Argument(help: "The path or @abstract-name to bind.", transform: parseAddress)
     var address: UnixAddress
@@ -33,17 +34,24 @@ struct RecvFD: AsyncParsableCommand {
     @Option(help: "Exit after this many descriptors.")
     var count: Int?
 
-    @Option(help: "The socket file's exact permission bits, in octal (0 to 777), whatever the umask.", transform: parseMode)
+    @Option(
+        help: "The socket file's exact permission bits, in octal (0 to 777), whatever the umask.",
+        transform: parseMode
+    )
     var mode: FilePermissions?
 
     @Option(
         name: .customLong("max-bytes"),
-        help: ArgumentHelp("Copy at most this many bytes from each descriptor (the default is 64 MiB).", valueName: "n"))
+        help: ArgumentHelp("Copy at most this many bytes from each descriptor (the default is 64 MiB).", valueName: "n")
+    )
     var maxBytes: Int = DescriptorCopy.defaultMaxBytes
 
     @Option(
         help: ArgumentHelp(
-            "Leave a descriptor that gives no data for this many seconds.", valueName: "seconds"))
+            "Leave a descriptor that gives no data for this many seconds.",
+            valueName: "seconds"
+        )
+    )
     var timeout: Double = 10
 
     @OptionGroup var peers: PeerOptions
@@ -51,18 +59,28 @@ struct RecvFD: AsyncParsableCommand {
     func validate() throws {
         if type == .datagram { throw ValidationError("recv-fd accepts a connection: use -t stream or -t seqpacket") }
         if let count, count < 1 { throw ValidationError("--count must be at least 1") }
-        if mode != nil && address.isAbstract { throw ValidationError("--mode: abstract names have no file and no mode") }
+        if mode != nil && address.isAbstract {
+            throw ValidationError("--mode: abstract names have no file and no mode")
+        }
         if maxBytes < 1 { throw ValidationError("--max-bytes must be at least 1") }
         if !(timeout > 0 && timeout < 1e9) { throw ValidationError("--timeout takes a number of seconds > 0") }
     }
 
     func run() async throws {
-        let address = address, type = type, limit = count ?? Int.max, mode = mode, policy = peers.policy
-        let maxBytes = maxBytes, timeout = timeout
+        let address = address
+        let type = type
+        let limit = count ?? Int.max
+        let mode = mode
+        let policy = peers.policy
+        let maxBytes = maxBytes
+        let timeout = timeout
         try await Lifecycle.run(endOnSignals: true) { _ in
             let copy = DescriptorCopy(
-                maxBytes: maxBytes, idleMilliseconds: max(Int32(clamping: Int64(timeout * 1000)), 1),
-                timeoutText: "\(timeout)", verbose: policy.verbose)
+                maxBytes: maxBytes,
+                idleMilliseconds: max(Int32(clamping: Int64(timeout * 1000)), 1),
+                timeoutText: "\(timeout)",
+                verbose: policy.verbose
+            )
             let receive: () throws(UnixSocketError) -> UnixMessage?
             if type == .seqPacket {
                 let listener = try closingOnExit({ try UnixSeqPacketListener.bind(address, mode: mode) }) { $0.close() }
@@ -161,7 +179,8 @@ final class DescriptorCopy {
                 return true
             case .idle:
                 Lifecycle.diagnostic(
-                    "\(label): no data for \(timeoutText) s (its writer keeps it open?) after \(copied) bytes; moved on")
+                    "\(label): no data for \(timeoutText) s (its writer keeps it open?) after \(copied) bytes; moved on"
+                )
                 return false
             case .failed(let errno):
                 let error = UnixSocketError(.system, operation: "read", errno: errno)

@@ -69,7 +69,11 @@ enum Relay {
     /// The same end rule for a seqpacket connection (one message per line or stdin chunk). Descriptors that
     /// come with a message are closed (`verbose`: said on stderr).
     static func runSeqPacket(
-        _ connection: UnixSeqPacket, useStdin: Bool, lines: Bool, verbose: Bool, outcome: CommandOutcome
+        _ connection: UnixSeqPacket,
+        useStdin: Bool,
+        lines: Bool,
+        verbose: Bool,
+        outcome: CommandOutcome
     ) throws {
         let pump = StdinPump(outcome: outcome)
         if useStdin {

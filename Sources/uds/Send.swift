@@ -11,7 +11,8 @@ struct Send: ParsableCommand {
             Examples:
               uds send @log 'first message' 'second message'
               uds send -t seqpacket /tmp/jobs.sock job-1 job-2
-            """)
+            """
+    )
 
     @Argument(help: "The path or @abstract-name to send to.", transform: parseAddress)
     var address: UnixAddress
@@ -28,13 +29,16 @@ struct Send: ParsableCommand {
         }
         if messages.isEmpty { throw ValidationError("give at least one MSG") }
         if type == .seqPacket && messages.contains(where: \.isEmpty) {
-            throw ValidationError("an empty message cannot be sent on seqpacket (the peer would read it as end-of-stream)")
+            throw ValidationError(
+                "an empty message cannot be sent on seqpacket (the peer would read it as end-of-stream)"
+            )
         }
     }
 
     func run() throws {
         let payloads = rawArgumentBytes(for: messages)
-        let address = address, type = type
+        let address = address
+        let type = type
         try runCommand {
             if type == .seqPacket {
                 let connection = try UnixSeqPacket.connect(to: address)

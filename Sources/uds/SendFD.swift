@@ -15,7 +15,8 @@ struct SendFD: ParsableCommand {
             Examples:
               uds send-fd /tmp/fd.sock /etc/hostname report.pdf
               echo hello | uds send-fd /tmp/fd.sock -
-            """)
+            """
+    )
 
     @Argument(help: "The path or @abstract-name to connect to.", transform: parseAddress)
     var address: UnixAddress
@@ -33,7 +34,8 @@ struct SendFD: ParsableCommand {
 
     func run() throws {
         let names = rawArgumentBytes(for: files)
-        let address = address, type = type
+        let address = address
+        let type = type
         try runCommand {
             let send: ([UInt8], FileDescriptor) throws -> Void
             let close: () -> Void

@@ -10,7 +10,8 @@ func closeOnExit(_ close: @escaping @Sendable () -> Void) {
 /// Binds with `bind` and registers `close` for exit as one step: an exit (SIGTERM) that comes meanwhile
 /// waits for it, so a socket file is never left behind by a signal that arrived between the two.
 func closingOnExit<Socket: Sendable>(
-    _ bind: () throws -> Socket, close: @escaping @Sendable (Socket) -> Void
+    _ bind: () throws -> Socket,
+    close: @escaping @Sendable (Socket) -> Void
 ) throws -> Socket {
     try Lifecycle.starting {
         let socket = try bind()

@@ -1,6 +1,7 @@
 import Foundation
 import SystemPackage
 import Testing
+
 @testable import UnixSockets
 @testable import UnixSocketsAsync
 @testable import UnixSocketsCore
@@ -48,7 +49,10 @@ import Testing
 
     @Test func cancellationWakesReader() async throws {
         let (a, b) = try UnixStream.pair()
-        defer { a.close(); b.close() }
+        defer {
+            a.close()
+            b.close()
+        }
         let reader = Task(executorPreference: UnixReactor.shared) { try await a.read(maxBytes: 16) }
         try await Task.sleep(for: .milliseconds(50))
         reader.cancel()
@@ -57,23 +61,34 @@ import Testing
         #expect(error?.description == "recv: cancelled")
     }
 
-    @Test("the async face has the blocking face's operations: readToEnd, write(vectored:), nextMessageSize, receive(into:)")
+    @Test(
+        "the async face has the blocking face's operations: readToEnd, write(vectored:), nextMessageSize, receive(into:)"
+    )
     func asyncParity() async throws {
         let (a, b) = try UnixStream.pair()
-        defer { a.close(); b.close() }
+        defer {
+            a.close()
+            b.close()
+        }
         try await a.write(vectored: [Array("he".utf8), Array("llo".utf8)])
         try await a.write(all: Array(" world".utf8)[...])  // any Collection<UInt8>, as blocking
         try a.shutdown(.write)
         #expect(try await b.readToEnd(maxBytes: 64) == Array("hello world".utf8))
         let (x, y) = try UnixStream.pair()
-        defer { x.close(); y.close() }
+        defer {
+            x.close()
+            y.close()
+        }
         try await x.write(all: [UInt8](repeating: 1, count: 10))
         x.close()
         let tooLarge = await #expect(throws: UnixSocketError.self) { _ = try await y.readToEnd(maxBytes: 4) }
         #expect(tooLarge?.code == .tooLarge)
 
         let (p, q) = try UnixDatagram.pair()
-        defer { p.close(); q.close() }
+        defer {
+            p.close()
+            q.close()
+        }
         try await p.send(Array("12345".utf8))
         #expect(try await q.nextMessageSize() == 5)
         let raw = UnsafeMutableRawBufferPointer.allocate(byteCount: 8, alignment: 1)
@@ -85,7 +100,10 @@ import Testing
     @Test func cancellationIsTypedOnEveryWait() async throws {
         // A message receive, an accept and a back-off (connect to a full backlog) all end with `.cancelled`.
         let (a, b) = try UnixSeqPacket.pair()
-        defer { a.close(); b.close() }
+        defer {
+            a.close()
+            b.close()
+        }
         let receiver = Task { try await a.receive(maxBytes: 16) }
         let address = uniqueAbstract("cancel-accept")
         let listener = try UnixSeqPacketListener.bind(address, backlog: 0)
@@ -117,7 +135,10 @@ import Testing
 
     @Test func asyncTimeout() async throws {
         let (a, b) = try UnixSeqPacket.pair()
-        defer { a.close(); b.close() }
+        defer {
+            a.close()
+            b.close()
+        }
         do {
             _ = try await a.receive(timeout: .milliseconds(30))
             Issue.record("receive returned without data")
@@ -128,7 +149,10 @@ import Testing
 
     @Test func reactorExecutorEcho() async throws {
         let (a, b) = try UnixSeqPacket.pair()
-        defer { a.close(); b.close() }
+        defer {
+            a.close()
+            b.close()
+        }
         let echo = Task(executorPreference: UnixReactor.shared) {
             try await withTaskExecutorPreference(UnixReactor.shared) {
                 for _ in 0..<100 {
@@ -150,7 +174,10 @@ import Testing
     @Test func datagramAsyncWithDescriptors() async throws {
         let server = try UnixDatagram.bind(uniqueAbstract("adg"))
         let client = try UnixDatagram.bind(.unnamed)
-        defer { server.close(); client.close() }
+        defer {
+            server.close()
+            client.close()
+        }
         let fd = try FileDescriptor.open("/dev/null", .readOnly, options: .closeOnExec)
         defer { try? fd.close() }
         let receiving = Task(executorPreference: UnixReactor.shared) { try await server.receive(timeout: .seconds(60)) }

@@ -32,8 +32,10 @@ import Testing
     @Test func quickBenchPrintsATable() throws {
         let directory = try TempDirectory()
         let result = try CLI.uds(
-            ["bench", "--quick", "--only", "rtt.stream.blocking", "--only", "fdpass.seqpacket"], in: directory,
-            seconds: 60)
+            ["bench", "--quick", "--only", "rtt.stream.blocking", "--only", "fdpass.seqpacket"],
+            in: directory,
+            seconds: 60
+        )
         #expect(result.status == 0, "stderr: \(result.error)")
         let text = result.outputText
         #expect(text.contains("placement same"))

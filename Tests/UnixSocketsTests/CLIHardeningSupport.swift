@@ -47,6 +47,8 @@ enum ProcessProbe {
             os.execv(args[0], args)
             """
         return try Spawned(
-            [CLI.python, "-c", script] + ([Array(executable.utf8)] + arguments).map(hex), directory: directory)
+            [CLI.python, "-c", script] + ([Array(executable.utf8)] + arguments).map(hex),
+            directory: directory
+        )
     }
 }

@@ -23,13 +23,18 @@ struct CLIHardeningTests {
                 if ending == "peer EOF" {
                     // Connected before the swap, so the listener is relaying when the path changes.
                     let peer = try Spawned(
-                        [CLI.python, "-c",
-                         """
-                         import socket, sys
-                         c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); c.connect(sys.argv[1])
-                         print('connected', flush=True); sys.stdin.readline()
-                         c.sendall(b'bye'); c.close()
-                         """, socket], stdin: "pipe", directory: dir)
+                        [
+                            CLI.python, "-c",
+                            """
+                            import socket, sys
+                            c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); c.connect(sys.argv[1])
+                            print('connected', flush=True); sys.stdin.readline()
+                            c.sendall(b'bye'); c.close()
+                            """, socket,
+                        ],
+                        stdin: "pipe",
+                        directory: dir
+                    )
                     #expect(CLI.waitUntil { peer.outputText == "connected\n" })
                     client = peer
                 }
@@ -51,11 +56,13 @@ struct CLIHardeningTests {
                 if kind == "directory" {
                     #expect(
                         (try? String(contentsOfFile: socket + "/keep", encoding: .utf8)) == "kept",
-                        "the directory put at the path was deleted (\(ending))")
+                        "the directory put at the path was deleted (\(ending))"
+                    )
                 } else {
                     #expect(
                         (try? String(contentsOfFile: socket, encoding: .utf8)) == "precious",
-                        "the regular file put at the path was deleted (\(ending))")
+                        "the regular file put at the path was deleted (\(ending))"
+                    )
                 }
             }
         }
@@ -73,9 +80,12 @@ struct CLIHardeningTests {
         // Every removal fails (injected EBUSY), so the listener's own unlink leaves the file in place: any
         // removal by path that the CLI made afterwards, whatever would be there by then, shows in the trace.
         let traced = try Spawned(
-            [strace, "-f", "-qq", "-o", trace, "-e", "trace=unlink,unlinkat,rmdir",
-             "-e", "inject=unlink,unlinkat,rmdir:error=EBUSY", try #require(CLI.executable), "listen", socket],
-            directory: dir)
+            [
+                strace, "-f", "-qq", "-o", trace, "-e", "trace=unlink,unlinkat,rmdir",
+                "-e", "inject=unlink,unlinkat,rmdir:error=EBUSY", try #require(CLI.executable), "listen", socket,
+            ],
+            directory: dir
+        )
         #expect(CLI.waitForSocket(socket))
         let children = try String(contentsOfFile: "/proc/\(traced.pid)/task/\(traced.pid)/children", encoding: .utf8)
         let child = try #require(children.split(separator: " ").first.flatMap { Int32($0) })
@@ -85,7 +95,10 @@ struct CLIHardeningTests {
         let removals = try String(contentsOfFile: trace, encoding: .utf8).split(separator: "\n")
             .filter { $0.contains(socket) || $0.contains("\"traced.sock\"") }
         #expect(removals.count == 1, "removals of the path: \(removals)")
-        #expect(removals.first?.contains("unlinkat(") == true && removals.first?.contains("\"traced.sock\"") == true, "\(removals)")
+        #expect(
+            removals.first?.contains("unlinkat(") == true && removals.first?.contains("\"traced.sock\"") == true,
+            "\(removals)"
+        )
     }
 
     // MARK: 2. descriptors nobody asked for
@@ -128,7 +141,10 @@ struct CLIHardeningTests {
             #expect(CLI.waitForSocket(socket))
             let peer = try CLI.python(Self.descriptorSender(type: test.type), [socket], in: dir)
             #expect(peer.outputText == "closed\n", "\(test.arguments): the descriptors were not closed \(peer.error)")
-            #expect(CLI.waitUntil { server.outputText == "with-fds\nafter\n" }, "\(test.arguments): \(server.outputText)")
+            #expect(
+                CLI.waitUntil { server.outputText == "with-fds\nafter\n" },
+                "\(test.arguments): \(server.outputText)"
+            )
             if !test.stops { server.signal(SIGTERM) }
             #expect(server.wait() == 0, "\(test.arguments): \(server.errorText)")
             #expect(server.outputText == "with-fds\nafter\n")
@@ -157,14 +173,19 @@ struct CLIHardeningTests {
         let baseResident = try #require(ProcessProbe.status(server.pid, "VmRSS"))
         let clients = 150
         let idle = try Spawned(
-            [CLI.python, "-c",
-             """
-             import socket, sys
-             conns = []
-             for i in range(int(sys.argv[2])):
-                 c = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET); c.connect(sys.argv[1]); conns.append(c)
-             print('ready', flush=True); sys.stdin.read()
-             """, socket, String(clients)], stdin: "pipe", directory: dir)
+            [
+                CLI.python, "-c",
+                """
+                import socket, sys
+                conns = []
+                for i in range(int(sys.argv[2])):
+                    c = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET); c.connect(sys.argv[1]); conns.append(c)
+                print('ready', flush=True); sys.stdin.read()
+                """, socket, String(clients),
+            ],
+            stdin: "pipe",
+            directory: dir
+        )
         #expect(CLI.waitUntil { idle.outputText == "ready\n" })
         #expect(CLI.waitUntil { ProcessProbe.descriptorCount(server.pid) >= baseDescriptors + clients })
         // One more client after them: the server has gone past every idle one.
@@ -230,9 +251,17 @@ struct CLIHardeningTests {
             """
         // Warm up (the reactor starts, the listeners register), then note each bridge's descriptors.
         #expect(try CLI.python(clients, [front, "1"], in: dir).outputText.hasSuffix("ok\n"))
-        let base = [unixSide.pid: ProcessProbe.descriptorCount(unixSide.pid), tcpSide.pid: ProcessProbe.descriptorCount(tcpSide.pid)]
+        let base = [
+            unixSide.pid: ProcessProbe.descriptorCount(unixSide.pid),
+            tcpSide.pid: ProcessProbe.descriptorCount(tcpSide.pid),
+        ]
         let count = 220
-        let run = try CLI.python(clients, [front, String(count), String(unixSide.pid), String(tcpSide.pid)], in: dir, seconds: 120)
+        let run = try CLI.python(
+            clients,
+            [front, String(count), String(unixSide.pid), String(tcpSide.pid)],
+            in: dir,
+            seconds: 120
+        )
         #expect(run.outputText.hasSuffix("ok\n"), "\(run.outputText) \(run.error)")
         let cores = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
         for line in run.outputText.split(separator: "\n") where line.hasPrefix("threads") {
@@ -242,8 +271,10 @@ struct CLIHardeningTests {
             #expect((Int(fields[4]) ?? 0) >= 2 * count, "bridge \(fields[1]) did not hold the connections at once")
         }
         for (pid, descriptors) in base {
-            #expect(CLI.waitUntil { ProcessProbe.descriptorCount(pid) == descriptors },
-                "bridge \(pid): \(ProcessProbe.descriptorCount(pid)) descriptors open, \(descriptors) before the clients")
+            #expect(
+                CLI.waitUntil { ProcessProbe.descriptorCount(pid) == descriptors },
+                "bridge \(pid): \(ProcessProbe.descriptorCount(pid)) descriptors open, \(descriptors) before the clients"
+            )
         }
         for process in [unixSide, tcpSide, echo] {
             process.signal(SIGTERM)
@@ -266,7 +297,10 @@ struct CLIHardeningTests {
                 print('closed' if c.recv(10) == b'' else 'data')
             except ConnectionResetError:
                 print('closed')
-            """, [front], in: dir)
+            """,
+            [front],
+            in: dir
+        )
         #expect(client.outputText == "closed\n", "\(client.outputText) \(client.error)")
         #expect(bridge.errorText.contains("uds: connect"))
         bridge.signal(SIGTERM)
@@ -275,7 +309,9 @@ struct CLIHardeningTests {
 
     // MARK: 5. addresses are argv's exact bytes
 
-    @Test("an ADDRESS with bytes 0xFF 0xFE binds and dials exactly that name (listen, send, bridge unix:); MSG bytes too")
+    @Test(
+        "an ADDRESS with bytes 0xFF 0xFE binds and dials exactly that name (listen, send, bridge unix:); MSG bytes too"
+    )
     func addressBytesAreExact() throws {
         let dir = try TempDirectory()
         let name: [UInt8] = [0xFF, 0xFE] + Array(".sock".utf8)
@@ -284,8 +320,10 @@ struct CLIHardeningTests {
 
         // listen binds exactly the name; a python3 client dialling the bytes reaches it.
         let server = try ProcessProbe.spawnUDSRaw([Array("listen".utf8), path], in: dir)
-        #expect(CLI.waitUntil { ProcessProbe.rawNames(in: dir.path).contains(name) },
-            "names: \(ProcessProbe.rawNames(in: dir.path).map(ProcessProbe.hex))")
+        #expect(
+            CLI.waitUntil { ProcessProbe.rawNames(in: dir.path).contains(name) },
+            "names: \(ProcessProbe.rawNames(in: dir.path).map(ProcessProbe.hex))"
+        )
         let client = try CLI.python(
             """
             import socket, sys, time
@@ -297,7 +335,10 @@ struct CLIHardeningTests {
                 except OSError:
                     time.sleep(0.02)
             c.sendall(b'exact'); c.close()
-            """, [pathHex], in: dir)
+            """,
+            [pathHex],
+            in: dir
+        )
         #expect(client.status == 0, "\(client.error)")
         #expect(server.wait() == 0)
         #expect(server.outputText == "exact")
@@ -309,7 +350,10 @@ struct CLIHardeningTests {
             import os, socket, sys
             s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.bind(bytes.fromhex(sys.argv[1])); s.settimeout(20)
             print('bound', flush=True); print(s.recv(100).hex(), flush=True); os.unlink(bytes.fromhex(sys.argv[1]))
-            """, [pathHex], in: dir)
+            """,
+            [pathHex],
+            in: dir
+        )
         #expect(CLI.waitUntil { receiver.outputText == "bound\n" })
         // The message is not UTF-8 either: its exact bytes arrive.
         let sender = try ProcessProbe.spawnUDSRaw([Array("send".utf8), path, [0xFF, 0xFE, 0x41]], in: dir)
@@ -319,7 +363,9 @@ struct CLIHardeningTests {
 
         let front = dir.file("front.sock")
         let bridge = try ProcessProbe.spawnUDSRaw(
-            [Array("bridge".utf8), Array(front.utf8), Array("unix:".utf8) + path], in: dir)
+            [Array("bridge".utf8), Array(front.utf8), Array("unix:".utf8) + path],
+            in: dir
+        )
         #expect(CLI.waitForSocket(front))
         let target = try CLI.spawnPython(
             """
@@ -327,7 +373,10 @@ struct CLIHardeningTests {
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.bind(bytes.fromhex(sys.argv[1])); s.listen(1)
             print('listening', flush=True); c, _ = s.accept(); c.sendall(b'via bridge'); c.close()
             os.unlink(bytes.fromhex(sys.argv[1]))
-            """, [pathHex], in: dir)
+            """,
+            [pathHex],
+            in: dir
+        )
         #expect(CLI.waitUntil { target.outputText == "listening\n" })
         let viaBridge = try CLI.uds(["connect", front], in: dir)
         #expect(viaBridge.outputText == "via bridge", "\(viaBridge.error) \(bridge.errorText)")
@@ -377,7 +426,10 @@ struct CLIHardeningTests {
             ctypes.CDLL(None).prctl(15, sys.argv[2].encode())   # PR_SET_NAME
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.bind(sys.argv[1]); s.listen(1)
             print('ready', flush=True); s.accept()   # nobody connects: holds the socket until killed
-            """, [path, command], in: dir)
+            """,
+            [path, command],
+            in: dir
+        )
         #expect(CLI.waitUntil { holder.outputText == "ready\n" })
         let table = try CLI.uds(["ls"], in: dir)
         #expect(table.status == 0)
@@ -435,16 +487,25 @@ struct CLIHardeningTests {
                 if time.monotonic() > deadline: break
             stop.set()
             print('echoed', got, 'flooded', sent[0] >= 40)
-            """, [socket], in: dir, seconds: 120)
+            """,
+            [socket],
+            in: dir,
+            seconds: 120
+        )
         #expect(run.outputText == "echoed 20 flooded True\n", "\(run.outputText) \(run.error)")
         server.signal(SIGTERM)
         #expect(server.wait() == 0)
-        #expect(server.errorText.contains("dropped"), "with -v a dropped echo is reported: \(server.errorText.prefix(300))")
+        #expect(
+            server.errorText.contains("dropped"),
+            "with -v a dropped echo is reported: \(server.errorText.prefix(300))"
+        )
     }
 
     // MARK: 9. recv-fd: bounded, never stuck, goes on after a bad descriptor
 
-    @Test("recv-fd: --max-bytes bounds each copy, a pipe kept open is left after --timeout, unreadable ones are skipped")
+    @Test(
+        "recv-fd: --max-bytes bounds each copy, a pipe kept open is left after --timeout, unreadable ones are skipped"
+    )
     func receiveDescriptorsBoundedAndResilient() throws {
         let dir = try TempDirectory()
         let socket = dir.file("fd.sock")
@@ -468,7 +529,11 @@ struct CLIHardeningTests {
             socket.send_fds(c, [b'5'], [os.open(small, os.O_RDONLY)])           # fine
             c.shutdown(socket.SHUT_WR); c.settimeout(30); c.recv(1)              # until uds closes
             os.close(w)
-            """, [socket, bigPath, smallPath, writeOnly, dir.path], in: dir, seconds: 60)
+            """,
+            [socket, bigPath, smallPath, writeOnly, dir.path],
+            in: dir,
+            seconds: 60
+        )
         #expect(sender.status == 0, "\(sender.error)")
         #expect(receiver.wait(seconds: 60) == 1, "\(receiver.errorText)")
         #expect(receiver.output == Array("partial".utf8) + Array(big.prefix(1000)) + small)
@@ -500,7 +565,10 @@ struct CLIHardeningTests {
         }
         let dir = try TempDirectory(worldReadable: true)
         let socket = dir.file("capped.sock")
-        let server = try CLI.spawnUDS(["listen", "-k", "--echo", "--max-per-uid", "2", "--mode", "666", socket], in: dir)
+        let server = try CLI.spawnUDS(
+            ["listen", "-k", "--echo", "--max-per-uid", "2", "--mode", "666", socket],
+            in: dir
+        )
         #expect(CLI.waitForSocket(socket))
         let address = UnixAddress(stringLiteral: socket)
         // The file appears at bind, a moment before listen(): dial until it is listening.
@@ -530,12 +598,16 @@ struct CLIHardeningTests {
         extra.close()
         // Another user still gets in.
         let nobody = try CLI.runProcess(
-            [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", CLI.python, "-c",
-             """
-             import socket, sys
-             c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); c.settimeout(10); c.connect(sys.argv[1])
-             c.sendall(b'nobody'); print(c.recv(16).decode())
-             """, socket], in: dir)
+            [
+                setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", CLI.python, "-c",
+                """
+                import socket, sys
+                c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); c.settimeout(10); c.connect(sys.argv[1])
+                c.sendall(b'nobody'); print(c.recv(16).decode())
+                """, socket,
+            ],
+            in: dir
+        )
         #expect(nobody.outputText == "nobody\n", "\(nobody.error)")
         // A slot given back is taken again.
         held.removeFirst().close()

@@ -18,7 +18,9 @@ enum CLI {
             directory = directory.deletingLastPathComponent()
         }
         if let bundle = Bundle.allBundles.first(where: { $0.bundlePath.hasSuffix(".xctest") }) {
-            candidates.append(URL(fileURLWithPath: bundle.bundlePath).deletingLastPathComponent().appendingPathComponent("uds").path)
+            candidates.append(
+                URL(fileURLWithPath: bundle.bundlePath).deletingLastPathComponent().appendingPathComponent("uds").path
+            )
         }
         let package = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent()
@@ -28,7 +30,8 @@ enum CLI {
 
     /// python3 that any user can run (not a shim in root's home).
     static let python: String = {
-        for path in ["/usr/bin/python3", "/usr/local/bin/python3"] where FileManager.default.isExecutableFile(atPath: path) {
+        for path in ["/usr/bin/python3", "/usr/local/bin/python3"]
+        where FileManager.default.isExecutableFile(atPath: path) {
             return path
         }
         return "python3"
@@ -60,7 +63,12 @@ final class Spawned: @unchecked Sendable {  // used by one test at a time
 
     /// Starts `arguments[0]` with the rest; `stdin` is a file path, "pipe" (write with ``write(_:)``) or nil
     /// (/dev/null).
-    init(_ arguments: [String], stdin: String? = nil, directory: TempDirectory, environment: [String: String]? = nil)
+    init(
+        _ arguments: [String],
+        stdin: String? = nil,
+        directory: TempDirectory,
+        environment: [String: String]? = nil
+    )
         throws
     {
         let tag = UUID().uuidString.prefix(8)
@@ -81,8 +89,13 @@ final class Spawned: @unchecked Sendable {  // used by one test at a time
         let input = pipe?.read ?? file
         let merged = environment.map { ProcessInfo.processInfo.environment.merging($0) { $1 } }
         process = try ChildProcess(
-            arguments[0], Array(arguments.dropFirst()), environment: merged, stdin: input, stdout: output,
-            stderr: error)
+            arguments[0],
+            Array(arguments.dropFirst()),
+            environment: merged,
+            stdin: input,
+            stdout: output,
+            stderr: error
+        )
     }
 
     var pid: Int32 { process.pid }
@@ -151,20 +164,33 @@ final class TempDirectory: @unchecked Sendable {
 
 extension CLI {
     /// Runs a command to completion (time-limited) with stdin from a file (or /dev/null).
-    static func runProcess(_ arguments: [String], stdin: String? = nil, in directory: TempDirectory, seconds: Double = 30,
-        environment: [String: String]? = nil) throws -> CLIResult
-    {
+    static func runProcess(
+        _ arguments: [String],
+        stdin: String? = nil,
+        in directory: TempDirectory,
+        seconds: Double = 30,
+        environment: [String: String]? = nil
+    ) throws -> CLIResult {
         let spawned = try Spawned(arguments, stdin: stdin, directory: directory, environment: environment)
         let status = spawned.wait(seconds: seconds)
         return CLIResult(status: status, output: spawned.output, error: spawned.errorText)
     }
 
     /// Runs `uds` with `arguments`.
-    static func uds(_ arguments: [String], stdin: String? = nil, in directory: TempDirectory, seconds: Double = 30,
-        environment: [String: String]? = nil) throws -> CLIResult
-    {
-        try runProcess([try #require(CLI.executable)] + arguments, stdin: stdin, in: directory, seconds: seconds,
-            environment: environment)
+    static func uds(
+        _ arguments: [String],
+        stdin: String? = nil,
+        in directory: TempDirectory,
+        seconds: Double = 30,
+        environment: [String: String]? = nil
+    ) throws -> CLIResult {
+        try runProcess(
+            [try #require(CLI.executable)] + arguments,
+            stdin: stdin,
+            in: directory,
+            seconds: seconds,
+            environment: environment
+        )
     }
 
     /// Starts `uds` with `arguments` in the background.
@@ -173,13 +199,18 @@ extension CLI {
     }
 
     /// Runs a python3 script (the peer) with `arguments` (sys.argv[1...]).
-    static func python(_ script: String, _ arguments: [String] = [], stdin: String? = nil, in directory: TempDirectory,
-        seconds: Double = 30) throws -> CLIResult
-    {
+    static func python(
+        _ script: String,
+        _ arguments: [String] = [],
+        stdin: String? = nil,
+        in directory: TempDirectory,
+        seconds: Double = 30
+    ) throws -> CLIResult {
         try runProcess([CLI.python, "-c", script] + arguments, stdin: stdin, in: directory, seconds: seconds)
     }
 
-    static func spawnPython(_ script: String, _ arguments: [String] = [], in directory: TempDirectory) throws -> Spawned {
+    static func spawnPython(_ script: String, _ arguments: [String] = [], in directory: TempDirectory) throws -> Spawned
+    {
         try Spawned([CLI.python, "-c", script] + arguments, directory: directory)
     }
 

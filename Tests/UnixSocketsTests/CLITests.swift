@@ -36,15 +36,21 @@ struct CLITests {
         let tooLong = dir.path + "/" + String(repeating: "a", count: 120)
         for arguments in [
             ["listen", tooLong], ["connect", tooLong], ["recv", tooLong], ["listen", ""], ["send", "", "x"],
-            ["send", "-t", "stream", "@x", "m"], ["send", "-t", "seqpacket", "@x", ""], ["listen", "--mode", "99x", dir.file("a")],
-            ["listen", "--mode", "600", "@abstract"], ["listen", "-t", "bogus", dir.file("a")], ["recv", "--count", "0", "@x"],
+            ["send", "-t", "stream", "@x", "m"], ["send", "-t", "seqpacket", "@x", ""],
+            ["listen", "--mode", "99x", dir.file("a")],
+            ["listen", "--mode", "600", "@abstract"], ["listen", "-t", "bogus", dir.file("a")],
+            ["recv", "--count", "0", "@x"],
             ["bridge", "tcp:nohostport", "@x"], ["bridge", "tcp::80", "@x"], ["frobnicate"],
         ] {
             let result = try CLI.uds(arguments, in: dir, seconds: 10)
             #expect(result.status == 64, "\(arguments) -> \(String(describing: result.status)) \(result.error)")
             #expect(result.output.isEmpty)
         }
-        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).allSatisfy { $0.hasPrefix("out-") || $0.hasPrefix("err-") })
+        #expect(
+            try FileManager.default.contentsOfDirectory(atPath: dir.path).allSatisfy {
+                $0.hasPrefix("out-") || $0.hasPrefix("err-")
+            }
+        )
     }
 
     @Test("a runtime error is one `uds: ` line and status 1")
@@ -62,7 +68,9 @@ struct CLITests {
         let socket = dir.file("mode.sock")
         let shell = try Spawned(
             ["/bin/sh", "-c", "umask 077; exec \"$0\" listen --mode 664 \"$1\"", try #require(CLI.executable), socket],
-            stdin: "pipe", directory: dir)
+            stdin: "pipe",
+            directory: dir
+        )
         #expect(CLI.waitForSocket(socket))
         var info = stat()
         #expect(lstat(socket, &info) == 0)
@@ -121,7 +129,10 @@ struct CLITests {
                 if not b: break
                 data += b
             c.sendall(bytes(reversed(data))); c.close()
-            """, [socket], in: dir)
+            """,
+            [socket],
+            in: dir
+        )
         #expect(CLI.waitForSocket(socket))
         let client = try CLI.uds(["connect", socket], stdin: input, in: dir)
         #expect(client.status == 0)
@@ -145,7 +156,10 @@ struct CLITests {
                 if not b: break
                 data += b
             sys.stdout.buffer.write(data)
-            """, [socket, input], in: dir)
+            """,
+            [socket, input],
+            in: dir
+        )
         #expect(peer.status == 0)
         #expect(peer.output == reply)
         #expect(listener.wait() == 0)
@@ -227,7 +241,11 @@ struct CLITests {
             for t in threads: t.start()
             for t in threads: t.join()
             print('bad', bad) if bad else print('ok')
-            """, [socket], in: dir, seconds: 60)
+            """,
+            [socket],
+            in: dir,
+            seconds: 60
+        )
         #expect(clients.outputText == "ok\n", "\(clients.outputText) \(clients.error)")
         server.signal(SIGTERM)
         #expect(server.wait() == 0)
@@ -250,7 +268,10 @@ struct CLITests {
             import socket, sys
             c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); c.connect(sys.argv[1])
             c.sendall(b'still here'); c.shutdown(socket.SHUT_WR); print(c.recv(100).decode())
-            """, [socket], in: dir)
+            """,
+            [socket],
+            in: dir
+        )
         #expect(probe.outputText == "still here\n")
         first.signal(SIGINT)
         #expect(first.wait() == 0)
@@ -271,7 +292,10 @@ struct CLITests {
             """
             import socket, sys
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.bind(sys.argv[1]); s.listen(1)
-            """, [stale], in: dir)  // exits without unlinking: a stale socket file
+            """,
+            [stale],
+            in: dir
+        )  // exits without unlinking: a stale socket file
         #expect(made.status == 0)
         #expect(CLI.exists(stale))
         let server = try CLI.spawnUDS(["listen", stale], in: dir)
@@ -293,7 +317,10 @@ struct CLITests {
             import socket, sys
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.bind(sys.argv[1]); s.listen(1)
             c, _ = s.accept(); c.recv(10); c.close()
-            """, [socket], in: dir)
+            """,
+            [socket],
+            in: dir
+        )
         #expect(CLI.waitForSocket(socket))
         let client = try CLI.uds(["connect", socket], stdin: input, in: dir)
         #expect(client.status == 0 || client.status == 1, "ended by \(String(describing: client.status))")
@@ -305,8 +332,12 @@ struct CLITests {
         let sender3 = try CLI.spawnUDS(["listen", socket3], stdin: input, in: dir)
         #expect(CLI.waitForSocket(socket3))
         let status = try CLI.runProcess(
-            ["/bin/bash", "-c", "\"$0\" connect \"$1\" < /dev/null | head -c 10 > /dev/null; echo ${PIPESTATUS[0]}",
-             try #require(CLI.executable), socket3], in: dir)
+            [
+                "/bin/bash", "-c", "\"$0\" connect \"$1\" < /dev/null | head -c 10 > /dev/null; echo ${PIPESTATUS[0]}",
+                try #require(CLI.executable), socket3,
+            ],
+            in: dir
+        )
         #expect(status.outputText == "0\n", "uds connect | head -c 10 exited \(status.outputText)")
         // The listener's peer went away while it was sending: status 0 or 1, never a signal.
         let end = sender3.wait()
@@ -325,16 +356,20 @@ struct CLITests {
         let server = try CLI.spawnUDS(["listen", "--allow-uid", "0", "-v", "--mode", "666", socket], in: dir)
         #expect(CLI.waitForSocket(socket))
         let nobody = try CLI.runProcess(
-            [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", CLI.python, "-c",
-             """
-             import socket, sys, os
-             c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); c.connect(sys.argv[1])
-             try:
-                 c.sendall(b'from nobody'); c.shutdown(socket.SHUT_WR)
-                 print('eof' if c.recv(10) == b'' else 'data', os.getuid())
-             except OSError as e:
-                 print('reset', os.getuid())
-             """, socket], in: dir)
+            [
+                setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", CLI.python, "-c",
+                """
+                import socket, sys, os
+                c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); c.connect(sys.argv[1])
+                try:
+                    c.sendall(b'from nobody'); c.shutdown(socket.SHUT_WR)
+                    print('eof' if c.recv(10) == b'' else 'data', os.getuid())
+                except OSError as e:
+                    print('reset', os.getuid())
+                """, socket,
+            ],
+            in: dir
+        )
         #expect(nobody.status == 0, "\(nobody.error)")
         #expect(nobody.outputText.hasSuffix(" 65534\n"))
         let root = try CLI.python(
@@ -342,7 +377,10 @@ struct CLITests {
             import socket, sys
             c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); c.connect(sys.argv[1])
             c.sendall(b'from root'); c.shutdown(socket.SHUT_WR); c.recv(10)
-            """, [socket], in: dir)
+            """,
+            [socket],
+            in: dir
+        )
         #expect(root.status == 0)
         #expect(server.wait() == 0)
         #expect(server.outputText == "from root")  // nothing of the refused peer was read
@@ -373,7 +411,10 @@ struct CLITests {
             import socket, sys
             s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             for m in [b'alpha', b'', b'gamma']: s.sendto(m, sys.argv[1])
-            """, [socket], in: dir)
+            """,
+            [socket],
+            in: dir
+        )
         #expect(fromPython.status == 0)
         #expect(CLI.waitUntil { printer.outputText == "alpha\n\ngamma\n" })
         printer.signal(SIGINT)
@@ -383,10 +424,12 @@ struct CLITests {
         let name = "@uds-cli-test-\(getpid())-echo"
         let echo = try CLI.spawnUDS(["listen", "-t", "dgram", "--echo", name], in: dir)
         let lines = dir.write("lines.txt", Array("p1\np2\n".utf8))
-        #expect(CLI.waitUntil {
-            let reply = try? CLI.uds(["connect", "-t", "dgram", "--lines", "-w", "1", name], stdin: lines, in: dir)
-            return reply?.status == 0 && reply?.outputText == "p1\np2\n"
-        })
+        #expect(
+            CLI.waitUntil {
+                let reply = try? CLI.uds(["connect", "-t", "dgram", "--lines", "-w", "1", name], stdin: lines, in: dir)
+                return reply?.status == 0 && reply?.outputText == "p1\np2\n"
+            }
+        )
         echo.signal(SIGTERM)
         #expect(echo.wait() == 0)
         #expect(echo.output.isEmpty)
@@ -406,7 +449,10 @@ struct CLITests {
                 if not m: break
                 seen.append(m); c.send(b'ok:' + m)
             c.close(); print(seen)
-            """, [socket], in: dir)
+            """,
+            [socket],
+            in: dir
+        )
         #expect(CLI.waitForSocket(socket))
         let input = dir.write("in.txt", Array("a\n\nb b\n".utf8))
         let client = try CLI.uds(["connect", "-t", "seqpacket", "--lines", socket], stdin: input, in: dir)
@@ -440,7 +486,11 @@ struct CLITests {
         for type in ["stream", "seqpacket"] {
             let receiver = try CLI.spawnUDS(["recv-fd", "-t", type, socket], in: dir)
             #expect(CLI.waitForSocket(socket))
-            let sender = try CLI.uds(["send-fd", "-t", type, socket, firstPath, secondPath, "-"], stdin: stdinPath, in: dir)
+            let sender = try CLI.uds(
+                ["send-fd", "-t", type, socket, firstPath, secondPath, "-"],
+                stdin: stdinPath,
+                in: dir
+            )
             #expect(sender.status == 0, "\(sender.error)")
             #expect(receiver.wait() == 0)
             #expect(receiver.output == first + second + stdinContent)
@@ -454,7 +504,10 @@ struct CLITests {
             c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); c.connect(sys.argv[1])
             socket.send_fds(c, [b'x\\n'], [os.open(sys.argv[2], os.O_RDONLY)])
             time.sleep(0.2)
-            """, [socket, secondPath], in: dir)
+            """,
+            [socket, secondPath],
+            in: dir
+        )
         #expect(python.status == 0)
         #expect(counted.wait() == 0)
         #expect(counted.output == second)
@@ -486,7 +539,10 @@ struct CLITests {
                 if not b: break
                 got += b
             t.join(); print('ok' if bytes(got) == data else 'mismatch %d' % len(got))
-            """, [String(port), input], in: dir)
+            """,
+            [String(port), input],
+            in: dir
+        )
         #expect(viaTCP.outputText == "ok\n", "\(viaTCP.error)")
 
         // Unix -> TCP: a bridge socket in front of the TCP side of the first bridge.
@@ -513,13 +569,15 @@ struct CLITests {
         let name = "@uds-cli-ls-\(getpid())\\x00end"
         let abstract = try CLI.spawnUDS(["listen", "-t", "seqpacket", name], in: dir)
         var entries: [[String: Any]] = []
-        #expect(CLI.waitUntil(seconds: 90) {
-            guard let listing = try? CLI.uds(["ls", "--json"], in: dir), listing.status == 0,
-                let parsed = try? JSONSerialization.jsonObject(with: Data(listing.output)) as? [[String: Any]]
-            else { return false }
-            entries = parsed
-            return parsed.contains { $0["address"] as? String == name }
-        })
+        #expect(
+            CLI.waitUntil(seconds: 90) {
+                guard let listing = try? CLI.uds(["ls", "--json"], in: dir), listing.status == 0,
+                    let parsed = try? JSONSerialization.jsonObject(with: Data(listing.output)) as? [[String: Any]]
+                else { return false }
+                entries = parsed
+                return parsed.contains { $0["address"] as? String == name }
+            }
+        )
         #expect(!entries.isEmpty)
         for entry in entries {
             #expect(Set(entry.keys) == ["address", "type", "state", "inode", "peer_inode", "pid", "command"])
@@ -551,7 +609,9 @@ struct CLITests {
         #expect(result.outputText.contains("SCM_RIGHTS"))
         #expect(result.outputText.contains("SO_PEERCRED"))
         #expect(result.outputText.contains(dir.path))
-        let left = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { !$0.hasPrefix("out-") && !$0.hasPrefix("err-") }
+        let left = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter {
+            !$0.hasPrefix("out-") && !$0.hasPrefix("err-")
+        }
         #expect(left.isEmpty, "left behind: \(left)")
     }
 }

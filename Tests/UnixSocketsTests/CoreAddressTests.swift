@@ -40,7 +40,9 @@ struct CoreAddressTests {
 
         // A literal cannot throw: every operation on it must, and the kernel must never see it.
         let literal = UnixAddress(stringLiteral: String(decoding: path, as: UTF8.self))
-        SyscallMock.with([("bind", [.addressInUse]), ("connect", [.connectionRefused]), ("sendmsg", [.connectionRefused])]) {
+        SyscallMock.with([
+            ("bind", [.addressInUse]), ("connect", [.connectionRefused]), ("sendmsg", [.connectionRefused]),
+        ]) {
             for type in allSocketTypes {
                 let bindError = expectError(.invalidAddress) { _ = try AnyServer(type, literal) }
                 #expect(bindError?.operation == "bind")
@@ -48,7 +50,9 @@ struct CoreAddressTests {
             expectError(.invalidAddress) { _ = try UnixStream.connect(to: literal, timeout: ioTimeout) }
             expectError(.invalidAddress) { _ = try UnixSeqPacket.connect(to: literal, timeout: ioTimeout) }
             expectError(.invalidAddress) { try UnixDatagram.unbound().connect(to: literal) }
-            expectError(.invalidAddress) { try UnixDatagram.unbound().send(bytes("x"), to: literal, timeout: ioTimeout) }
+            expectError(.invalidAddress) {
+                try UnixDatagram.unbound().send(bytes("x"), to: literal, timeout: ioTimeout)
+            }
             // The queued fake errnos are still there: bind, connect and sendmsg were never called.
             #expect(SyscallMock.remaining("bind") == 1)
             #expect(SyscallMock.remaining("connect") == 1)
@@ -61,7 +65,8 @@ struct CoreAddressTests {
 
     @Test(
         "empty paths and NUL bytes in paths are refused",
-        arguments: [[], [0x61, 0x00, 0x62], [0x00, 0x61], [0x2F, 0x74, 0x00]] as [[UInt8]])
+        arguments: [[], [0x61, 0x00, 0x62], [0x00, 0x61], [0x2F, 0x74, 0x00]] as [[UInt8]]
+    )
     func emptyOrNULPathRejected(path: [UInt8]) throws {
         let error = expectError(.invalidAddress) { _ = try UnixAddress.path(bytes: path) }
         let detail = error?.detail ?? ""
@@ -85,7 +90,10 @@ struct CoreAddressTests {
     @Test("abstract names holding NUL and 0xFF round-trip exactly", arguments: allSocketTypes)
     func binaryAbstractNamesRoundTrip(type: UnixSocketType) throws {
         let address = binaryAbstract("bin")
-        guard case .abstract(let name) = address.kind else { Issue.record("not abstract"); return }
+        guard case .abstract(let name) = address.kind else {
+            Issue.record("not abstract")
+            return
+        }
         #expect(name.contains(0) && name.contains(0xFF))
         let server = try AnyServer(type, address)
         defer { server.close() }
@@ -148,7 +156,9 @@ struct CoreAddressTests {
             l.bind(padded); l.listen(4); out('listening')
             conn, _ = l.accept()
             out('accepted', conn.recv(16).decode())
-            """, [ours.pythonHex, try UnixAddress.abstract(theirsPadded).pythonHex])
+            """,
+            [ours.pythonHex, try UnixAddress.abstract(theirsPadded).pythonHex]
+        )
         try peer.expectLine("exact ok")
         try peer.expectLine("padded ECONNREFUSED")
         #expect(try listener.accept(timeout: ioTimeout).read(maxBytes: 1, timeout: ioTimeout) == [])
@@ -203,7 +213,9 @@ struct CoreAddressTests {
             #expect(try client.local == .unnamed)
             // It cannot be answered: said before any syscall, not as a bare EINVAL from the kernel.
             SyscallMock.with([("sendmsg", [.noBufferSpace])]) {
-                expectError(.invalidAddress) { try server.datagram!.send(bytes("re"), to: .unnamed, timeout: ioTimeout) }
+                expectError(.invalidAddress) {
+                    try server.datagram!.send(bytes("re"), to: .unnamed, timeout: ioTimeout)
+                }
                 #expect(SyscallMock.remaining("sendmsg") == 1)
             }
         }
@@ -236,7 +248,9 @@ struct CoreAddressTests {
                 s.connect(server); s.send(b'hi')
             wait_readable(s)
             out('got', s.recv(100).decode())
-            """, [type.python, try pathHex(theirs), try server.local.pythonHex])
+            """,
+            [type.python, try pathHex(theirs), try server.local.pythonHex]
+        )
         try peer.expectLine("bound 108")
         switch type {
         case .stream:
@@ -279,7 +293,10 @@ struct CoreAddressTests {
 
     // MARK: Connect errors
 
-    @Test("connect errors: ENOENT, ECONNREFUSED (stale, non-socket, abstract), each with its message", arguments: allSocketTypes)
+    @Test(
+        "connect errors: ENOENT, ECONNREFUSED (stale, non-socket, abstract), each with its message",
+        arguments: allSocketTypes
+    )
     func connectErrors(type: UnixSocketType) throws {
         let dir = try TempDir()
         defer { dir.cleanup() }
@@ -293,7 +310,10 @@ struct CoreAddressTests {
         let missing = dir.address("missing.sock")
         let enoent = expectError(.system, errno: .noSuchFileOrDirectory) { try dial(missing) }
         #expect(enoent?.address == missing)
-        #expect(enoent?.description == "connect \(dir.file("missing.sock")): no such socket file (ENOENT): is the server running?")
+        #expect(
+            enoent?.description
+                == "connect \(dir.file("missing.sock")): no such socket file (ENOENT): is the server running?"
+        )
 
         // Stale: a socket file nobody is bound to (bound with raw calls, closed without unlink).
         let stalePath = dir.file("stale.sock")
@@ -331,7 +351,8 @@ struct CoreAddressTests {
     @Test(
         "connecting without write permission on the socket file is EACCES (run as nobody)",
         .enabled(if: runningAsRoot && setprivAvailable, "needs root (to run the subject as nobody) and setpriv"),
-        arguments: allSocketTypes)
+        arguments: allSocketTypes
+    )
     func permissionDeniedAsNobody(type: UnixSocketType) throws {
         let dir = try TempDir()
         defer { dir.cleanup() }
@@ -353,7 +374,9 @@ struct CoreAddressTests {
                 except OSError as e:
                     out(ename(e))
             """,
-            [type.python, dir.address("private.sock").pythonHex, dir.address("public.sock").pythonHex], asNobody: true)
+            [type.python, dir.address("private.sock").pythonHex, dir.address("public.sock").pythonHex],
+            asNobody: true
+        )
         #expect(try peer.line() == "uid 65534")
         #expect(try peer.line() == "EACCES")
         #expect(try peer.line() == "ok", "the same directory is reachable: the socket's mode refused")
@@ -362,7 +385,8 @@ struct CoreAddressTests {
 
     @Test(
         "our client running as nobody gets a clear EACCES error",
-        .enabled(if: runningAsRoot, "needs root to become nobody in the exit test"))
+        .enabled(if: runningAsRoot, "needs root to become nobody in the exit test")
+    )
     func permissionDeniedMessageForOurClient() async throws {
         let dir = try TempDir()
         defer { dir.cleanup() }
@@ -388,23 +412,26 @@ struct CoreAddressTests {
                     exitCheck(
                         error.description
                             == "connect \(privatePath): permission denied (EACCES): check the socket file's mode and its directories' search permission",
-                        error.description)
-            }
-            let client = try UnixStream.connect(to: try UnixAddress(publicPath), timeout: .seconds(60))
-            client.close()
+                        error.description
+                    )
+                }
+                let client = try UnixStream.connect(to: try UnixAddress(publicPath), timeout: .seconds(60))
+                client.close()
             }
         }
     }
 
     @Test(
         "a client of the wrong type: EPROTOTYPE on a path, ECONNREFUSED on an abstract name",
-        arguments: allSocketTypes.flatMap { server in allSocketTypes.filter { $0 != server }.map { (server, $0) } })
+        arguments: allSocketTypes.flatMap { server in allSocketTypes.filter { $0 != server }.map { (server, $0) } }
+    )
     func typeMismatch(server serverType: UnixSocketType, client clientType: UnixSocketType) throws {
         let dir = try TempDir()
         defer { dir.cleanup() }
-        for (address, expected) in [(dir.address("s.sock"), Errno.protocolWrongTypeForSocket),
-            (uniqueAbstract("type"), Errno.connectionRefused)]
-        {
+        for (address, expected) in [
+            (dir.address("s.sock"), Errno.protocolWrongTypeForSocket),
+            (uniqueAbstract("type"), Errno.connectionRefused),
+        ] {
             let server = try AnyServer(serverType, address)
             defer { server.close() }
             let error = expectError(.system, errno: expected) {
@@ -415,7 +442,10 @@ struct CoreAddressTests {
                 }
             }
             if expected == .protocolWrongTypeForSocket {
-                #expect(error?.description.contains("wrong socket type (EPROTOTYPE)") == true, "\(String(describing: error))")
+                #expect(
+                    error?.description.contains("wrong socket type (EPROTOTYPE)") == true,
+                    "\(String(describing: error))"
+                )
             }
             #expect(try server.exchange(via: address).serverSeenByClient == address, "the server still works")
         }
@@ -432,7 +462,9 @@ struct CoreAddressTests {
         defer { first.close() }
         for secondType in allSocketTypes {
             let error = expectError(.addressInUse) { _ = try AnyServer(secondType, address) }
-            #expect(error?.description == "bind \(dir.file("live.sock")): already in use by a running server (EADDRINUSE)")
+            #expect(
+                error?.description == "bind \(dir.file("live.sock")): already in use by a running server (EADDRINUSE)"
+            )
         }
         #expect(isSocketFile(dir.file("live.sock")))
         try first.exchange(via: address)
@@ -456,7 +488,9 @@ struct CoreAddressTests {
             s.bind(A(sys.argv[1])); s.listen(4); out('ready')
             c, _ = s.accept()
             c.sendall(c.recv(100).upper()); c.close(); out('served')
-            """, [address.pythonHex])
+            """,
+            [address.pythonHex]
+        )
         try peer.expectLine("ready")
         expectError(.addressInUse) { _ = try UnixStreamListener.bind(address) }
         expectError(.addressInUse) { _ = try UnixDatagram.bind(address) }
@@ -469,7 +503,9 @@ struct CoreAddressTests {
 
     @Test(
         "a stale socket file (server killed with SIGKILL, or closed without unlink) is recovered",
-        arguments: allSocketTypes, ["kill", "close"])
+        arguments: allSocketTypes,
+        ["kill", "close"]
+    )
     func staleSocketFileRecovered(type: UnixSocketType, how: String) throws {
         let dir = try TempDir()
         defer { dir.cleanup() }
@@ -482,10 +518,14 @@ struct CoreAddressTests {
             if sys.argv[3] == 'close':
                 s.close(); out('closed'); sys.exit(0)
             out('ready'); time.sleep(60)
-            """, [type.python, address.pythonHex, how])
+            """,
+            [type.python, address.pythonHex, how]
+        )
         if how == "kill" {
             try peer.expectLine("ready")
-            expectError(.addressInUse, "while the Python server lives, the path is taken") { _ = try AnyServer(type, address) }
+            expectError(.addressInUse, "while the Python server lives, the path is taken") {
+                _ = try AnyServer(type, address)
+            }
             peer.terminate(signal: SIGKILL)
             #expect(peer.process.terminationSignal == SIGKILL)
         } else {
@@ -510,8 +550,10 @@ struct CoreAddressTests {
         for name in ["precious", "folder", "link"] {
             let error = expectError(.notASocket) { _ = try AnyServer(type, dir.address(name)) }
             #expect(
-                error?.description == "bind \(dir.file(name)): the path exists and is not a socket; it was left untouched",
-                "\(String(describing: error))")
+                error?.description
+                    == "bind \(dir.file(name)): the path exists and is not a socket; it was left untouched",
+                "\(String(describing: error))"
+            )
         }
         let fd = open(dir.file("precious"), O_RDONLY | O_CLOEXEC)
         #expect(readAll(fd) == bytes("keep me"))
@@ -521,8 +563,10 @@ struct CoreAddressTests {
         #expect(isSocketFile(dir.file("target.sock")), "the symlink's target is untouched")
     }
 
-    @Test("the socket file has the requested mode from the moment it appears, whatever the umask",
-        arguments: [0o000, 0o077, 0o022] as [UInt32])
+    @Test(
+        "the socket file has the requested mode from the moment it appears, whatever the umask",
+        arguments: [0o000, 0o077, 0o022] as [UInt32]
+    )
     func modeIsExactUnderAnyUmask(mask: UInt32) async throws {
         await #expect(processExitsWith: .success) { [mask = mask as UInt32] in
             let dir = try TempDir()
@@ -539,14 +583,20 @@ struct CoreAddressTests {
                     names.append(name)
                     let server = try AnyServer(type, dir.address(name), mode: FilePermissions(rawValue: mode))
                     let actual = fileMode(dir.file(name)).map { UInt32($0 & 0o7777) }
-                    exitCheck(actual == mode, "\(type) mode \(String(mode, radix: 8)) under umask \(String(mask, radix: 8)): got \(actual.map { String($0, radix: 8) } ?? "none")")
+                    exitCheck(
+                        actual == mode,
+                        "\(type) mode \(String(mode, radix: 8)) under umask \(String(mask, radix: 8)): got \(actual.map { String($0, radix: 8) } ?? "none")"
+                    )
                     server.close()
                 }
                 // Without a mode the umask applies, as for any file.
                 let name = "plain\(index).sock"
                 let server = try AnyServer(type, dir.address(name))
                 let actual = fileMode(dir.file(name)).map { UInt32($0 & 0o777) }
-                exitCheck(actual == 0o777 & ~mask, "no mode under umask \(String(mask, radix: 8)): \(String(describing: actual))")
+                exitCheck(
+                    actual == 0o777 & ~mask,
+                    "no mode under umask \(String(mask, radix: 8)): \(String(describing: actual))"
+                )
                 server.close()
             }
             exitCheck(umask(0o022) == mode_t(mask), "the process umask was changed")
@@ -558,8 +608,13 @@ struct CoreAddressTests {
             var created = Set<String>()
             while offset + 16 <= count {
                 let eventMask = buffer[offset + 4..<offset + 8].withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }
-                let length = Int(buffer[offset + 12..<offset + 16].withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) })
-                let name = String(decoding: buffer[offset + 16..<offset + 16 + length].prefix { $0 != 0 }, as: UTF8.self)
+                let length = Int(
+                    buffer[offset + 12..<offset + 16].withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }
+                )
+                let name = String(
+                    decoding: buffer[offset + 16..<offset + 16 + length].prefix { $0 != 0 },
+                    as: UTF8.self
+                )
                 exitCheck(eventMask & UInt32(IN_ATTRIB) == 0, "\(name) had its attributes changed after it appeared")
                 if eventMask & UInt32(IN_CREATE) != 0 { created.insert(name) }
                 offset += 16 + length

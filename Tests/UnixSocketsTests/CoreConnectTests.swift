@@ -36,16 +36,21 @@ struct CoreConnectTests {
                         }
                     }
                     exitCheck(refused?.code == .timedOut, "backlog \(backlog): \(String(describing: refused))")
-                    exitCheck(clients.count == expected, "backlog \(backlog): \(clients.count) queued, expected \(expected)")
+                    exitCheck(
+                        clients.count == expected,
+                        "backlog \(backlog): \(clients.count) queued, expected \(expected)"
+                    )
                     clients.forEach { $0.close() }
                     listener.close()
-            }
+                }
             }
         }
     }
 
-    @Test("a full backlog: connect retries, then times out with EAGAIN; service resumes after accept",
-        arguments: connectionTypes)
+    @Test(
+        "a full backlog: connect retries, then times out with EAGAIN; service resumes after accept",
+        arguments: connectionTypes
+    )
     func fullBacklogTimesOut(type: UnixSocketType) throws {
         let address = uniqueAbstract("full")
         func dial() throws(UnixSocketError) -> AnyObject {
@@ -119,33 +124,33 @@ struct CoreConnectTests {
                     let client = try UnixStream.connect(to: address, timeout: .seconds(60))
                     try client.write(all: [UInt8(index)], timeout: .seconds(60))
                     clients.append(client)
-            }
-            // Cap the table at what is open now, then fill any hole: no descriptor number is free.
-            let highest = descriptorNumbers().max() ?? 1024
-            let previous = setDescriptorLimit(UInt64(highest) + 1)
-            let filler = exhaustDescriptors()
-            for _ in 0..<3 {
-                do {
-                    _ = try listener.accept(timeout: .seconds(60))
-                    exitCheck(false, "accept succeeded with no descriptor free")
-                } catch let error as UnixSocketError {
-                    // Thrown at once (not a timeout after spinning on poll, which would report ready forever).
-                    exitCheck(error.errno == .tooManyOpenFiles, "\(error)")
-                    exitCheck(error.description.contains("EMFILE"), error.description)
-                    exitCheck(error.description.contains("too many open files"), error.description)
                 }
-            }
-            filler.forEach { close($0) }
-            setDescriptorLimit(previous)
-            var seen = Set<UInt8>()
-            for _ in 0..<100 {
-                let connection = try listener.accept(timeout: .seconds(60))
-                seen.insert(try connection.read(exactly: 1, timeout: .seconds(60))[0])
-                connection.close()
-            }
-            exitCheck(seen.count == 100, "every queued client was served once: \(seen.count)")
-            clients.forEach { $0.close() }
-            listener.close()
+                // Cap the table at what is open now, then fill any hole: no descriptor number is free.
+                let highest = descriptorNumbers().max() ?? 1024
+                let previous = setDescriptorLimit(UInt64(highest) + 1)
+                let filler = exhaustDescriptors()
+                for _ in 0..<3 {
+                    do {
+                        _ = try listener.accept(timeout: .seconds(60))
+                        exitCheck(false, "accept succeeded with no descriptor free")
+                    } catch let error as UnixSocketError {
+                        // Thrown at once (not a timeout after spinning on poll, which would report ready forever).
+                        exitCheck(error.errno == .tooManyOpenFiles, "\(error)")
+                        exitCheck(error.description.contains("EMFILE"), error.description)
+                        exitCheck(error.description.contains("too many open files"), error.description)
+                    }
+                }
+                filler.forEach { close($0) }
+                setDescriptorLimit(previous)
+                var seen = Set<UInt8>()
+                for _ in 0..<100 {
+                    let connection = try listener.accept(timeout: .seconds(60))
+                    seen.insert(try connection.read(exactly: 1, timeout: .seconds(60))[0])
+                    connection.close()
+                }
+                exitCheck(seen.count == 100, "every queued client was served once: \(seen.count)")
+                clients.forEach { $0.close() }
+                listener.close()
             }
         }
     }
@@ -184,9 +189,13 @@ struct CoreConnectTests {
         let client = try UnixStream.connect(to: address, timeout: ioTimeout)
         defer { client.close() }
         SyscallMock.with([("accept4", [.tooManyOpenFilesInSystem]), ("connect", [.noBufferSpace])]) {
-            let accept = expectError(.system, errno: .tooManyOpenFilesInSystem) { _ = try listener.accept(timeout: ioTimeout) }
+            let accept = expectError(.system, errno: .tooManyOpenFilesInSystem) {
+                _ = try listener.accept(timeout: ioTimeout)
+            }
             #expect(accept?.operation == "accept")
-            let connect = expectError(.system, errno: .noBufferSpace) { _ = try UnixStream.connect(to: address, timeout: ioTimeout) }
+            let connect = expectError(.system, errno: .noBufferSpace) {
+                _ = try UnixStream.connect(to: address, timeout: ioTimeout)
+            }
             #expect(connect?.address == address)
         }
         // The queued client is still there.

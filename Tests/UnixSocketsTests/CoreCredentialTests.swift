@@ -10,8 +10,10 @@ import Testing
 /// RELIABILITY.md, "Credentials".
 @Suite("Core: credentials")
 struct CoreCredentialTests {
-    @Test("SO_PEERCRED and SO_PEERGROUPS name the Python peer as it was at connect / listen time",
-        arguments: connectionTypes)
+    @Test(
+        "SO_PEERCRED and SO_PEERGROUPS name the Python peer as it was at connect / listen time",
+        arguments: connectionTypes
+    )
     func peerCredentialsOfPythonPeer(type: UnixSocketType) throws {
         let dir = try TempDir()
         defer { dir.cleanup() }
@@ -34,7 +36,9 @@ struct CoreCredentialTests {
                 out('dropped', 'no')
             conn, _ = l.accept()
             wait_readable(c)
-            """, [type.python, ours.pythonHex, theirs.pythonHex])
+            """,
+            [type.python, ours.pythonHex, theirs.pythonHex]
+        )
         let id = try peer.line().split(separator: " ", omittingEmptySubsequences: false)
         try #require(id.count == 5)
         let dropped = try peer.line()
@@ -75,7 +79,8 @@ struct CoreCredentialTests {
 
     @Test(
         "a peer running as nobody is nobody: uid/gid 65534, no supplementary groups; root is not allowed in its place",
-        .enabled(if: runningAsRoot && setprivAvailable, "needs root (to run the peer as nobody) and setpriv"))
+        .enabled(if: runningAsRoot && setprivAvailable, "needs root (to run the peer as nobody) and setpriv")
+    )
     func nobodyPeer() throws {
         let address = uniqueAbstract("who")
         let listener = try UnixStreamListener.bind(address)
@@ -84,7 +89,10 @@ struct CoreCredentialTests {
             """
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.connect(A(sys.argv[1]))
             out('pid', os.getpid()); wait_readable(s)
-            """, [address.pythonHex], asNobody: true)
+            """,
+            [address.pythonHex],
+            asNobody: true
+        )
         let connection = try listener.accept(timeout: ioTimeout)
         let credentials = try connection.credentials
         try peer.expectLine("pid \(peer.pid)")
@@ -116,8 +124,10 @@ struct CoreCredentialTests {
         }
     }
 
-    @Test("SCM_CREDENTIALS: only messages sent after enableCredentialPassing() carry the sender's identity",
-        arguments: messageTypes)
+    @Test(
+        "SCM_CREDENTIALS: only messages sent after enableCredentialPassing() carry the sender's identity",
+        arguments: messageTypes
+    )
     func credentialsNeedPassCredBeforeSend(type: UnixSocketType) throws {
         let pair = try MessagePair(type)
         try pair.send(bytes("not asked"))
@@ -150,7 +160,9 @@ struct CoreCredentialTests {
         #expect(sender == (try client.local))
         if sender.isUnnamed {
             SyscallMock.with([("sendmsg", [.noBufferSpace])]) {
-                let error = expectError(.invalidAddress) { try receiver.send(bytes("reply"), to: sender, timeout: ioTimeout) }
+                let error = expectError(.invalidAddress) {
+                    try receiver.send(bytes("reply"), to: sender, timeout: ioTimeout)
+                }
                 #expect(error?.detail?.contains("cannot send to an unnamed address") == true)
                 #expect(SyscallMock.remaining("sendmsg") == 1)
             }

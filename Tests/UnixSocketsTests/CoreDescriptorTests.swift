@@ -33,7 +33,9 @@ struct AnyPair {
     }
 
     func receive(maxBytes: Int = 65536, maxDescriptors: Int, timeout: Duration = ioTimeout) throws -> UnixMessage {
-        if let stream { return try stream.1.receive(maxBytes: maxBytes, maxDescriptors: maxDescriptors, timeout: timeout) }
+        if let stream {
+            return try stream.1.receive(maxBytes: maxBytes, maxDescriptors: maxDescriptors, timeout: timeout)
+        }
         return try messages!.receive(maxBytes: maxBytes, maxDescriptors: maxDescriptors, timeout: timeout)
     }
 }
@@ -41,8 +43,11 @@ struct AnyPair {
 /// RELIABILITY.md, "Passing descriptors (SCM_RIGHTS)".
 @Suite("Core: passing descriptors")
 struct CoreDescriptorTests {
-    @Test("253 descriptors in one message work; 254 are refused before the kernel sees them", .serialized,
-        arguments: allSocketTypes)
+    @Test(
+        "253 descriptors in one message work; 254 are refused before the kernel sees them",
+        .serialized,
+        arguments: allSocketTypes
+    )
     func descriptorCountLimit(type: UnixSocketType) throws {
         let pair = try AnyPair(type)
         let file = try FileDescriptor.open("/dev/null", .readOnly, options: .closeOnExec)
@@ -71,8 +76,12 @@ struct CoreDescriptorTests {
     func invalidDescriptorIsEBADF(type: UnixSocketType) throws {
         let pair = try AnyPair(type)
         for bad in [FileDescriptor(rawValue: 1_000_000), FileDescriptor(rawValue: -1)] {
-            let error = expectError(.system, errno: .badFileDescriptor) { try pair.send(bytes("x"), descriptors: [bad]) }
-            #expect(error?.description.contains("bad file descriptor (EBADF): a descriptor passed in is not open") == true)
+            let error = expectError(.system, errno: .badFileDescriptor) {
+                try pair.send(bytes("x"), descriptors: [bad])
+            }
+            #expect(
+                error?.description.contains("bad file descriptor (EBADF): a descriptor passed in is not open") == true
+            )
         }
         try pair.send(bytes("ok"), descriptors: [])
         let message = try pair.receive(maxDescriptors: 1)
@@ -100,7 +109,9 @@ struct CoreDescriptorTests {
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.connect(A(sys.argv[1]))
             out('sent', s.sendmsg([b''], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array('i', [0, 1, 2]))]))
             s.send(b'z'); s.close()
-            """, [address.pythonHex])
+            """,
+            [address.pythonHex]
+        )
         let connection = try listener.accept(timeout: ioTimeout)
         try peer.expectLine("sent 0")
         try peer.succeed()
@@ -155,7 +166,10 @@ struct CoreDescriptorTests {
         #expect(descriptorsAt == [0], "one descriptor, delivered with the first bytes")
     }
 
-    @Test("several SCM_RIGHTS messages in one sendmsg, with SCM_CREDENTIALS, from a Python peer", arguments: allSocketTypes)
+    @Test(
+        "several SCM_RIGHTS messages in one sendmsg, with SCM_CREDENTIALS, from a Python peer",
+        arguments: allSocketTypes
+    )
     func severalControlMessagesFromPython(type: UnixSocketType) throws {
         let dir = try TempDir()
         defer { dir.cleanup() }
@@ -180,7 +194,9 @@ struct CoreDescriptorTests {
             s.sendmsg([b'multi'], cmsgs)
             out('sent')
             wait_readable(s)
-            """, [type.python, address.pythonHex, dir.file("1"), dir.file("2"), dir.file("3")])
+            """,
+            [type.python, address.pythonHex, dir.file("1"), dir.file("2"), dir.file("3")]
+        )
         try peer.expectLine("sent")
         let message: UnixMessage
         switch type {
@@ -222,8 +238,11 @@ struct CoreDescriptorTests {
         // The exact fit: room for 2 descriptors plus the credentials is enough (no false truncation).
     }
 
-    @Test("a control buffer too small or absent is .controlTruncated; the next message is fine",
-        arguments: allSocketTypes, [[2, 0], [2, 1], [3, 1], [8, 7], [4, 3]])
+    @Test(
+        "a control buffer too small or absent is .controlTruncated; the next message is fine",
+        arguments: allSocketTypes,
+        [[2, 0], [2, 1], [3, 1], [8, 7], [4, 3]]
+    )
     func controlTruncation(type: UnixSocketType, sentAndRoom: [Int]) throws {
         let (sent, room) = (sentAndRoom[0], sentAndRoom[1])
         let pair = try AnyPair(type)
@@ -239,7 +258,8 @@ struct CoreDescriptorTests {
 
     @Test(
         "a receiver that cannot open a file itself reads it through a passed descriptor (peer runs as nobody)",
-        .enabled(if: runningAsRoot && setprivAvailable, "needs root (to run the peer as nobody) and setpriv"))
+        .enabled(if: runningAsRoot && setprivAvailable, "needs root (to run the peer as nobody) and setpriv")
+    )
     func nobodyReadsPassedFile() throws {
         let dir = try TempDir()
         defer { dir.cleanup() }
@@ -258,7 +278,10 @@ struct CoreDescriptorTests {
             s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET); s.connect(A(sys.argv[1]))
             msg, fds, flags, _ = socket.recv_fds(s, 100, 4)
             out('got', msg.decode(), len(fds), os.pread(fds[0], 100, 0).decode())
-            """, [address.pythonHex, dir.file("secret")], asNobody: true)
+            """,
+            [address.pythonHex, dir.file("secret")],
+            asNobody: true
+        )
         try peer.expectLine("open EACCES")
         let connection = try listener.accept(timeout: ioTimeout)
         #expect(try connection.credentials.uid == 65534)
@@ -287,7 +310,10 @@ struct CoreDescriptorTests {
         #expect(failure.code == .closed)
         #expect(FileManager.default.fileExists(atPath: dir.file("busy.sock")))
         listener.close()
-        #expect(!FileManager.default.fileExists(atPath: dir.file("busy.sock")), "close after a failed release left the file")
+        #expect(
+            !FileManager.default.fileExists(atPath: dir.file("busy.sock")),
+            "close after a failed release left the file"
+        )
 
         // Closed: the release fails, and the file went with the close.
         let closed = try UnixDatagram.bind(dir.address("closed.sock"))

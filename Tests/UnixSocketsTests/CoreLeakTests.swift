@@ -21,7 +21,11 @@ struct CoreLeakTests {
                 for type in allSocketTypes {
                     // Servers on paths and names, clients, exchanges, closes.
                     for address in [dir.address("\(type.rawValue).sock"), uniqueAbstract("leak"), UnixAddress.unnamed] {
-                        let server = try AnyServer(type, address, mode: address.isPath ? FilePermissions(rawValue: 0o600) : nil)
+                        let server = try AnyServer(
+                            type,
+                            address,
+                            mode: address.isPath ? FilePermissions(rawValue: 0o600) : nil
+                        )
                         let local = try server.local
                         for _ in 0..<3 { try server.exchange(via: local) }
                         server.close()
@@ -64,24 +68,24 @@ struct CoreLeakTests {
                     try makeFile(dir, "regular", "x").close()
                     _ = try? AnyServer(type, dir.address("regular"))  // .notASocket
                     unlink(dir.file("regular"))
-            }
-            // A listener closed while a client is queued, a stream write to a closed peer, a timed-out accept.
-            let listener = try UnixStreamListener.bind(dir.address("queue.sock"))
-            let queued = try UnixStream.connect(to: dir.address("queue.sock"), timeout: .seconds(1))
-            _ = try? listener.accept(timeout: .seconds(1))
-            _ = try? listener.accept(timeout: .milliseconds(10))
-            listener.close()
-            queued.close()
-            let (a, b) = try UnixStream.pair()
-            b.close()
-            try? a.write(all: bytes("x"), timeout: .seconds(1))
-            a.close()
-            try file.close()
+                }
+                // A listener closed while a client is queued, a stream write to a closed peer, a timed-out accept.
+                let listener = try UnixStreamListener.bind(dir.address("queue.sock"))
+                let queued = try UnixStream.connect(to: dir.address("queue.sock"), timeout: .seconds(1))
+                _ = try? listener.accept(timeout: .seconds(1))
+                _ = try? listener.accept(timeout: .milliseconds(10))
+                listener.close()
+                queued.close()
+                let (a, b) = try UnixStream.pair()
+                b.close()
+                try? a.write(all: bytes("x"), timeout: .seconds(1))
+                a.close()
+                try file.close()
 
-            let left = (try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? ["?"]
-            exitCheck(left.isEmpty, "socket files left behind: \(left)")
-            dir.cleanup()
-            exitCheckDescriptors(baseline, "after the workload")
+                let left = (try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? ["?"]
+                exitCheck(left.isEmpty, "socket files left behind: \(left)")
+                dir.cleanup()
+                exitCheckDescriptors(baseline, "after the workload")
             }
         }
     }
@@ -158,45 +162,68 @@ struct CoreLeakTests {
                     let pair = try AnyPair(type)
                     let (a, b): (CInt, CInt)
                     if let stream = pair.stream {
-                        (a, b) = (try stream.0.core.withDescriptor("t") { $0 }, try stream.1.core.withDescriptor("t") { $0 })
+                        (a, b) = (
+                            try stream.0.core.withDescriptor("t") { $0 }, try stream.1.core.withDescriptor("t") { $0 }
+                        )
                     } else if let seq = pair.messages?.seqA {
-                        (a, b) = (try seq.core.withDescriptor("t") { $0 }, try pair.messages!.seqB!.core.withDescriptor("t") { $0 })
+                        (a, b) = (
+                            try seq.core.withDescriptor("t") { $0 },
+                            try pair.messages!.seqB!.core.withDescriptor("t") { $0 }
+                        )
                     } else {
                         let messages = pair.messages!
-                        (a, b) = (try messages.dgramA!.core.withDescriptor("t") { $0 }, try messages.dgramB!.core.withDescriptor("t") { $0 })
+                        (a, b) = (
+                            try messages.dgramA!.core.withDescriptor("t") { $0 },
+                            try messages.dgramB!.core.withDescriptor("t") { $0 }
+                        )
                     }
                     inodes.formUnion([inode(of: a), inode(of: b)])
                     // Each end travels through its own socket: the in-flight references form a cycle.
-                    try pair.send(bytes("self"), descriptors: [FileDescriptor(rawValue: a), FileDescriptor(rawValue: b)])
+                    try pair.send(
+                        bytes("self"),
+                        descriptors: [FileDescriptor(rawValue: a), FileDescriptor(rawValue: b)]
+                    )
                     if let stream = pair.stream {
-                        try stream.1.send(bytes("back"), descriptors: [FileDescriptor(rawValue: a), FileDescriptor(rawValue: b)], timeout: .seconds(60))
+                        try stream.1.send(
+                            bytes("back"),
+                            descriptors: [FileDescriptor(rawValue: a), FileDescriptor(rawValue: b)],
+                            timeout: .seconds(60)
+                        )
                         stream.0.close()
                         stream.1.close()
                     } else if let messages = pair.messages {
                         if let seqB = messages.seqB {
-                            try seqB.send(bytes("back"), descriptors: [FileDescriptor(rawValue: a)], timeout: .seconds(60))
+                            try seqB.send(
+                                bytes("back"),
+                                descriptors: [FileDescriptor(rawValue: a)],
+                                timeout: .seconds(60)
+                            )
                         } else {
-                            try messages.dgramB!.send(bytes("back"), descriptors: [FileDescriptor(rawValue: a)], timeout: .seconds(60))
+                            try messages.dgramB!.send(
+                                bytes("back"),
+                                descriptors: [FileDescriptor(rawValue: a)],
+                                timeout: .seconds(60)
+                            )
                         }
                         messages.seqA?.close()
                         messages.seqB?.close()
                         messages.dgramA?.close()
                         messages.dgramB?.close()
                     }
-            }
-            exitCheck(inodes.count == 6, "six sockets")
-            exitCheckDescriptors(baseline, "our descriptors are closed")
-            // The kernel's garbage collector frees the cycle; wait (bounded) until no socket is listed.
-            var alive = inodes.intersection(unixSocketInodes())
-            for _ in 0..<500 where !alive.isEmpty {
-                // A close of any Unix socket with descriptors in flight schedules the collector.
-                let (x, y) = try UnixStream.pair()
-                x.close()
-                y.close()
-                usleep(10_000)
-                alive = inodes.intersection(unixSocketInodes())
-            }
-            exitCheck(alive.isEmpty, "sockets still alive in the kernel: \(alive)")
+                }
+                exitCheck(inodes.count == 6, "six sockets")
+                exitCheckDescriptors(baseline, "our descriptors are closed")
+                // The kernel's garbage collector frees the cycle; wait (bounded) until no socket is listed.
+                var alive = inodes.intersection(unixSocketInodes())
+                for _ in 0..<500 where !alive.isEmpty {
+                    // A close of any Unix socket with descriptors in flight schedules the collector.
+                    let (x, y) = try UnixStream.pair()
+                    x.close()
+                    y.close()
+                    usleep(10_000)
+                    alive = inodes.intersection(unixSocketInodes())
+                }
+                exitCheck(alive.isEmpty, "sockets still alive in the kernel: \(alive)")
             }
         }
     }

@@ -80,7 +80,9 @@ struct CoreMessageTests {
             s.sendmsg([b'reply'], [(socket.SOL_SOCKET, socket.SCM_CREDENTIALS, creds),
                                    (socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array('i', [f]))], 0, addr)
             out('replied', os.getpid(), os.getuid(), os.getgid())
-            """, [theirs.pythonHex, dir.file("py.txt")])
+            """,
+            [theirs.pythonHex, dir.file("py.txt")]
+        )
         try peer.expectLine("ready")
         let client = try UnixDatagram.bind(.unnamed)
         defer { client.close() }
@@ -108,7 +110,9 @@ struct CoreMessageTests {
         try peer.succeed()
     }
 
-    @Test("a Python seqpacket server: boundaries, 254 descriptors refused by the kernel, several SCM_RIGHTS, empty message")
+    @Test(
+        "a Python seqpacket server: boundaries, 254 descriptors refused by the kernel, several SCM_RIGHTS, empty message"
+    )
     func pythonSeqpacketPeer() throws {
         let dir = try TempDir()
         defer { dir.cleanup() }
@@ -133,7 +137,9 @@ struct CoreMessageTests {
             c.send(b'after')
             c.close()
             out('done')
-            """, [address.pythonHex, dir.file("1"), dir.file("2"), dir.file("3")])
+            """,
+            [address.pythonHex, dir.file("1"), dir.file("2"), dir.file("3")]
+        )
         try peer.expectLine("ready")
         let client = try UnixSeqPacket.connect(to: address, timeout: ioTimeout)
         let large = patternBytes(1000)
@@ -149,7 +155,11 @@ struct CoreMessageTests {
 
         let multi = try client.receive(maxDescriptors: 8, timeout: ioTimeout)
         #expect(multi.bytes == bytes("multi"))
-        #expect(multi.descriptors.compactMap(\.rawValue).map { String(decoding: readAll($0), as: UTF8.self) } == ["one", "two", "three"])
+        #expect(
+            multi.descriptors.compactMap(\.rawValue).map { String(decoding: readAll($0), as: UTF8.self) } == [
+                "one", "two", "three",
+            ]
+        )
         // Kernel fact: an empty seqpacket message reads exactly like EOF (0 bytes) ...
         #expect(try client.receive(timeout: ioTimeout).bytes == [])
         // ... but the connection was still open: the next message follows. (We refuse to send empty ones.)
@@ -179,7 +189,8 @@ struct CoreMessageTests {
         let error = expectError(.system, errno: .messageTooLong) { try pair.send(patternBytes(limit + 1)) }
         #expect(
             error?.detail == "message of \(limit + 1) bytes is too long (the limit is \(limit) bytes: SO_SNDBUF - 32)",
-            "\(String(describing: error))")
+            "\(String(describing: error))"
+        )
         #expect(error?.description.contains("(EMSGSIZE)") == true)
         // Exactly the limit goes through, whole.
         let fits = patternBytes(limit, seed: 5)
@@ -200,8 +211,10 @@ struct CoreMessageTests {
         }
     }
 
-    @Test("a receive buffer too small is .messageTruncated (message discarded); nextMessageSize tells the size",
-        arguments: messageTypes)
+    @Test(
+        "a receive buffer too small is .messageTruncated (message discarded); nextMessageSize tells the size",
+        arguments: messageTypes
+    )
     func truncationIsAnError(type: UnixSocketType) throws {
         let pair = try MessagePair(type)
         try pair.send(patternBytes(100))
@@ -220,8 +233,10 @@ struct CoreMessageTests {
         expectError(.timedOut) { _ = try pair.receive(timeout: .milliseconds(20)) }
     }
 
-    @Test("a full receiver queue: max_dgram_qlen + 1 datagrams fit, then a send with a timeout gets .timedOut",
-        arguments: ["unconnected", "connected"])
+    @Test(
+        "a full receiver queue: max_dgram_qlen + 1 datagrams fit, then a send with a timeout gets .timedOut",
+        arguments: ["unconnected", "connected"]
+    )
     func fullReceiverQueue(mode: String) throws {
         let qlen = try #require(sysctlInt("/proc/sys/net/unix/max_dgram_qlen"))
         let address = uniqueAbstract("qlen")
@@ -280,9 +295,13 @@ struct CoreMessageTests {
             sender = a
             b.close()
         }
-        let refused = expectError(.system, errno: .connectionRefused) { try sender.send(bytes("x"), timeout: ioTimeout) }
+        let refused = expectError(.system, errno: .connectionRefused) {
+            try sender.send(bytes("x"), timeout: ioTimeout)
+        }
         #expect(refused?.description.contains("connection refused (ECONNREFUSED)") == true)
-        let notConnected = expectError(.system, errno: .socketNotConnected) { try sender.send(bytes("x"), timeout: ioTimeout) }
+        let notConnected = expectError(.system, errno: .socketNotConnected) {
+            try sender.send(bytes("x"), timeout: ioTimeout)
+        }
         #expect(notConnected?.description.contains("socket is not connected (ENOTCONN)") == true)
     }
 

@@ -41,7 +41,9 @@ struct CoreStreamTests {
                 if not d: break
                 rest += d
             out('reply', len(rest), fnv(rest))
-            """, [address.pythonHex, dir.file("python.txt")])
+            """,
+            [address.pythonHex, dir.file("python.txt")]
+        )
         let connection = try listener.accept(timeout: ioTimeout)
         let id = try peer.line().split(separator: " ")
         #expect(id.count == 4)
@@ -73,8 +75,10 @@ struct CoreStreamTests {
         try peer.succeed()
     }
 
-    @Test("the peer closes: reads return EOF (0), again and again; read(exactly:) says how much came",
-        arguments: connectionTypes)
+    @Test(
+        "the peer closes: reads return EOF (0), again and again; read(exactly:) says how much came",
+        arguments: connectionTypes
+    )
     func peerCloseIsEOF(type: UnixSocketType) throws {
         if type == .stream {
             let (a, b) = try UnixStream.pair()
@@ -122,7 +126,9 @@ struct CoreStreamTests {
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.connect(A(sys.argv[1]))
             wait_readable(s)        # our data is there; do not read it
             s.close(); out('closed')
-            """, [address.pythonHex])
+            """,
+            [address.pythonHex]
+        )
         let connection = try listener.accept(timeout: ioTimeout)
         try connection.write(all: bytes("unread"), timeout: ioTimeout)
         try peer.expectLine("closed")
@@ -140,7 +146,15 @@ struct CoreStreamTests {
                 let sends: [(String, () throws -> Void)] = [
                     ("write", { try a.write(all: bytes("x"), timeout: .seconds(60)) }),
                     ("vectored", { try a.write(vectored: [bytes("x"), bytes("y")], timeout: .seconds(60)) }),
-                    ("vectored large", { try a.write(vectored: [[UInt8](repeating: 1, count: 70_000), bytes("y")], timeout: .seconds(60)) }),
+                    (
+                        "vectored large",
+                        {
+                            try a.write(
+                                vectored: [[UInt8](repeating: 1, count: 70_000), bytes("y")],
+                                timeout: .seconds(60)
+                            )
+                        }
+                    ),
                     ("descriptors", { try a.send(bytes("x"), descriptors: [.standardInput], timeout: .seconds(60)) }),
                 ]
                 for (name, send) in sends {
@@ -149,23 +163,28 @@ struct CoreStreamTests {
                         exitCheck(false, "\(name): send to a closed peer succeeded")
                     } catch let error as UnixSocketError {
                         exitCheck(error.errno == .brokenPipe, "\(name): \(error)")
-                        exitCheck(error.description.contains("broken pipe (EPIPE): the peer closed the connection"), error.description)
+                        exitCheck(
+                            error.description.contains("broken pipe (EPIPE): the peer closed the connection"),
+                            error.description
+                        )
                     }
-            }
-            let (c, d) = try UnixSeqPacket.pair()
-            d.close()
-            do {
-                try c.send(bytes("x"), timeout: .seconds(60))
-                exitCheck(false, "seqpacket send to a closed peer succeeded")
-            } catch let error as UnixSocketError {
-                exitCheck(error.errno == .brokenPipe, "seqpacket: \(error)")
-            }
+                }
+                let (c, d) = try UnixSeqPacket.pair()
+                d.close()
+                do {
+                    try c.send(bytes("x"), timeout: .seconds(60))
+                    exitCheck(false, "seqpacket send to a closed peer succeeded")
+                } catch let error as UnixSocketError {
+                    exitCheck(error.errno == .brokenPipe, "seqpacket: \(error)")
+                }
             }
         }
     }
 
-    @Test("half-close: after shutdown(write) the peer reads EOF while the other direction still works",
-        arguments: connectionTypes)
+    @Test(
+        "half-close: after shutdown(write) the peer reads EOF while the other direction still works",
+        arguments: connectionTypes
+    )
     func halfClose(type: UnixSocketType) throws {
         let address = uniqueAbstract("half")
         let server = try AnyServer(type, address)
@@ -224,7 +243,10 @@ struct CoreStreamTests {
         #expect(sameBytes(data, big), "every byte arrived once, in order")
     }
 
-    @Test("EINTR is retried and the data arrives exactly once", arguments: ["recv", "send", "sendmsg", "recvmsg", "poll"])
+    @Test(
+        "EINTR is retried and the data arrives exactly once",
+        arguments: ["recv", "send", "sendmsg", "recvmsg", "poll"]
+    )
     func interruptedCallsRetried(call: String) throws {
         let (a, b) = try UnixStream.pair()
         let file = try FileDescriptor.open("/dev/null", .readOnly, options: .closeOnExec)
@@ -258,7 +280,8 @@ struct CoreStreamTests {
             }
         default:  // poll: EAGAIN sends the read to poll, which is interrupted; the wait resumes
             try a.write(all: bytes("abc"), timeout: ioTimeout)
-            try SyscallMock.with([("recv", [.resourceTemporarilyUnavailable]), ("poll", [.interrupted, .interrupted])]) { () throws in
+            try SyscallMock.with([("recv", [.resourceTemporarilyUnavailable]), ("poll", [.interrupted, .interrupted])])
+            { () throws in
                 #expect(try b.read(exactly: 3, timeout: ioTimeout) == bytes("abc"))
                 #expect(SyscallMock.remaining("poll") == 0 && SyscallMock.remaining("recv") == 0)
             }
@@ -267,8 +290,10 @@ struct CoreStreamTests {
         expectError(.timedOut) { _ = try b.read(timeout: .milliseconds(20)) }
     }
 
-    @Test("a zero or negative timeout is invalid input, whatever the socket's state",
-        arguments: ["read-empty", "read-ready", "write", "accept", "connect", "receive", "send-dgram", "negative"])
+    @Test(
+        "a zero or negative timeout is invalid input, whatever the socket's state",
+        arguments: ["read-empty", "read-ready", "write", "accept", "connect", "receive", "send-dgram", "negative"]
+    )
     func zeroTimeoutIsInvalid(operation: String) throws {
         let (a, b) = try UnixStream.pair()
         let address = uniqueAbstract("zero")
@@ -305,7 +330,9 @@ struct CoreStreamTests {
             except OSError as e:
                 s.send(b'l'); out('oob', ename(e))
             s.sendall(b'o'); s.close()
-            """, [address.pythonHex])
+            """,
+            [address.pythonHex]
+        )
         let connection = try listener.accept(timeout: ioTimeout)
         let oob = try peer.line()
         try peer.succeed()

@@ -32,12 +32,18 @@ extension UnixSocketType {
 /// Whether `body` throws a `UnixSocketError` with `code` (and `errno` if given); returns the error.
 @discardableResult
 func expectError(
-    _ code: UnixSocketError.Code, errno: Errno? = nil, _ comment: Comment? = nil,
-    sourceLocation: SourceLocation = #_sourceLocation, _ body: () throws -> Void
+    _ code: UnixSocketError.Code,
+    errno: Errno? = nil,
+    _ comment: Comment? = nil,
+    sourceLocation: SourceLocation = #_sourceLocation,
+    _ body: () throws -> Void
 ) -> UnixSocketError? {
     do {
         try body()
-        Issue.record("expected \(code)\(errno.map { " (\($0))" } ?? ""), but nothing was thrown. \(comment.map { "\($0)" } ?? "")", sourceLocation: sourceLocation)
+        Issue.record(
+            "expected \(code)\(errno.map { " (\($0))" } ?? ""), but nothing was thrown. \(comment.map { "\($0)" } ?? "")",
+            sourceLocation: sourceLocation
+        )
         return nil
     } catch let error as UnixSocketError {
         #expect(error.code == code, "\(error)", sourceLocation: sourceLocation)
@@ -94,7 +100,9 @@ final class AnyServer: Sendable {
     /// Returns what the client sees as the server's address and what the server sees as the client's.
     @discardableResult
     func exchange(
-        via address: UnixAddress, clientAddress: UnixAddress? = nil, payload: [UInt8] = bytes("ping")
+        via address: UnixAddress,
+        clientAddress: UnixAddress? = nil,
+        payload: [UInt8] = bytes("ping")
     ) throws -> (serverSeenByClient: UnixAddress, clientSeenByServer: UnixAddress) {
         switch type {
         case .stream:
@@ -185,7 +193,10 @@ func patternBytes(_ count: Int, seed: UInt64 = 1) -> [UInt8] {
 
 /// Whether two byte arrays are equal (memcmp: fast even in debug builds).
 func sameBytes(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-    a.count == b.count && a.withUnsafeBytes { x in b.withUnsafeBytes { y in a.isEmpty || memcmp(x.baseAddress!, y.baseAddress!, a.count) == 0 } }
+    a.count == b.count
+        && a.withUnsafeBytes { x in
+            b.withUnsafeBytes { y in a.isEmpty || memcmp(x.baseAddress!, y.baseAddress!, a.count) == 0 }
+        }
 }
 
 /// Reads a sysctl integer (e.g. `/proc/sys/net/core/somaxconn`).
@@ -261,7 +272,8 @@ func makeStaleSocketFile(_ type: UnixSocketType, path: String) {
     close(rawBoundSocket(type, path: path))
     for _ in 0..<500 {
         let probe = socket(AF_UNIX, CInt(SOCK_DGRAM.rawValue) | CInt(SOCK_CLOEXEC.rawValue), 0)
-        let refused = UnixAddress(stringLiteral: path).withSockAddrForTest { connect(probe, $0, $1) } == -1
+        let refused =
+            UnixAddress(stringLiteral: path).withSockAddrForTest { connect(probe, $0, $1) } == -1
             && errno == ECONNREFUSED
         close(probe)
         if refused { return }
@@ -279,17 +291,23 @@ extension UnixAddress {
 /// The descriptors of the kinds the core tests create (sockets, /dev/null, files under /tmp), as "fd -> target".
 /// The test runtime's own (epoll, eventfd, timerfd, pipes) come and go on other threads and are left out.
 func trackedDescriptors() -> Set<String> {
-    Set(descriptorNumbers().compactMap { fd -> String? in
-        guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\(fd)") else { return nil }
-        guard target.hasPrefix("socket:") || target == "/dev/null" || target.hasPrefix("/tmp/") else { return nil }
-        return "\(fd) -> \(target)"
-    })
+    Set(
+        descriptorNumbers().compactMap { fd -> String? in
+            guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\(fd)") else {
+                return nil
+            }
+            guard target.hasPrefix("socket:") || target == "/dev/null" || target.hasPrefix("/tmp/") else { return nil }
+            return "\(fd) -> \(target)"
+        }
+    )
 }
 
 /// Inside an exit test: checks the tracked descriptors are `expected` again (a bounded wait lets a close in
 /// flight finish); a leaked descriptor stays and fails, named by its target.
 func exitCheckDescriptors(
-    _ expected: Set<String>, _ what: @autoclosure () -> String, sourceLocation: SourceLocation = #_sourceLocation
+    _ expected: Set<String>,
+    _ what: @autoclosure () -> String,
+    sourceLocation: SourceLocation = #_sourceLocation
 ) {
     var now = trackedDescriptors()
     for _ in 0..<100 where now != expected {
@@ -299,7 +317,8 @@ func exitCheckDescriptors(
     exitCheck(
         now == expected,
         "\(what()): leaked \(now.subtracting(expected).sorted()), closed \(expected.subtracting(now).sorted())",
-        sourceLocation: sourceLocation)
+        sourceLocation: sourceLocation
+    )
 }
 
 /// Inside an exit test that exhausts the descriptor table: lets the runtime open its lazy descriptors (the

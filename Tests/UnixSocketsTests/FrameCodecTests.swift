@@ -107,7 +107,8 @@ struct FrameEncoderTests {
         #expect(FrameDecoder(maximumFrameLength: Int.max).maximumFrameLength == Int(UInt32.max))
         var buffer: [UInt8] = []
         let failure = FrameEncoder(maximumFrameLength: Int.max).encodeCore(
-            Repeated(count: Int(UInt32.max) + 1), into: &buffer
+            Repeated(count: Int(UInt32.max) + 1),
+            into: &buffer
         )
         #expect(failure == .frameTooLarge(length: UInt64(UInt32.max) + 1, maximum: Int(UInt32.max)))
         #expect(buffer.isEmpty)
@@ -172,7 +173,8 @@ struct FrameDecoderTests {
 
     @Test(
         "a header announcing 2^32 - 1 fails before any allocation",
-        arguments: [0, 64, 16 * 1024 * 1024], [false, true]
+        arguments: [0, 64, 16 * 1024 * 1024],
+        [false, true]
     )
     func hugeHeaderFailsBeforeAllocating(maximum: Int, rawAppend: Bool) throws {
         var decoder = FrameDecoder(maximumFrameLength: maximum)
@@ -354,7 +356,10 @@ struct FrameDecoderTests {
     @Test("offsets tell which read a frame began in")
     func offsetsMatchReads() throws {
         // Reads: [A whole, 2 bytes of B's header] [rest of B] [C whole, 1 byte of D's header] [rest of D]
-        let a = wireFrame([1]), b = wireFrame([2, 2]), c = wireFrame([]), d = wireFrame([4, 4, 4, 4])
+        let a = wireFrame([1])
+        let b = wireFrame([2, 2])
+        let c = wireFrame([])
+        let d = wireFrame([4, 4, 4, 4])
         let reads = [a + b[..<2], Array(b[2...]), c + d[..<1], Array(d[1...])]
         var decoder = FrameDecoder()
         var readRanges: [Range<UInt64>] = []
@@ -375,7 +380,9 @@ struct FrameDecoderTests {
     @Test("appending raw buffers, arrays and non-contiguous sequences is alike")
     func appendVariants() {
         let wire = wireFrame(pattern(20)) + wireFrame(pattern(3))
-        var raw = FrameDecoder(), array = FrameDecoder(), lazy = FrameDecoder()
+        var raw = FrameDecoder()
+        var array = FrameDecoder()
+        var lazy = FrameDecoder()
         wire.withUnsafeBytes { raw.append($0) }
         array.append(contentsOf: wire)
         lazy.append(contentsOf: wire.lazy.map { $0 })
@@ -425,7 +432,8 @@ struct FrameDecoderTests {
         var wire: [UInt8] = []
         var expected: [DecodedFrame] = []
         for _ in 0..<200 {
-            let length = Bool.random(using: &random)
+            let length =
+                Bool.random(using: &random)
                 ? Int.random(in: 0...64, using: &random) : Int.random(in: 0...200_000, using: &random)
             let start = Int.random(in: 0...(pool.count - length), using: &random)
             let payload = Array(pool[start..<(start + length)])

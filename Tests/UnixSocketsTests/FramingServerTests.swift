@@ -1,6 +1,7 @@
 import Foundation
 import SystemPackage
 import Testing
+
 @testable import UnixSockets
 @testable import UnixSocketsAsync
 @testable import UnixSocketsCore
@@ -23,7 +24,10 @@ func checksum(_ bytes: [UInt8]) -> UInt64 {
         let frames = wire
         for split in 1..<frames.count {
             let (a, b) = try UnixStream.pair()
-            defer { a.close(); b.close() }
+            defer {
+                a.close()
+                b.close()
+            }
             let framed = FramedStream(b)
             try a.write(all: Array(frames[..<split]))
             let writer = Thread {
@@ -54,7 +58,10 @@ func checksum(_ bytes: [UInt8]) -> UInt64 {
 
     @Test func oversizedLengthFailsBeforeAllocation() throws {
         let (a, b) = try UnixStream.pair()
-        defer { a.close(); b.close() }
+        defer {
+            a.close()
+            b.close()
+        }
         try a.write(all: [0xFF, 0xFF, 0xFF, 0xFF])
         let framed = try FramedStream(b, maximumFrameLength: 1024)
         #expect {
@@ -64,7 +71,10 @@ func checksum(_ bytes: [UInt8]) -> UInt64 {
 
     @Test(.onReactor) func descriptorsTravelWithTheirFrame() async throws {
         let (a, b) = try UnixStream.pair()
-        defer { a.close(); b.close() }
+        defer {
+            a.close()
+            b.close()
+        }
         let sender = FramedStream(a)
         let receiver = FramedStream(b)
         let file = try FileDescriptor.open("/dev/null", .readOnly, options: .closeOnExec)
@@ -83,7 +93,10 @@ func checksum(_ bytes: [UInt8]) -> UInt64 {
 
     @Test func tricklingPeerIsCutOffByTheFrameDeadline() throws {
         let (a, b) = try UnixStream.pair()
-        defer { a.close(); b.close() }
+        defer {
+            a.close()
+            b.close()
+        }
         let trickle = Thread {
             for byte: UInt8 in [0, 0, 0, 10, 1, 2, 3] {
                 try? a.write(all: [byte])
@@ -200,7 +213,10 @@ func checksum(_ bytes: [UInt8]) -> UInt64 {
         var ended = false
         for _ in 0..<100_000 {
             do {
-                if try await slow.receive(timeout: .seconds(60)) == nil { ended = true; break }
+                if try await slow.receive(timeout: .seconds(60)) == nil {
+                    ended = true
+                    break
+                }
             } catch {
                 ended = true
                 break

@@ -25,7 +25,10 @@ struct HardeningTests {
     @Test("a header that arrives in several descriptor-carrying messages: every descriptor reaches its frame")
     func headerSplitAcrossDescriptorMessages() throws {
         let (a, b) = try UnixStream.pair()
-        defer { a.close(); b.close() }
+        defer {
+            a.close()
+            b.close()
+        }
         let receiver = FramedStream(b)
         let null = try FileDescriptor.open("/dev/null", .readOnly, options: .closeOnExec)
         defer { try? null.close() }
@@ -50,9 +53,15 @@ struct HardeningTests {
         defer { dir.cleanup() }
         let first = try makeFile(dir, "first", "1")
         let second = try makeFile(dir, "second", "2")
-        defer { try? first.close(); try? second.close() }
+        defer {
+            try? first.close()
+            try? second.close()
+        }
         let (a, b) = try UnixStream.pair()
-        defer { a.close(); b.close() }
+        defer {
+            a.close()
+            b.close()
+        }
         let receiver = FramedStream(b)
         for (file, tag) in [(first, UInt8(1)), (second, UInt8(2))] {
             try a.write(all: header(2), timeout: ioTimeout)
@@ -70,7 +79,10 @@ struct HardeningTests {
     @Test("a peer cannot make a frame hold more descriptors than the limit: all are closed, the error is clear")
     func pendingDescriptorsAreBounded() throws {
         let (a, b) = try UnixStream.pair()
-        defer { a.close(); b.close() }
+        defer {
+            a.close()
+            b.close()
+        }
         let receiver = try FramedStream(b, maxDescriptorsPerRead: 4, maxDescriptorsPerFrame: 8)
         let dir = try TempDir()
         defer { dir.cleanup() }
@@ -82,7 +94,10 @@ struct HardeningTests {
             for _ in 0..<20 { try a.send([7], descriptors: [null], timeout: ioTimeout) }
         }
         let error = expectError(.tooLarge) { _ = try receiver.receive(timeout: ioTimeout) }
-        #expect(error?.description.contains("over the limit of 8; all were closed") == true, "\(String(describing: error))")
+        #expect(
+            error?.description.contains("over the limit of 8; all were closed") == true,
+            "\(String(describing: error))"
+        )
         try sender.value()
         // Whatever arrived after the error is still in the socket; drop it with the stream.
         b.close()
@@ -95,7 +110,10 @@ struct HardeningTests {
     @Test("two tasks sending 64 KiB frames concurrently on one framed stream never interleave them", .onReactor)
     func concurrentSendersAreSerialized() async throws {
         let (a, b) = try UnixStream.pair()
-        defer { a.close(); b.close() }
+        defer {
+            a.close()
+            b.close()
+        }
         let sender = FramedStream(a)
         let receiver = FramedStream(b)
         let perSender = 24
@@ -125,7 +143,10 @@ struct HardeningTests {
     @Test("blocking senders on two threads are serialized too")
     func concurrentBlockingSenders() throws {
         let (a, b) = try UnixStream.pair()
-        defer { a.close(); b.close() }
+        defer {
+            a.close()
+            b.close()
+        }
         let sender = FramedStream(a)
         let receiver = FramedStream(b)
         let perSender = 24
@@ -210,12 +231,19 @@ struct HardeningTests {
 
     @Test(
         "a timeout too large to represent waits (it does not fire at once)",
-        .onReactor, arguments: [Duration.seconds(Int64(1) << 62), .seconds(18_446_744_074), .seconds(Int64.max)])
+        .onReactor,
+        arguments: [Duration.seconds(Int64(1) << 62), .seconds(18_446_744_074), .seconds(Int64.max)]
+    )
     func hugeTimeoutsSaturate(timeout: Duration) async throws {
         let (a, b) = try UnixStream.pair()
-        defer { a.close(); b.close() }
+        defer {
+            a.close()
+            b.close()
+        }
         let blocking = Background { () -> [UInt8] in try b.read(maxBytes: 16, timeout: timeout) }
-        let asyncRead = Task(executorPreference: UnixReactor.shared) { () -> [UInt8] in try await a.read(maxBytes: 16, timeout: timeout) }
+        let asyncRead = Task(executorPreference: UnixReactor.shared) { () -> [UInt8] in
+            try await a.read(maxBytes: 16, timeout: timeout)
+        }
         usleep(300_000)  // before the fix both had failed with .timedOut by now
         try await a.write(all: bytes("late"), timeout: ioTimeout)
         try await b.write(all: bytes("late"), timeout: ioTimeout)
@@ -223,7 +251,10 @@ struct HardeningTests {
         #expect(try await asyncRead.value == bytes("late"))
 
         let (c, d) = try UnixStream.pair()
-        defer { c.close(); d.close() }
+        defer {
+            c.close()
+            d.close()
+        }
         let framed = FramedStream(d)
         let frame = Background { () -> [UInt8]? in try framed.receive(idleTimeout: timeout)?.bytes }
         usleep(300_000)
@@ -236,7 +267,10 @@ struct HardeningTests {
     @Test("negative and absurd sizes throw .invalidArgument, blocking and async, and never trap", .onReactor)
     func badSizesThrow() async throws {
         let (a, b) = try UnixStream.pair()
-        defer { a.close(); b.close() }
+        defer {
+            a.close()
+            b.close()
+        }
         expectError(.invalidArgument) { _ = try a.read(maxBytes: -1) }
         expectError(.invalidArgument) { _ = try a.read(exactly: -1) }
         expectError(.invalidArgument) { _ = try a.read(exactly: Int.max) }
@@ -265,7 +299,9 @@ struct HardeningTests {
 
     // MARK: Error texts
 
-    @Test("an address with control characters is escaped in errors; a cut control message says what became of the descriptors")
+    @Test(
+        "an address with control characters is escaped in errors; a cut control message says what became of the descriptors"
+    )
     func errorTextsAreSafeAndTrue() throws {
         let address = try UnixAddress.path(bytes: Array("/nonexistent-uds/a\nforged line\u{1b}[2J".utf8))
         let error = expectError(.system) { _ = try UnixStream.connect(to: address, timeout: ioTimeout) }
@@ -274,12 +310,20 @@ struct HardeningTests {
         #expect(text.contains("a\\x0aforged line\\x1b[2J"), "\(text)")
 
         let (a, b) = try UnixSeqPacket.pair()
-        defer { a.close(); b.close() }
+        defer {
+            a.close()
+            b.close()
+        }
         let null = try FileDescriptor.open("/dev/null", .readOnly, options: .closeOnExec)
         defer { try? null.close() }
         try a.send(bytes("x"), descriptors: [null, null], timeout: ioTimeout)
-        let cut = expectError(.controlTruncated) { _ = try b.receive(maxBytes: 16, maxDescriptors: 0, timeout: ioTimeout) }
-        #expect(cut?.description.contains("the kernel discarded the descriptors that did not fit") == true, "\(String(describing: cut))")
+        let cut = expectError(.controlTruncated) {
+            _ = try b.receive(maxBytes: 16, maxDescriptors: 0, timeout: ioTimeout)
+        }
+        #expect(
+            cut?.description.contains("the kernel discarded the descriptors that did not fit") == true,
+            "\(String(describing: cut))"
+        )
         #expect(cut?.description.contains("the 0 that arrived") == false)
     }
 }

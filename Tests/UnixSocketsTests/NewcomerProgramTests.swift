@@ -17,7 +17,8 @@ struct NewcomerToolchain {
     static let found: NewcomerToolchain? = {
         guard let uds = CLI.executable else { return nil }
         let build = URL(fileURLWithPath: uds).deletingLastPathComponent()
-        guard FileManager.default.fileExists(atPath: build.appendingPathComponent("Modules/UnixSockets.swiftmodule").path)
+        guard
+            FileManager.default.fileExists(atPath: build.appendingPathComponent("Modules/UnixSockets.swiftmodule").path)
         else { return nil }
         let paths = (ProcessInfo.processInfo.environment["PATH"] ?? "") + ":/opt/swift/usr/bin:/usr/bin"
         guard
@@ -28,7 +29,9 @@ struct NewcomerToolchain {
         var directory = build
         for _ in 0..<4 {  // .build/<triple>/debug -> .build/checkouts
             directory = directory.deletingLastPathComponent()
-            let map = directory.appendingPathComponent("checkouts/swift-system/Sources/CSystem/include/module.modulemap")
+            let map = directory.appendingPathComponent(
+                "checkouts/swift-system/Sources/CSystem/include/module.modulemap"
+            )
             if FileManager.default.fileExists(atPath: map.path) {
                 return NewcomerToolchain(swiftc: swiftc, build: build, systemModuleMap: map.path)
             }
@@ -91,13 +94,20 @@ struct NewcomerProgramTests {
 
     @Test(
         "top-level code awaiting the socket calls does not compile, and the error says what to do",
-        .enabled(if: NewcomerToolchain.found != nil, "swiftc or the built UnixSockets module is not where swift test puts them"))
+        .enabled(
+            if: NewcomerToolchain.found != nil,
+            "swiftc or the built UnixSockets module is not where swift test puts them"
+        )
+    )
     func topLevelFormIsAnError() throws {
         let toolchain = try #require(NewcomerToolchain.found)
         let directory = try TempDirectory()
         let source = directory.write("main.swift", Array(("import UnixSockets\n\n" + Self.program("top")).utf8))
         let result = try CLI.runProcess(
-            toolchain.arguments(source, output: nil, parseAsLibrary: false), in: directory, seconds: 120)
+            toolchain.arguments(source, output: nil, parseAsLibrary: false),
+            in: directory,
+            seconds: 120
+        )
         let output = result.error + result.outputText
         #expect(result.status != nil && result.status != 0, "top-level program compiled: \(output)")
         for call in ["static method 'connect'", "instance method 'send'", "instance method 'receive'"] {
@@ -109,7 +119,11 @@ struct NewcomerProgramTests {
 
     @Test(
         "the same code in a @main type's async main compiles and runs to completion",
-        .enabled(if: NewcomerToolchain.found != nil, "swiftc or the built UnixSockets module is not where swift test puts them"))
+        .enabled(
+            if: NewcomerToolchain.found != nil,
+            "swiftc or the built UnixSockets module is not where swift test puts them"
+        )
+    )
     func asyncMainFormRuns() throws {
         let toolchain = try #require(NewcomerToolchain.found)
         let directory = try TempDirectory()
@@ -127,7 +141,10 @@ struct NewcomerProgramTests {
         let source = directory.write("main.swift", Array(text.utf8))
         let binary = directory.file("newcomer")
         let compiled = try CLI.runProcess(
-            toolchain.arguments(source, output: binary, parseAsLibrary: true), in: directory, seconds: 120)
+            toolchain.arguments(source, output: binary, parseAsLibrary: true),
+            in: directory,
+            seconds: 120
+        )
         #expect(compiled.status == 0, "\(compiled.error)")
         #expect(!compiled.error.contains("warning"), "\(compiled.error)")
         guard compiled.status == 0 else { return }

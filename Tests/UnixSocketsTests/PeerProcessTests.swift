@@ -1,6 +1,7 @@
 import Foundation
 import SystemPackage
 import Testing
+
 @testable import UnixSockets
 @testable import UnixSocketsAsync
 @testable import UnixSocketsCore
@@ -45,13 +46,16 @@ func peerPidfd(_ body: () throws(UnixSocketError) -> OwnedDescriptor) throws -> 
             [
                 "-c", "import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.recv(1)",
                 dir.file("pidfd.sock"),
-            ])
+            ]
+        )
         defer { python.wait(seconds: 10) }
         let connection = try listener.accept(timeout: .seconds(60))
         defer { connection.close() }
-        guard let pidfd = try peerPidfd({ () throws(UnixSocketError) -> OwnedDescriptor in
-            try connection.peerProcessDescriptor()
-        }) else { return }
+        guard
+            let pidfd = try peerPidfd({ () throws(UnixSocketError) -> OwnedDescriptor in
+                try connection.peerProcessDescriptor()
+            })
+        else { return }
         let fd: CInt = try #require(pidfd.rawValue)
         let named: Int32? = pidNamed(byPidfd: fd)
         let expected: Int32 = python.pid
@@ -67,9 +71,11 @@ func peerPidfd(_ body: () throws(UnixSocketError) -> OwnedDescriptor) throws -> 
             a.close()
             b.close()
         }
-        guard let pidfd = try peerPidfd({ () throws(UnixSocketError) -> OwnedDescriptor in
-            try a.peerProcessDescriptor()
-        }) else { return }
+        guard
+            let pidfd = try peerPidfd({ () throws(UnixSocketError) -> OwnedDescriptor in
+                try a.peerProcessDescriptor()
+            })
+        else { return }
         let fd: CInt = try #require(pidfd.rawValue)
         let named: Int32? = pidNamed(byPidfd: fd)
         let expected: Int32 = getpid()

@@ -1,7 +1,4 @@
 import Foundation
-#if canImport(Glibc)
-import Glibc
-#endif
 import SystemPackage
 import Testing
 
@@ -9,6 +6,10 @@ import Testing
 @testable import UnixSocketsAsync
 @testable import UnixSocketsCore
 @testable import UnixSocketsSystem
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Whether the tests run as root: permission cases then run their subject as `nobody` (root ignores modes).
 let runningAsRoot = geteuid() == 0
@@ -59,7 +60,9 @@ final class PythonPeer: @unchecked Sendable {  // used by one test at a time
     /// Starts `script` (after the prelude) with `arguments` in `sys.argv[1:]`.
     init(_ script: String, _ arguments: [String] = [], asNobody: Bool = false) throws {
         guard pythonAvailable else {
-            throw PythonPeerError(description: "the core tests need /usr/bin/python3 (the standard socket module) as a peer")
+            throw PythonPeerError(
+                description: "the core tests need /usr/bin/python3 (the standard socket module) as a peer"
+            )
         }
         let code = Self.prelude + script
         stdoutPipe = try TestPipe()
@@ -68,10 +71,16 @@ final class PythonPeer: @unchecked Sendable {  // used by one test at a time
             process = try ChildProcess(
                 "/usr/bin/setpriv",
                 ["--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", code] + arguments,
-                stdout: stdoutPipe.write, stderr: stderrPipe.write)
+                stdout: stdoutPipe.write,
+                stderr: stderrPipe.write
+            )
         } else {
             process = try ChildProcess(
-                "/usr/bin/python3", ["-c", code] + arguments, stdout: stdoutPipe.write, stderr: stderrPipe.write)
+                "/usr/bin/python3",
+                ["-c", code] + arguments,
+                stdout: stdoutPipe.write,
+                stderr: stderrPipe.write
+            )
         }
         stdoutPipe.closeWrite()
         stderrPipe.closeWrite()
@@ -106,7 +115,10 @@ final class PythonPeer: @unchecked Sendable {  // used by one test at a time
     func expectLine(_ expected: String, timeout: Duration = .seconds(20)) throws {
         let got = try line(timeout: timeout)
         if got != expected {
-            throw PythonPeerError(description: "peer said \(got.debugDescription), expected \(expected.debugDescription); stderr: \(stderrText())")
+            throw PythonPeerError(
+                description:
+                    "peer said \(got.debugDescription), expected \(expected.debugDescription); stderr: \(stderrText())"
+            )
         }
     }
 
@@ -136,7 +148,9 @@ final class PythonPeer: @unchecked Sendable {  // used by one test at a time
             if ContinuousClock.now >= deadline {
                 process.signal(SIGKILL)
                 process.waitUntilExit()
-                throw PythonPeerError(description: "peer still running after \(timeout): killed; stderr: \(stderrText())")
+                throw PythonPeerError(
+                    description: "peer still running after \(timeout): killed; stderr: \(stderrText())"
+                )
             }
             _ = readStdout(pollMilliseconds: 10)  // keeps the pipe from filling; bounded by the deadline
         }
@@ -144,7 +158,9 @@ final class PythonPeer: @unchecked Sendable {  // used by one test at a time
         while readStdout(pollMilliseconds: 0) {}
         let text = String(decoding: pending, as: UTF8.self)
         pending = []
-        let lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init).filter { !$0.isEmpty }
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init).filter {
+            !$0.isEmpty
+        }
         return (process.exitStatus ?? -1, lines)
     }
 
@@ -155,7 +171,8 @@ final class PythonPeer: @unchecked Sendable {  // used by one test at a time
         if status != 0 || process.exitStatus == nil {
             throw PythonPeerError(
                 description: "peer exited with \(status) (\(process.exitStatus != nil ? "exit" : "signal")); "
-                    + "stdout: \(lines); stderr: \(stderrText())")
+                    + "stdout: \(lines); stderr: \(stderrText())"
+            )
         }
         return lines
     }
@@ -263,7 +280,9 @@ func errnoOf(_ body: () throws -> Void) -> Errno? {
 /// Fails a check inside an exit test: records the issue (Swift Testing forwards it to the parent test) and
 /// exits 1, so the exit condition fails too.
 func exitCheck(
-    _ condition: Bool, _ message: @autoclosure () -> String, sourceLocation: SourceLocation = #_sourceLocation
+    _ condition: Bool,
+    _ message: @autoclosure () -> String,
+    sourceLocation: SourceLocation = #_sourceLocation
 ) {
     if !condition {
         Issue.record("exit-test check failed: \(message())", sourceLocation: sourceLocation)

@@ -13,18 +13,18 @@ import UnixSockets
         let path = dir.file("app.sock")
 
         // README: blocking
-        let address = try UnixAddress(path)                          // or "@name" for an abstract name
+        let address = try UnixAddress(path)  // or "@name" for an abstract name
         let listener = try UnixStreamListener.bind(address, mode: [.ownerReadWrite, .groupReadWrite])
         let client = try UnixStream.connect(to: address, timeout: .seconds(60))
         let connection = try listener.accept()
-        print(try connection.credentials)                             // pid=... uid=... gid=...
+        print(try connection.credentials)  // pid=... uid=... gid=...
         try client.write(all: Array("ping".utf8))
         let request = try connection.read(exactly: 4)
         let file = try FileDescriptor.open("/etc/hostname", .readOnly)
         try connection.send(Array("here".utf8), descriptors: [file])  // SCM_RIGHTS
         try file.close()
         let message = try client.receive(maxBytes: 4096, maxDescriptors: 8)
-        let received = message.descriptors.first?.take()             // now yours to use and close
+        let received = message.descriptors.first?.take()  // now yours to use and close
         // end README
 
         #expect(request == Array("ping".utf8))
@@ -40,12 +40,12 @@ import UnixSockets
         // README: messages
         let (a, b) = try UnixSeqPacket.pair()
         try a.send(Array("one whole message".utf8))
-        let size = try b.nextMessageSize()                 // 17, without consuming it
+        let size = try b.nextMessageSize()  // 17, without consuming it
         let whole = try b.receive(maxBytes: size)
 
         let name = try UnixAddress("@uds-readme-\(getpid())")
         let server = try UnixDatagram.bind(name)
-        let client = try UnixDatagram.bind(.unnamed)        // a kernel-chosen name, so replies can come back
+        let client = try UnixDatagram.bind(.unnamed)  // a kernel-chosen name, so replies can come back
         try client.send(Array("hi".utf8), to: name)
         let datagram = try server.receive()
         try server.send(datagram.bytes, to: datagram.sender!)
@@ -67,7 +67,7 @@ import UnixSockets
                         defer { connection.close() }
                         while true {
                             let bytes = try await connection.read(maxBytes: 65536)
-                            if bytes.isEmpty { return }                  // the client closed
+                            if bytes.isEmpty { return }  // the client closed
                             try await connection.write(all: bytes)
                         }
                     }
@@ -82,7 +82,7 @@ import UnixSockets
         stream.close()
         // end README
         #expect(echoed == Array("hello".utf8))
-        listener.close()                                   // ends `connections`
+        listener.close()  // ends `connections`
         try await server.value
     }
 
@@ -93,19 +93,21 @@ import UnixSockets
         configuration.maxConnectionsPerUID = 64
         configuration.idleTimeout = .seconds(60)
         let server = try UnixServer(
-            address: address, configuration: configuration,
-            logger: Logger(label: "echo", factory: { _ in SwiftLogNoOpLogHandler() }))
+            address: address,
+            configuration: configuration,
+            logger: Logger(label: "echo", factory: { _ in SwiftLogNoOpLogHandler() })
+        )
         let serving = Task(executorPreference: UnixReactor.shared) {
             try await server.run { connection in
                 while let frame = try await connection.receive() {
-                    try connection.send(frame.bytes)            // bounded queue; a non-reader is cut off
+                    try connection.send(frame.bytes)  // bounded queue; a non-reader is cut off
                 }
             }
         }
         let framed = FramedStream(try await UnixStream.connect(to: address))
         try await framed.send(Array("frame".utf8))
         let reply = try await framed.receive()
-        server.shutdown()                                        // graceful; removes a socket file
+        server.shutdown()  // graceful; removes a socket file
         // end README
         #expect(reply?.bytes == Array("frame".utf8))
         framed.stream.close()

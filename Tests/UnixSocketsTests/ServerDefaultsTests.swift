@@ -30,7 +30,10 @@ struct ServerDefaultsTests {
         #expect(configuration.maxOutboundDescriptorsPerConnection == 64)
     }
 
-    @Test("one uid holding its whole share does not lock out another uid", .enabled(if: runningAsRoot && setprivAvailable))
+    @Test(
+        "one uid holding its whole share does not lock out another uid",
+        .enabled(if: runningAsRoot && setprivAvailable)
+    )
     func oneUIDCannotTakeEverySlot() async throws {
         var configuration = UnixServerConfiguration()
         configuration.maxConnections = 4
@@ -62,7 +65,10 @@ struct ServerDefaultsTests {
                     break
                 data += chunk
             out('ECHO' if data == struct.pack('>I', 5) + b'hello' else 'BAD ' + data.hex())
-            """, [served.address.pythonHex], asNobody: true)
+            """,
+            [served.address.pythonHex],
+            asNobody: true
+        )
         try await offReactor {
             try peer.expectLine("ECHO")
             try peer.succeed()

@@ -16,7 +16,10 @@ import Testing
 /// An echo handler: every frame goes back with its descriptors.
 let echoHandler: @Sendable (UnixServerConnection) async throws -> Void = { connection in
     while let frame = try await connection.receive() {
-        try connection.send(frame.bytes, descriptors: frame.descriptors.compactMap { $0.rawValue.map(FileDescriptor.init) })
+        try connection.send(
+            frame.bytes,
+            descriptors: frame.descriptors.compactMap { $0.rawValue.map(FileDescriptor.init) }
+        )
     }
 }
 
@@ -27,7 +30,8 @@ struct ServedServer {
     let serving: Task<Void, any Error>
 
     init(
-        _ tag: String, _ configuration: UnixServerConfiguration = UnixServerConfiguration(),
+        _ tag: String,
+        _ configuration: UnixServerConfiguration = UnixServerConfiguration(),
         handler: @escaping @Sendable (UnixServerConnection) async throws -> Void = echoHandler
     ) throws {
         address = uniqueAbstract(tag)
@@ -149,23 +153,30 @@ enum HostilePeer {
 
 @Suite("Server: byte caps, backpressure, hostile clients", .onReactor)
 struct ServerLimitsTests {
-    @Test("a client that never reads its 16 MiB echoes: the server stops reading it, memory stays bounded, others are served")
+    @Test(
+        "a client that never reads its 16 MiB echoes: the server stops reading it, memory stays bounded, others are served"
+    )
     func nonReaderWithHugeFramesIsBounded() async throws {
         await #expect(processExitsWith: .success) {
             let served = try ServedServer("nonreader")  // the defaults
-            let frames = 40, size = 16 << 20
+            let frames = 40
+            let size = 16 << 20
             let peer = try PythonPeer(HostilePeer.nonReader, [served.address.pythonHex, "\(frames)", "\(size)"])
             let line = try await offReactor { try peer.line(timeout: .seconds(25)) }
             let sent = Int(line.split(separator: " ").last ?? "") ?? -1
             // Backpressure: the server took at most a few frames, not all 640 MiB.
-            exitCheck(sent >= 0 && sent < 8 * (size + 4), "the server read \(sent) bytes from a client that never reads")
+            exitCheck(
+                sent >= 0 && sent < 8 * (size + 4),
+                "the server read \(sent) bytes from a client that never reads"
+            )
             exitCheck(try await roundTrip(served, Array("honest".utf8)), "an honest client was not served")
             let peakRSS = procStatusKiB("VmHWM") ?? .max
             exitCheck(peakRSS < 320 * 1024, "peak RSS \(peakRSS) KiB")
             let outbound = served.server.outboundBytes.peak
             exitCheck(
                 outbound <= served.server.configuration.maxOutboundBytesPerConnection + 64,
-                "\(outbound) bytes queued for one client")
+                "\(outbound) bytes queued for one client"
+            )
             peer.terminate(signal: SIGKILL)
         }
     }
@@ -183,19 +194,30 @@ struct ServerLimitsTests {
             exitCheck(setrlimit(Int32(RLIMIT_AS.rawValue), &limit) == 0, "setrlimit(RLIMIT_AS)")
 
             let served = try ServedServer("huge")  // the defaults
-            let connections = 64, size = 16 << 20
+            let connections = 64
+            let size = 16 << 20
             let peer = try PythonPeer(HostilePeer.hugeFrames, [served.address.pythonHex, "\(connections)", "\(size)"])
             _ = try await offReactor { try peer.line(timeout: .seconds(25)) }
             let inbound = served.server.inboundBytes
             exitCheck(
                 inbound.peak <= served.server.configuration.maxInboundBytes,
-                "\(inbound.peak) bytes of unfinished frames held")
+                "\(inbound.peak) bytes of unfinished frames held"
+            )
             // Small frames still get through while the huge ones wait for room.
-            exitCheck(try await roundTrip(served, Array("small".utf8)), "an honest client was not served during the attack")
+            exitCheck(
+                try await roundTrip(served, Array("small".utf8)),
+                "an honest client was not served during the attack"
+            )
             // The attackers die mid-frame: everything they held is given back.
             peer.terminate(signal: SIGKILL)
-            exitCheck(await eventually { served.server.inboundBytes.now == 0 }, "inbound bytes still held: \(served.server.inboundBytes.now)")
-            exitCheck(try await roundTrip(served, patternBytes(1 << 20)), "an honest client was not served after the attack")
+            exitCheck(
+                await eventually { served.server.inboundBytes.now == 0 },
+                "inbound bytes still held: \(served.server.inboundBytes.now)"
+            )
+            exitCheck(
+                try await roundTrip(served, patternBytes(1 << 20)),
+                "an honest client was not served after the attack"
+            )
         }
     }
 
@@ -319,10 +341,15 @@ struct ServerLimitsTests {
         #expect(served.server.outboundBytes.peak <= configuration.maxOutboundBytes)
         #expect(try await roundTrip(served, Array("small".utf8)))
         // The cut ones read part of their reply, then the end; the others get it whole.
-        var cut = 0, whole = 0
+        var cut = 0
+        var whole = 0
         for client in stalled {
             do {
-                if try await client.receive(timeout: .seconds(20))?.bytes.count == 1 << 20 { whole += 1 } else { cut += 1 }
+                if try await client.receive(timeout: .seconds(20))?.bytes.count == 1 << 20 {
+                    whole += 1
+                } else {
+                    cut += 1
+                }
             } catch let error as UnixSocketError where error.code != .timedOut {
                 cut += 1
             }

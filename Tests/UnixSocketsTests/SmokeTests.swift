@@ -1,6 +1,7 @@
 import Foundation
 import SystemPackage
 import Testing
+
 @testable import UnixSockets
 @testable import UnixSocketsAsync
 @testable import UnixSocketsCore

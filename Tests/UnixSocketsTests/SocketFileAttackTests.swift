@@ -18,12 +18,14 @@ struct SocketFileAttackTests {
     @Test(
         "a directory swapped for a symlink during bind never redirects the removal or the bind",
         .enabled(if: runningAsRoot && setprivAvailable, "needs root (the victim) and setpriv (the attacker)"),
-        arguments: [UnixSocketType.stream, .datagram])
+        arguments: [UnixSocketType.stream, .datagram]
+    )
     func symlinkSwapRace(type: UnixSocketType) throws {
         let dir = try TempDir()
         defer { dir.cleanup() }
         #expect(chmod(dir.path, 0o755) == 0)
-        let attacker = dir.file("a"), victim = dir.file("v")
+        let attacker = dir.file("a")
+        let victim = dir.file("v")
         #expect(mkdir(attacker, 0o755) == 0 && mkdir(attacker + "/sub", 0o755) == 0 && mkdir(victim, 0o755) == 0)
         #expect(chown(attacker, 65534, 65534) == 0 && chown(attacker + "/sub", 65534, 65534) == 0)
         #expect(symlink(victim, attacker + "/link") == 0)
@@ -43,7 +45,10 @@ struct SocketFileAttackTests {
                 if libc.renameat2(-100, a, -100, b, 2) == 0:
                     swaps += 1
             out('SWAPS', swaps)
-            """, [attacker + "/sub", attacker + "/link", dir.file("stop")], asNobody: true)
+            """,
+            [attacker + "/sub", attacker + "/link", dir.file("stop")],
+            asNobody: true
+        )
         try swapper.expectLine("READY")
         var bound = 0
         let start = ContinuousClock.now
@@ -79,8 +84,12 @@ struct SocketFileAttackTests {
     /// directory is still live, and its path is not taken over. Once it is killed, the file is stale.
     @Test(
         "a live server in another network namespace keeps its path; once it is killed the file is recovered",
-        .enabled(if: runningAsRoot && FileManager.default.isExecutableFile(atPath: "/usr/bin/unshare"), "needs root and unshare"),
-        arguments: allSocketTypes)
+        .enabled(
+            if: runningAsRoot && FileManager.default.isExecutableFile(atPath: "/usr/bin/unshare"),
+            "needs root and unshare"
+        ),
+        arguments: allSocketTypes
+    )
     func serverInAnotherNetworkNamespace(type: UnixSocketType) throws {
         let dir = try TempDir()
         defer { dir.cleanup() }
@@ -89,17 +98,19 @@ struct SocketFileAttackTests {
         let server = try ChildProcess(
             "/usr/bin/unshare",
             [
-            "-n", "/usr/bin/python3", "-c",
-            """
-            import socket, sys, time, signal
-            signal.alarm(30)
-            s = socket.socket(socket.AF_UNIX, \(type.python))
-            s.bind(sys.argv[1])
-            if \(type == .datagram ? "False" : "True"): s.listen(8)
-            print('READY', flush=True)
-            time.sleep(30)
-            """, path,
-            ], stdout: output.write)
+                "-n", "/usr/bin/python3", "-c",
+                """
+                import socket, sys, time, signal
+                signal.alarm(30)
+                s = socket.socket(socket.AF_UNIX, \(type.python))
+                s.bind(sys.argv[1])
+                if \(type == .datagram ? "False" : "True"): s.listen(8)
+                print('READY', flush=True)
+                time.sleep(30)
+                """, path,
+            ],
+            stdout: output.write
+        )
         output.closeWrite()
         defer { server.wait(seconds: 0) }
         var ready = [UInt8](repeating: 0, count: 64)
@@ -110,7 +121,10 @@ struct SocketFileAttackTests {
         let before = try #require(fileMode(path))
         #expect(before & S_IFMT == S_IFSOCK)
         let error = expectError(.addressInUse) { _ = try AnyServer(type, UnixAddress(stringLiteral: path)) }
-        #expect(error?.description.contains("already in use by a running server") == true, "\(String(describing: error))")
+        #expect(
+            error?.description.contains("already in use by a running server") == true,
+            "\(String(describing: error))"
+        )
         #expect(isSocketFile(path), "the live server's file is still there")
         if type != .datagram {
             // The server still has its file: a connection through it reaches the other namespace.
@@ -131,7 +145,8 @@ struct SocketFileAttackTests {
     /// The old lock was flock on the parent directory, which anyone who can read it may hold forever.
     @Test(
         "another user holding a lock on the directory cannot block a bind",
-        .enabled(if: runningAsRoot && setprivAvailable, "needs root and setpriv (the other user)"))
+        .enabled(if: runningAsRoot && setprivAvailable, "needs root and setpriv (the other user)")
+    )
     func otherUserCannotBlockBind() throws {
         let dir = try TempDir()
         defer { dir.cleanup() }
@@ -148,7 +163,10 @@ struct SocketFileAttackTests {
                 out('LOCKFILE', ename(e))
             out('HELD')
             time.sleep(20)
-            """, [dir.path], asNobody: true)
+            """,
+            [dir.path],
+            asNobody: true
+        )
         #expect(try holder.line() == "LOCKFILE EACCES", "nobody cannot create the lock file in a root directory")
         try holder.expectLine("HELD")
         let address = dir.address("x.sock")
@@ -170,7 +188,9 @@ struct SocketFileAttackTests {
             fcntl.flock(l, fcntl.LOCK_EX)
             out('HELD')
             time.sleep(20)
-            """, [dir.path])
+            """,
+            [dir.path]
+        )
         try holder.expectLine("HELD")
         let address = dir.address("y.sock")
         let outcome = Background { () -> String in

@@ -2,6 +2,7 @@ import CUnixSockets
 import Foundation
 import SystemPackage
 import Testing
+
 @testable import UnixSockets
 @testable import UnixSocketsAsync
 @testable import UnixSocketsCore
@@ -48,7 +49,9 @@ struct OnReactorTrait: TestTrait, SuiteTrait, TestScoping {
     var isRecursive: Bool { true }
 
     func provideScope(
-        for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void
+        for test: Test,
+        testCase: Test.Case?,
+        performing function: @Sendable () async throws -> Void
     ) async throws {
         try await withTaskExecutorPreference(UnixReactor.shared) { try await function() }
     }
@@ -76,8 +79,12 @@ final class ChildProcess: @unchecked Sendable {  // used by one test at a time
     /// Starts `executable` with `arguments` (argv[1...]), with `environment` (the whole environment; nil
     /// inherits this process's).
     init(
-        _ executable: String, _ arguments: [String], environment: [String: String]? = nil,
-        stdin: CInt? = nil, stdout: CInt? = nil, stderr: CInt? = nil
+        _ executable: String,
+        _ arguments: [String],
+        environment: [String: String]? = nil,
+        stdin: CInt? = nil,
+        stdout: CInt? = nil,
+        stderr: CInt? = nil
     ) throws {
         let null = open("/dev/null", O_RDWR | O_CLOEXEC)
         guard null >= 0 else { throw UnixSocketError.system("open /dev/null", Errno(rawValue: errno)) }
@@ -101,7 +108,9 @@ final class ChildProcess: @unchecked Sendable {  // used by one test at a time
         posix_spawnattr_setsigdefault(&attributes, &signals)
         posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         let argv = ([executable] + arguments).map { strdup($0) }
-        let environmentEntries = (environment ?? ProcessInfo.processInfo.environment).map { strdup("\($0.key)=\($0.value)") }
+        let environmentEntries = (environment ?? ProcessInfo.processInfo.environment).map {
+            strdup("\($0.key)=\($0.value)")
+        }
         defer { (argv + environmentEntries).forEach { free($0) } }
         var child = pid_t()
         let result = posix_spawn(&child, executable, &actions, &attributes, argv + [nil], environmentEntries + [nil])
@@ -173,7 +182,10 @@ final class ChildProcess: @unchecked Sendable {  // used by one test at a time
 /// (nil before glibc 2.34: starting a child then throws.)
 private let closeFrom: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, CInt) -> CInt)? = {
     guard let symbol = dlsym(dlopen(nil, RTLD_NOW), "posix_spawn_file_actions_addclosefrom_np") else { return nil }
-    return unsafeBitCast(symbol, to: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, CInt) -> CInt).self)
+    return unsafeBitCast(
+        symbol,
+        to: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, CInt) -> CInt).self
+    )
 }()
 
 /// A pipe whose two ends are close-on-exec in this process (a child gets one end through `ChildProcess`).

@@ -1,7 +1,7 @@
-package import UnixSocketsCore
-import UnixSocketsSystem
 import Synchronization
 import SystemPackage
+package import UnixSocketsCore
+import UnixSocketsSystem
 
 // The async driver of `SocketOperation`s: the same operations as the blocking face (Socket/SocketOperation.swift),
 // waiting on the reactor instead of poll(2).
@@ -24,7 +24,11 @@ extension SocketCore {
     /// or `timeout` passes without progress. No thread is blocked. Task cancellation wakes the wait with
     /// `.cancelled`; closing the socket wakes it with `.closed`.
     @inline(__always)
-    package func perform<Operation: SocketOperation>(_ operation: inout Operation, timeout: Duration?) async
+    package func perform<Operation: SocketOperation>(
+        _ operation: inout Operation,
+        timeout: Duration?
+    )
+        async
         throws(UnixSocketError) -> Operation.Output
     {
         do {
@@ -40,7 +44,9 @@ extension SocketCore {
 
     /// One attempt, holding the descriptor only for the syscall (never across a wait).
     @inline(__always)
-    private func attempt<Operation: SocketOperation>(_ operation: inout Operation) throws(UnixSocketError)
+    private func attempt<Operation: SocketOperation>(
+        _ operation: inout Operation
+    ) throws(UnixSocketError)
         -> Operation.Output?
     {
         if Task.isCancelled { throw .cancelled(operation.name, address: address) }
@@ -56,7 +62,11 @@ extension SocketCore {
     }
 
     /// Tries the operation; on EAGAIN waits on the reactor for readiness, then tries again.
-    private func reacting<Operation: SocketOperation>(_ operation: inout Operation, writing: Bool, timeout: Duration?)
+    private func reacting<Operation: SocketOperation>(
+        _ operation: inout Operation,
+        writing: Bool,
+        timeout: Duration?
+    )
         async throws(UnixSocketError) -> Operation.Output
     {
         // A zero or negative timeout is invalid input even when the call would not have to wait.
@@ -90,13 +100,21 @@ extension SocketCore {
                 }
             }
             try await UnixReactor.shared.wait(
-                current, writing: writing, after: sequence, deadline: deadline, operation: operation.name,
-                address: address)
+                current,
+                writing: writing,
+                after: sequence,
+                deadline: deadline,
+                operation: operation.name,
+                address: address
+            )
         }
     }
 
     /// Retries the operation with a short back-off on the reactor's timers while it reports EAGAIN.
-    private func backingOff<Operation: SocketOperation>(_ operation: inout Operation, timeout: Duration?)
+    private func backingOff<Operation: SocketOperation>(
+        _ operation: inout Operation,
+        timeout: Duration?
+    )
         async throws(UnixSocketError) -> Operation.Output
     {
         let deadline = try Deadline.after(timeout, operation: operation.name)
@@ -134,7 +152,7 @@ extension SocketCore {
             do throws(UnixSocketError) {
                 var operation = Accept()
                 return try await perform(&operation, timeout: timeout)
-            } catch where error.errno == .tooManyOpenFiles || error.errno == .tooManyOpenFilesInSystem {
+            } catch  where error.errno == .tooManyOpenFiles || error.errno == .tooManyOpenFilesInSystem {
                 try await sleep(nanoseconds: pause, operation: "accept")
                 pause = min(pause * 2, 200_000_000)
             }

@@ -1,5 +1,5 @@
-public import UnixSocketsCore
 public import SystemPackage
+public import UnixSocketsCore
 
 // The async face: the same operations as the blocking face, with the same parameters and the same typed
 // errors, awaited. Each runs the same `SocketOperation` as its blocking twin; it tries the syscall first and
@@ -11,17 +11,31 @@ extension UnixSocket {
     /// Receives what is there (a stream) or one message (seqpacket, datagram), as the blocking
     /// ``receive(maxBytes:maxDescriptors:timeout:)``, without blocking a thread.
     /// - Throws: ``UnixSocketError`` as the blocking call, or `.cancelled`.
-    public func receive(maxBytes: Int = 65536, maxDescriptors: Int = 8, timeout: Duration? = nil) async
+    public func receive(
+        maxBytes: Int = 65536,
+        maxDescriptors: Int = 8,
+        timeout: Duration? = nil
+    )
+        async
         throws(UnixSocketError) -> UnixMessage
     {
         let capacity = try checkedByteCount(
-            maxBytes, "maxBytes", operation: "receive", address: core.address, allocationCap: maximumMessageBuffer)
+            maxBytes,
+            "maxBytes",
+            operation: "receive",
+            address: core.address,
+            allocationCap: maximumMessageBuffer
+        )
         // Owned storage (not a borrowed pointer) lives across the wait; the message copies what arrived.
         let storage = UnsafeMutableRawBufferPointer.allocate(byteCount: max(capacity, 1), alignment: 16)
         defer { storage.deallocate() }
         let usable = UnsafeMutableRawBufferPointer(rebasing: storage[..<capacity])
         var operation = try Receive(
-            into: usable, maxDescriptors: maxDescriptors, wantSender: core.type == .datagram, on: core)
+            into: usable,
+            maxDescriptors: maxDescriptors,
+            wantSender: core.type == .datagram,
+            on: core
+        )
         let count = try await core.perform(&operation, timeout: timeout)
         return operation.message(Array(UnsafeRawBufferPointer(rebasing: usable[..<count])))
     }
@@ -30,7 +44,10 @@ extension UnixSocket {
 extension UnixConnection {
     /// Connects to a listening socket of this type without blocking a thread.
     /// - Throws: ``UnixSocketError`` as the blocking ``connect(to:timeout:)``, or `.cancelled`.
-    public static func connect(to address: UnixAddress, timeout: Duration? = nil) async throws(UnixSocketError)
+    public static func connect(
+        to address: UnixAddress,
+        timeout: Duration? = nil
+    ) async throws(UnixSocketError)
         -> Self
     {
         let core = try SocketCore.make(socketType, address: address, operation: "connect")
@@ -42,7 +59,11 @@ extension UnixConnection {
 
 extension UnixStream {
     /// Reads what is there into `buffer`; 0 means EOF.
-    public func read(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration? = nil) async
+    public func read(
+        into buffer: UnsafeMutableRawBufferPointer,
+        timeout: Duration? = nil
+    )
+        async
         throws(UnixSocketError) -> Int
     {
         var operation = ReadSome(into: buffer)
@@ -52,7 +73,12 @@ extension UnixStream {
     /// Reads what is there, at most `maxBytes`; an empty array means EOF.
     public func read(maxBytes: Int = 65536, timeout: Duration? = nil) async throws(UnixSocketError) -> [UInt8] {
         let capacity = try checkedByteCount(
-            maxBytes, "maxBytes", operation: "read", address: core.address, allocationCap: maximumStreamReadBuffer)
+            maxBytes,
+            "maxBytes",
+            operation: "read",
+            address: core.address,
+            allocationCap: maximumStreamReadBuffer
+        )
         let storage = UnsafeMutableRawBufferPointer.allocate(byteCount: max(capacity, 1), alignment: 16)
         defer { storage.deallocate() }
         var operation = ReadSome(into: UnsafeMutableRawBufferPointer(rebasing: storage[..<capacity]))
@@ -73,7 +99,11 @@ extension UnixStream {
     }
 
     /// Fills `buffer` completely.
-    public func read(exactlyInto buffer: UnsafeMutableRawBufferPointer, timeout: Duration? = nil) async
+    public func read(
+        exactlyInto buffer: UnsafeMutableRawBufferPointer,
+        timeout: Duration? = nil
+    )
+        async
         throws(UnixSocketError)
     {
         var operation = ReadExactly(into: buffer)
@@ -106,7 +136,11 @@ extension UnixStream {
     }
 
     /// Sends `bytes` with `descriptors` attached to the first byte (SCM_RIGHTS).
-    public func send(_ bytes: some Collection<UInt8>, descriptors: [FileDescriptor] = [], timeout: Duration? = nil)
+    public func send(
+        _ bytes: some Collection<UInt8>,
+        descriptors: [FileDescriptor] = [],
+        timeout: Duration? = nil
+    )
         async throws(UnixSocketError)
     {
         var operation = try StreamSend(Array(bytes), descriptors: descriptors.map(\.rawValue), on: core)
@@ -117,17 +151,28 @@ extension UnixStream {
 extension UnixMessageSocket {
     /// Sends one message to the connected peer, whole, with descriptors and optional credentials.
     public func send(
-        _ bytes: some Collection<UInt8>, descriptors: [FileDescriptor] = [], credentials: UnixCredentials? = nil,
+        _ bytes: some Collection<UInt8>,
+        descriptors: [FileDescriptor] = [],
+        credentials: UnixCredentials? = nil,
         timeout: Duration? = nil
     ) async throws(UnixSocketError) {
         try await core.sendMessage(
-            Array(bytes), descriptors: descriptors, credentials: credentials, to: nil, timeout: timeout)
+            Array(bytes),
+            descriptors: descriptors,
+            credentials: credentials,
+            to: nil,
+            timeout: timeout
+        )
     }
 
     /// Receives one message into `buffer` (no allocation); returns its length (0 at EOF).
     /// - Throws: ``UnixSocketError`` `.messageTruncated` if it did not fit, `.controlTruncated` if
     ///   descriptors came with it (they are closed), or `.cancelled`.
-    public func receive(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration? = nil) async
+    public func receive(
+        into buffer: UnsafeMutableRawBufferPointer,
+        timeout: Duration? = nil
+    )
+        async
         throws(UnixSocketError) -> Int
     {
         try await core.receiveMessage(into: buffer, timeout: timeout)
@@ -145,11 +190,19 @@ extension UnixMessageSocket {
 extension UnixDatagram {
     /// Sends one datagram to `address`, whole (a full receiver is retried with back-off).
     public func send(
-        _ bytes: some Collection<UInt8>, to address: UnixAddress, descriptors: [FileDescriptor] = [],
-        credentials: UnixCredentials? = nil, timeout: Duration? = nil
+        _ bytes: some Collection<UInt8>,
+        to address: UnixAddress,
+        descriptors: [FileDescriptor] = [],
+        credentials: UnixCredentials? = nil,
+        timeout: Duration? = nil
     ) async throws(UnixSocketError) {
         try await core.sendMessage(
-            Array(bytes), descriptors: descriptors, credentials: credentials, to: address, timeout: timeout)
+            Array(bytes),
+            descriptors: descriptors,
+            credentials: credentials,
+            to: address,
+            timeout: timeout
+        )
     }
 }
 
@@ -157,7 +210,10 @@ extension SocketCore {
     // Concrete functions under the generic faces, as on the blocking side: the operations get specialized.
 
     /// One message into `buffer`, without descriptors or sender.
-    func receiveMessage(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration?) async throws(UnixSocketError)
+    func receiveMessage(
+        into buffer: UnsafeMutableRawBufferPointer,
+        timeout: Duration?
+    ) async throws(UnixSocketError)
         -> Int
     {
         var operation = Receive(into: buffer, on: self)
@@ -166,16 +222,30 @@ extension SocketCore {
 
     /// One whole message, owning its bytes and descriptor numbers across the wait.
     func sendMessage(
-        _ bytes: [UInt8], descriptors: [FileDescriptor], credentials: UnixCredentials?, to destination: UnixAddress?,
+        _ bytes: [UInt8],
+        descriptors: [FileDescriptor],
+        credentials: UnixCredentials?,
+        to destination: UnixAddress?,
         timeout: Duration?
     ) async throws(UnixSocketError) {
         let fds = descriptors.map(\.rawValue)
         if let destination {
             var operation = try MessageSend(
-                bytes, descriptors: fds, credentials: credentials, to: try Recipient(destination), on: self)
+                bytes,
+                descriptors: fds,
+                credentials: credentials,
+                to: try Recipient(destination),
+                on: self
+            )
             try await perform(&operation, timeout: timeout)
         } else {
-            var operation = try MessageSend(bytes, descriptors: fds, credentials: credentials, to: ConnectedPeer(), on: self)
+            var operation = try MessageSend(
+                bytes,
+                descriptors: fds,
+                credentials: credentials,
+                to: ConnectedPeer(),
+                on: self
+            )
             try await perform(&operation, timeout: timeout)
         }
     }
@@ -209,7 +279,7 @@ extension UnixListener {
             public mutating func next() async throws(UnixSocketError) -> Connection? {
                 do throws(UnixSocketError) {
                     return try await listener.accept()
-                } catch where error.code == .closed {
+                } catch  where error.code == .closed {
                     return nil
                 }
             }

@@ -1,13 +1,16 @@
-package import UnixSocketsCore
 // The async face of the few TCP calls `uds bridge` needs, at package access: accept, connect, read and
 // write without a thread per connection, on the same reactor as the Unix sockets.
 import SystemPackage
+package import UnixSocketsCore
 
 extension TCPSocket {
     /// Connects to `endpoint` without blocking a thread, trying each resolved address in turn (TCP_NODELAY).
     /// Name resolution itself (getaddrinfo) is synchronous; numeric hosts resolve without I/O.
     /// - Throws: ``UnixSocketError`` naming the endpoint (ECONNREFUSED, `.timedOut`), or `.cancelled`.
-    package static func connect(to endpoint: TCPEndpoint, timeout: Duration? = nil) async throws(UnixSocketError)
+    package static func connect(
+        to endpoint: TCPEndpoint,
+        timeout: Duration? = nil
+    ) async throws(UnixSocketError)
         -> TCPSocket
     {
         var dialer = try Dialer(endpoint)

@@ -1,7 +1,7 @@
-import UnixSocketsCore
-import UnixSocketsSystem
 import Synchronization
 import SystemPackage
+import UnixSocketsCore
+import UnixSocketsSystem
 
 /// Readiness of one registered descriptor, and the tasks waiting on it.
 ///
@@ -153,7 +153,10 @@ public final class UnixReactor: TaskExecutor, @unchecked Sendable {
     func register(_ fd: CInt, closedError: UnixSocketError) throws(UnixSocketError) -> Registration {
         try start()
         let registration = Registration(
-            id: nextID.wrappingAdd(1, ordering: .relaxed).oldValue, fd: fd, closedError: closedError)
+            id: nextID.wrappingAdd(1, ordering: .relaxed).oldValue,
+            fd: fd,
+            closedError: closedError
+        )
         registrations.withLock { $0[registration.id] = registration }
         let event = EpollEvent(events: [.input, .readHangUp, .edgeTriggered], data: registration.id)
         if case .failure(let errno) = Epoll.control(epollFD.load(ordering: .acquiring), .add, fd, event) {
@@ -171,8 +174,11 @@ public final class UnixReactor: TaskExecutor, @unchecked Sendable {
         else { return }
         let event = EpollEvent(events: [.input, .output, .readHangUp, .edgeTriggered], data: registration.id)
         if case .failure(let errno) = Epoll.control(
-            epollFD.load(ordering: .acquiring), .modify, registration.fd, event)
-        {
+            epollFD.load(ordering: .acquiring),
+            .modify,
+            registration.fd,
+            event
+        ) {
             registration.writeArmed.store(false, ordering: .relaxed)
             throw .system("epoll_ctl", errno)
         }
@@ -190,13 +196,22 @@ public final class UnixReactor: TaskExecutor, @unchecked Sendable {
     /// Suspends until an event for the direction arrives after `sequence`, the deadline passes (throws
     /// `.timedOut`), the task is cancelled (`.cancelled`) or the socket is closed (`.closed`).
     func wait(
-        _ registration: Registration, writing: Bool, after sequence: UInt64, deadline: Deadline?, operation: String,
+        _ registration: Registration,
+        writing: Bool,
+        after sequence: UInt64,
+        deadline: Deadline?,
+        operation: String,
         address: UnixAddress?
     ) async throws(UnixSocketError) {
         do {
             try await suspend(
-                registration, writing: writing, after: sequence, deadline: deadline, operation: operation,
-                address: address)
+                registration,
+                writing: writing,
+                after: sequence,
+                deadline: deadline,
+                operation: operation,
+                address: address
+            )
         } catch let error as UnixSocketError {
             throw error
         } catch {
@@ -205,7 +220,11 @@ public final class UnixReactor: TaskExecutor, @unchecked Sendable {
     }
 
     private func suspend(
-        _ registration: Registration, writing: Bool, after sequence: UInt64, deadline: Deadline?, operation: String,
+        _ registration: Registration,
+        writing: Bool,
+        after sequence: UInt64,
+        deadline: Deadline?,
+        operation: String,
         address: UnixAddress?
     ) async throws {
         let waiterID = nextID.wrappingAdd(1, ordering: .relaxed).oldValue
@@ -227,9 +246,15 @@ public final class UnixReactor: TaskExecutor, @unchecked Sendable {
                     if let deadline {
                         addTimer(id: waiterID, end: deadline.end) { [registration] in
                             Self.resumeWaiter(
-                                registration, id: waiterID,
+                                registration,
+                                id: waiterID,
                                 error: UnixSocketError(
-                                    .timedOut, operation: operation, address: address, detail: "timed out"))
+                                    .timedOut,
+                                    operation: operation,
+                                    address: address,
+                                    detail: "timed out"
+                                )
+                            )
                         }
                     }
                 }

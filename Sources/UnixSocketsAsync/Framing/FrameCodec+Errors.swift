@@ -1,4 +1,5 @@
 public import UnixSocketsCore
+
 // The throwing API of the frame codec: maps `FrameCodecFailure` to `UnixSocketError`.
 // (FrameCodec.swift stays free of package types so the fuzzer can compile it alone.)
 
@@ -8,11 +9,14 @@ extension FrameCodecFailure {
         switch self {
         case .frameTooLarge(let length, let maximum):
             UnixSocketError(
-                .frameTooLarge, operation: operation, detail: "frame length \(length) exceeds the maximum \(maximum)"
+                .frameTooLarge,
+                operation: operation,
+                detail: "frame length \(length) exceeds the maximum \(maximum)"
             )
         case .truncatedFrame(let expected, let received):
             UnixSocketError(
-                .truncatedFrame, operation: "receive frame",
+                .truncatedFrame,
+                operation: "receive frame",
                 detail: "stream ended inside a frame (got \(received) of \(expected) bytes)"
             )
         }

@@ -1,4 +1,5 @@
 import UnixSocketsCore
+
 // What a reader that meters its memory needs from the frame codec and the framed stream: the size of the frame
 // in progress, and a reader whose state lives with its owner (``UnixServer``'s connections), so the owner can
 // decide before every read how many bytes it may take in. Descriptor attribution is FramedStream's own
@@ -71,7 +72,11 @@ extension FramedStream {
         mutating func ingest(_ message: UnixMessage) throws(UnixSocketError) {
             let before = state.ready.count
             try FramedStream.ingest(
-                &state, message, maxDescriptorsPerFrame: FramedStream.defaultMaxDescriptorsPerFrame, address: nil)
+                &state,
+                message,
+                maxDescriptorsPerFrame: FramedStream.defaultMaxDescriptorsPerFrame,
+                address: nil
+            )
             for index in before..<state.ready.count {
                 readyByteCount += FrameFormat.headerLength + state.ready[index].bytes.count
             }

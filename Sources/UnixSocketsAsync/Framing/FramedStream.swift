@@ -1,7 +1,7 @@
-public import UnixSocketsCore
-import UnixSocketsSystem
 import Synchronization
 public import SystemPackage
+public import UnixSocketsCore
+import UnixSocketsSystem
 
 /// A frame received over a ``FramedStream``: its bytes (the payload, without the length header) and the
 /// descriptors that arrived with its first byte. Named as ``UnixMessage``'s parts are.
@@ -61,7 +61,9 @@ public final class FramedStream: Sendable {
     public init(_ stream: UnixStream) {
         self.stream = stream
         self.encoder = FrameEncoder(maximumFrameLength: FrameFormat.defaultMaximumFrameLength)
-        self.reader = Lock(ReaderState(decoder: FrameDecoder(maximumFrameLength: FrameFormat.defaultMaximumFrameLength)))
+        self.reader = Lock(
+            ReaderState(decoder: FrameDecoder(maximumFrameLength: FrameFormat.defaultMaximumFrameLength))
+        )
         self.maxDescriptorsPerRead = 16
         self.maxDescriptorsPerFrame = Self.defaultMaxDescriptorsPerFrame
     }
@@ -75,8 +77,10 @@ public final class FramedStream: Sendable {
     ///     (all closed), so a peer cannot make the receiver hold an unbounded number.
     /// - Throws: ``UnixSocketError`` `.invalidArgument` for a limit out of range.
     public init(
-        _ stream: UnixStream, maximumFrameLength: Int = FrameFormat.defaultMaximumFrameLength,
-        maxDescriptorsPerRead: Int = 16, maxDescriptorsPerFrame: Int = 64
+        _ stream: UnixStream,
+        maximumFrameLength: Int = FrameFormat.defaultMaximumFrameLength,
+        maxDescriptorsPerRead: Int = 16,
+        maxDescriptorsPerFrame: Int = 64
     ) throws(UnixSocketError) {
         func invalid(_ detail: String) -> UnixSocketError {
             UnixSocketError(.invalidArgument, operation: "framed stream", address: stream.core.address, detail: detail)
@@ -85,7 +89,9 @@ public final class FramedStream: Sendable {
             throw invalid("maximumFrameLength must be 0...\(UInt32.max) (got \(maximumFrameLength))")
         }
         guard (0...maximumDescriptorsPerMessage).contains(maxDescriptorsPerRead) else {
-            throw invalid("maxDescriptorsPerRead must be 0...\(maximumDescriptorsPerMessage) (got \(maxDescriptorsPerRead))")
+            throw invalid(
+                "maxDescriptorsPerRead must be 0...\(maximumDescriptorsPerMessage) (got \(maxDescriptorsPerRead))"
+            )
         }
         guard maxDescriptorsPerFrame >= 0 else {
             throw invalid("maxDescriptorsPerFrame must not be negative (got \(maxDescriptorsPerFrame))")
@@ -107,7 +113,11 @@ public final class FramedStream: Sendable {
 
     /// Sends one frame with `descriptors` attached to its first byte (blocking).
     /// - Throws: ``UnixSocketError`` `.frameTooLarge`, or what the stream's send throws.
-    public func send(_ bytes: [UInt8], descriptors: [FileDescriptor] = [], timeout: Duration? = nil)
+    public func send(
+        _ bytes: [UInt8],
+        descriptors: [FileDescriptor] = [],
+        timeout: Duration? = nil
+    )
         throws(UnixSocketError)
     {
         let wire = try encode(bytes)
@@ -133,8 +143,11 @@ public final class FramedStream: Sendable {
         }
         guard let state else {
             throw UnixSocketError(
-                .invalidArgument, operation: operation, address: address,
-                detail: "another task is already receiving on this framed stream")
+                .invalidArgument,
+                operation: operation,
+                address: address,
+                detail: "another task is already receiving on this framed stream"
+            )
         }
         return state
     }
@@ -152,8 +165,11 @@ public final class FramedStream: Sendable {
     /// payload rather than the header). A frame holds at most `maxDescriptorsPerFrame`; its descriptors
     /// are handed over when it completes and never kept past it.
     static func absorb(
-        _ state: inout ReaderState, bytes: UnsafeRawBufferPointer, descriptors: [OwnedDescriptor],
-        maxDescriptorsPerFrame: Int, address: UnixAddress?
+        _ state: inout ReaderState,
+        bytes: UnsafeRawBufferPointer,
+        descriptors: [OwnedDescriptor],
+        maxDescriptorsPerFrame: Int,
+        address: UnixAddress?
     ) throws(UnixSocketError) {
         let readStart = state.decoder.totalBytesAppended
         let inProgress = state.decoder.nextFrameOffset  // the frame this read continues (or begins)
@@ -205,8 +221,11 @@ public final class FramedStream: Sendable {
 
     static func tooManyDescriptors(_ count: Int, limit: Int, address: UnixAddress?) -> UnixSocketError {
         UnixSocketError(
-            .tooLarge, operation: "receive frame", address: address,
-            detail: "one frame came with \(count) descriptors, over the limit of \(limit); all were closed")
+            .tooLarge,
+            operation: "receive frame",
+            address: address,
+            detail: "one frame came with \(count) descriptors, over the limit of \(limit); all were closed"
+        )
     }
 
     /// The deadlines of one frame receive: overall, idle (no byte of the next frame yet) and per frame
@@ -232,8 +251,11 @@ public final class FramedStream: Sendable {
             let now = system_monotonicNanoseconds()
             guard end > now else {
                 throw UnixSocketError(
-                    .timedOut, operation: "receive frame", address: address,
-                    detail: frameStarted ? "the frame did not complete in time" : "no frame arrived in time")
+                    .timedOut,
+                    operation: "receive frame",
+                    address: address,
+                    detail: frameStarted ? "the frame did not complete in time" : "no frame arrived in time"
+                )
             }
             return .nanoseconds(Int64(clamping: end - now))
         }
@@ -259,7 +281,10 @@ public final class FramedStream: Sendable {
         private let address: UnixAddress?
 
         fileprivate init(
-            state: ReaderState, deadlines: FrameDeadlines, maxDescriptorsPerRead: Int, maxDescriptorsPerFrame: Int,
+            state: ReaderState,
+            deadlines: FrameDeadlines,
+            maxDescriptorsPerRead: Int,
+            maxDescriptorsPerFrame: Int,
             address: UnixAddress?
         ) {
             self.state = state
@@ -289,13 +314,21 @@ public final class FramedStream: Sendable {
     }
 
     /// Checks the reader state out for one receive (hand it back with `checkIn(receiving.state)`).
-    private func beginReceive(timeout: Duration?, idleTimeout: Duration?, frameTimeout: Duration?)
+    private func beginReceive(
+        timeout: Duration?,
+        idleTimeout: Duration?,
+        frameTimeout: Duration?
+    )
         throws(UnixSocketError) -> Receiving
     {
         let deadlines = try FrameDeadlines(timeout: timeout, idleTimeout: idleTimeout, frameTimeout: frameTimeout)
         return Receiving(
-            state: try checkOut("receive frame"), deadlines: deadlines, maxDescriptorsPerRead: maxDescriptorsPerRead,
-            maxDescriptorsPerFrame: maxDescriptorsPerFrame, address: address)
+            state: try checkOut("receive frame"),
+            deadlines: deadlines,
+            maxDescriptorsPerRead: maxDescriptorsPerRead,
+            maxDescriptorsPerFrame: maxDescriptorsPerFrame,
+            address: address
+        )
     }
 
     /// Receives the next frame (blocking); nil at a clean end of stream.
@@ -304,26 +337,40 @@ public final class FramedStream: Sendable {
     ///   - idleTimeout: how long to wait for the first byte of the next frame.
     ///   - frameTimeout: how long a frame may take from its first byte (a peer trickling bytes is cut off).
     /// - Throws: ``UnixSocketError`` `.truncatedFrame` (EOF inside a frame), `.frameTooLarge`, `.timedOut`.
-    public func receive(timeout: Duration? = nil, idleTimeout: Duration? = nil, frameTimeout: Duration? = nil)
+    public func receive(
+        timeout: Duration? = nil,
+        idleTimeout: Duration? = nil,
+        frameTimeout: Duration? = nil
+    )
         throws(UnixSocketError) -> FramedMessage?
     {
         var receiving = try beginReceive(timeout: timeout, idleTimeout: idleTimeout, frameTimeout: frameTimeout)
         defer { checkIn(receiving.state) }
         while let read = try receiving.nextRead() {
-            try receiving.ingest(stream.receive(maxBytes: read.maxBytes, maxDescriptors: read.maxDescriptors, timeout: read.timeout))
+            try receiving.ingest(
+                stream.receive(maxBytes: read.maxBytes, maxDescriptors: read.maxDescriptors, timeout: read.timeout)
+            )
         }
         return receiving.takeFrame()
     }
 
     /// Receives the next frame; nil at a clean end of stream.
     /// - Parameters: as the blocking ``receive(timeout:idleTimeout:frameTimeout:)``.
-    public func receive(timeout: Duration? = nil, idleTimeout: Duration? = nil, frameTimeout: Duration? = nil)
+    public func receive(
+        timeout: Duration? = nil,
+        idleTimeout: Duration? = nil,
+        frameTimeout: Duration? = nil
+    )
         async throws -> FramedMessage?
     {
         var receiving = try beginReceive(timeout: timeout, idleTimeout: idleTimeout, frameTimeout: frameTimeout)
         defer { checkIn(receiving.state) }
         while let read = try receiving.nextRead() {
-            let message = try await stream.receive(maxBytes: read.maxBytes, maxDescriptors: read.maxDescriptors, timeout: read.timeout)
+            let message = try await stream.receive(
+                maxBytes: read.maxBytes,
+                maxDescriptors: read.maxDescriptors,
+                timeout: read.timeout
+            )
             try receiving.ingest(message)
         }
         return receiving.takeFrame()
@@ -332,7 +379,10 @@ public final class FramedStream: Sendable {
     /// Feeds one read to `state`: an empty read is the end of the stream (every descriptor still held is
     /// closed), anything else goes through ``absorb(_:bytes:descriptors:maxDescriptorsPerFrame:address:)``.
     static func ingest(
-        _ state: inout ReaderState, _ message: UnixMessage, maxDescriptorsPerFrame: Int, address: UnixAddress?
+        _ state: inout ReaderState,
+        _ message: UnixMessage,
+        maxDescriptorsPerFrame: Int,
+        address: UnixAddress?
     ) throws(UnixSocketError) {
         if message.bytes.isEmpty {
             state.ended = true
@@ -345,8 +395,12 @@ public final class FramedStream: Sendable {
         try message.bytes.withUnsafeBytes { raw in
             Result { () throws(UnixSocketError) in
                 try absorb(
-                    &state, bytes: raw, descriptors: message.descriptors, maxDescriptorsPerFrame: maxDescriptorsPerFrame,
-                    address: address)
+                    &state,
+                    bytes: raw,
+                    descriptors: message.descriptors,
+                    maxDescriptorsPerFrame: maxDescriptorsPerFrame,
+                    address: address
+                )
             }
         }.get()
     }
@@ -402,7 +456,11 @@ final class SendGate: Sendable {
         next?.resume()
     }
 
-    func withBlockingTurn<R>(timeout: Duration?, address: UnixAddress?, _ body: () throws(UnixSocketError) -> R)
+    func withBlockingTurn<R>(
+        timeout: Duration?,
+        address: UnixAddress?,
+        _ body: () throws(UnixSocketError) -> R
+    )
         throws(UnixSocketError) -> R
     {
         if !tryEnter() {
@@ -411,8 +469,11 @@ final class SendGate: Sendable {
             while !tryEnter() {
                 if deadline?.hasPassed ?? false {
                     throw UnixSocketError(
-                        .timedOut, operation: "send frame", address: address,
-                        detail: "another sender held the stream until the deadline")
+                        .timedOut,
+                        operation: "send frame",
+                        address: address,
+                        detail: "another sender held the stream until the deadline"
+                    )
                 }
                 system_nanosleep(nanoseconds: pause)
                 pause = min(pause * 2, 1_000_000)

@@ -1,4 +1,5 @@
 import UnixSocketsCore
+
 /// The relay engine between two connected channels (`uds bridge`, `uds listen -k`, later `uds proxy`): both
 /// directions at once, in the calling task and one child task, on the async API. No thread per connection:
 /// a waiting direction holds only the reactor's registration.
@@ -41,7 +42,8 @@ package enum ChannelRelay {
     /// mid-chunk when `sink` serializes) until EOF or an error; with `echo`, back to `source` instead.
     /// Returns the error that ended it, if any (the caller decides what a failed sink means).
     package static func drain(
-        _ source: any RelayChannel, sink: (UnsafeRawBufferPointer) throws -> Void
+        _ source: any RelayChannel,
+        sink: (UnsafeRawBufferPointer) throws -> Void
     ) async -> (any Error)? {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 4096)
         defer { buffer.deallocate() }

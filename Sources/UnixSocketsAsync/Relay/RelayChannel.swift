@@ -1,5 +1,5 @@
-package import UnixSocketsCore
 import SystemPackage
+package import UnixSocketsCore
 
 /// A connected byte stream a relay copies to or from: a Unix stream or a TCP connection, read and written
 /// with the async API (a waiting connection holds no thread). Built on the types' public and package API

@@ -1,5 +1,5 @@
-package import UnixSocketsCore
 package import SystemPackage
+package import UnixSocketsCore
 
 /// The relay engine between a connection and inherited descriptors (stdin and stdout of `uds listen` and
 /// `uds connect`): one reused buffer per direction, no allocation per chunk, and splice(2) where the
@@ -36,7 +36,9 @@ package enum StdioRelay {
 
     /// Writes all of `buffer` to `output` (named `name` in errors).
     package static func write(
-        _ buffer: UnsafeRawBufferPointer, to output: FileDescriptor, name: String = "stdout"
+        _ buffer: UnsafeRawBufferPointer,
+        to output: FileDescriptor,
+        name: String = "stdout"
     ) throws(Failure) {
         var offset = 0
         while offset < buffer.count {
@@ -56,7 +58,9 @@ package enum StdioRelay {
 
     /// Reads what `input` has (blocking); 0 at end of file.
     package static func read(
-        from input: FileDescriptor, into buffer: UnsafeMutableRawBufferPointer, name: String = "stdin"
+        from input: FileDescriptor,
+        into buffer: UnsafeMutableRawBufferPointer,
+        name: String = "stdin"
     ) throws(Failure) -> Int {
         while true {
             do {
@@ -110,7 +114,9 @@ package enum StdioRelay {
     /// `input` -> socket until the input's EOF, then shuts down the write side (the peer reads EOF).
     /// `progressed` is called after each chunk sent.
     package static func inputToStream(
-        _ input: FileDescriptor, stream: UnixStream, progressed: () -> Void
+        _ input: FileDescriptor,
+        stream: UnixStream,
+        progressed: () -> Void
     ) throws {
         defer { try? stream.shutdown(.write) }
         if canSplice(input) {
@@ -140,7 +146,10 @@ package enum StdioRelay {
     /// `input` -> messages: each line (`lines`, newline stripped) or each read chunk is one message.
     /// Empty lines are skipped when `skipEmpty` (seqpacket: an empty message reads like EOF).
     package static func inputToMessages(
-        _ input: FileDescriptor, lines: Bool, skipEmpty: Bool, _ send: (UnsafeRawBufferPointer) throws -> Void
+        _ input: FileDescriptor,
+        lines: Bool,
+        skipEmpty: Bool,
+        _ send: (UnsafeRawBufferPointer) throws -> Void
     ) throws {
         let buffer = allocate(messageChunk)
         defer { buffer.deallocate() }
@@ -182,7 +191,9 @@ package enum StdioRelay {
     /// followed by a newline with `lines`. A receive error for which `skip` returns true (it reported it)
     /// loses only that message.
     package static func messagesToOutput(
-        _ output: FileDescriptor, lines: Bool, skip: (UnixSocketError) -> Bool,
+        _ output: FileDescriptor,
+        lines: Bool,
+        skip: (UnixSocketError) -> Bool,
         _ receive: () throws(UnixSocketError) -> [UInt8]?
     ) throws {
         while true {

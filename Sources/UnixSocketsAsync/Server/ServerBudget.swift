@@ -1,6 +1,6 @@
+import Synchronization
 import UnixSocketsCore
 import UnixSocketsSystem
-import Synchronization
 
 /// A one-shot wake-up: the first ``resolve(_:)`` wins and resumes the waiter (now, or when it arrives).
 final class Ticket: Sendable {
@@ -88,7 +88,8 @@ final class ByteBudget: Sendable {
         return await withTaskCancellationHandler {
             await withTaskGroup(of: Void.self) { group in
                 if let timeout {
-                    let nanoseconds = UInt64(clamping: timeout.components.seconds) &* 1_000_000_000
+                    let nanoseconds =
+                        UInt64(clamping: timeout.components.seconds) &* 1_000_000_000
                         &+ UInt64(clamping: timeout.components.attoseconds / 1_000_000_000)
                     group.addTask {
                         // Cancelled (the ticket was resolved first): nothing to withdraw.

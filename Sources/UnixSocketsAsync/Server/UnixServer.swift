@@ -1,8 +1,8 @@
-public import UnixSocketsCore
-import UnixSocketsSystem
 public import Logging
 import Synchronization
 public import SystemPackage
+public import UnixSocketsCore
+import UnixSocketsSystem
 
 /// Limits and deadlines of a ``UnixServer``.
 ///
@@ -92,17 +92,25 @@ public struct UnixServerConfiguration: Sendable {
         }
         if let cap = maxConnectionsPerUID, cap <= 0 {
             throw UnixSocketError(
-                .invalidArgument, operation: "configure server", detail: "maxConnectionsPerUID must be positive")
+                .invalidArgument,
+                operation: "configure server",
+                detail: "maxConnectionsPerUID must be positive"
+            )
         }
         if maxOutboundDescriptorsPerConnection < 0 || !(0...Int(UInt32.max)).contains(maximumFrameLength) {
             throw UnixSocketError(
-                .invalidArgument, operation: "configure server",
-                detail: "maxOutboundDescriptorsPerConnection must not be negative, maximumFrameLength must be 0...\(UInt32.max)")
+                .invalidArgument,
+                operation: "configure server",
+                detail:
+                    "maxOutboundDescriptorsPerConnection must not be negative, maximumFrameLength must be 0...\(UInt32.max)"
+            )
         }
         if effectiveMaxInboundBytesPerConnection <= FrameFormat.headerLength {
             throw UnixSocketError(
-                .invalidArgument, operation: "configure server",
-                detail: "maxInboundBytesPerConnection and maxInboundBytes must exceed the 4-byte frame header")
+                .invalidArgument,
+                operation: "configure server",
+                detail: "maxInboundBytesPerConnection and maxInboundBytes must exceed the 4-byte frame header"
+            )
         }
     }
 }
@@ -172,13 +180,18 @@ public final class UnixServerConnection: Sendable {
     /// - Throws: ``UnixSocketError`` `.timedOut` (idle or frame deadline, or no inbound room in time),
     ///   `.truncatedFrame`, `.frameTooLarge`, `.closed`.
     public func receive() async throws -> FramedMessage? {
-        guard var reader = reader.withLock({ slot -> FramedStream.MeteredReader? in
-            defer { slot = nil }
-            return slot
-        }) else {
+        guard
+            var reader = reader.withLock({ slot -> FramedStream.MeteredReader? in
+                defer { slot = nil }
+                return slot
+            })
+        else {
             throw UnixSocketError(
-                .invalidArgument, operation: "receive frame", address: address,
-                detail: "another task is already receiving on this connection")
+                .invalidArgument,
+                operation: "receive frame",
+                address: address,
+                detail: "another task is already receiving on this connection"
+            )
         }
         defer { self.reader.withLock { [reader] in $0 = reader } }
         do {
@@ -192,7 +205,10 @@ public final class UnixServerConnection: Sendable {
     private func receive(into reader: inout FramedStream.MeteredReader) async throws -> FramedMessage? {
         try await waitForOutboundRoom()
         var deadlines = try FramedStream.FrameDeadlines(
-            timeout: nil, idleTimeout: configuration.idleTimeout, frameTimeout: configuration.frameTimeout)
+            timeout: nil,
+            idleTimeout: configuration.idleTimeout,
+            frameTimeout: configuration.frameTimeout
+        )
         let limit = configuration.effectiveMaxInboundBytesPerConnection
         while true {
             if let frame = reader.takeFrame() {
@@ -211,9 +227,12 @@ public final class UnixServerConnection: Sendable {
             let frameLength = reader.pendingFrameWireLength
             if let frameLength, frameLength > limit {
                 throw UnixSocketError(
-                    .frameTooLarge, operation: "receive frame", address: address,
+                    .frameTooLarge,
+                    operation: "receive frame",
+                    address: address,
                     detail: "a frame of \(frameLength - FrameFormat.headerLength) bytes does not fit this "
-                        + "server's \(limit)-byte inbound limit per connection")
+                        + "server's \(limit)-byte inbound limit per connection"
+                )
             }
             // The whole frame once its header is known (so frames that were started can finish), and room for
             // one read; taken from the server's budget before anything is read or allocated.
@@ -223,7 +242,10 @@ public final class UnixServerConnection: Sendable {
             let room = min(FramedStream.readSize, state.withLock { $0.inboundHeld } - reader.bufferedByteCount)
             guard room > 0 else { throw UnixSocketError(.closed, operation: "receive frame", address: address) }
             let message = try await framed.stream.receive(
-                maxBytes: room, maxDescriptors: framed.maxDescriptorsPerRead, timeout: remaining)
+                maxBytes: room,
+                maxDescriptors: framed.maxDescriptorsPerRead,
+                timeout: remaining
+            )
             try reader.ingest(message)
             reader.releaseIdleBuffer()
             settleInbound(reader)
@@ -234,10 +256,13 @@ public final class UnixServerConnection: Sendable {
     private func waitReadable(timeout: Duration?) async throws {
         do {
             try await framed.stream.core.waitReadable("receive frame", timeout: timeout)
-        } catch where error.code == .timedOut {
+        } catch  where error.code == .timedOut {
             throw UnixSocketError(
-                .timedOut, operation: "receive frame", address: address,
-                detail: "no frame arrived in time (idle timeout)")
+                .timedOut,
+                operation: "receive frame",
+                address: address,
+                detail: "no frame arrived in time (idle timeout)"
+            )
         }
     }
 
@@ -255,8 +280,11 @@ public final class UnixServerConnection: Sendable {
             }
         case .timedOut:
             throw UnixSocketError(
-                .timedOut, operation: "receive frame", address: address,
-                detail: "the server's inbound budget (maxInboundBytes) had no room for the frame in time")
+                .timedOut,
+                operation: "receive frame",
+                address: address,
+                detail: "the server's inbound budget (maxInboundBytes) had no room for the frame in time"
+            )
         case .closed:
             throw UnixSocketError(.closed, operation: "receive frame", address: address)
         case .cancelled:
@@ -317,23 +345,32 @@ public final class UnixServerConnection: Sendable {
     public func send(_ bytes: [UInt8], descriptors: [FileDescriptor] = []) throws {
         guard bytes.count <= configuration.maximumFrameLength else {
             throw UnixSocketError(
-                .frameTooLarge, operation: "send frame", address: address,
-                detail: "a payload of \(bytes.count) bytes is over the maximum of \(configuration.maximumFrameLength)")
+                .frameTooLarge,
+                operation: "send frame",
+                address: address,
+                detail: "a payload of \(bytes.count) bytes is over the maximum of \(configuration.maximumFrameLength)"
+            )
         }
         let size = FrameFormat.headerLength + bytes.count
         let count = descriptors.count
         if let over = state.withLock({ overCap($0, size: size, descriptors: count) }) {
             disconnect()
             throw UnixSocketError(
-                .tooLarge, operation: "send frame", address: address,
-                detail: "the client did not read its replies (\(over)); disconnected")
+                .tooLarge,
+                operation: "send frame",
+                address: address,
+                detail: "the client did not read its replies (\(over)); disconnected"
+            )
         }
         guard resources.chargeOutbound(size, for: self) else {
             disconnect()
             throw UnixSocketError(
-                .tooLarge, operation: "send frame", address: address,
+                .tooLarge,
+                operation: "send frame",
+                address: address,
                 detail: "the server's outbound budget (maxOutboundBytes) is full and this client holds the most "
-                    + "unread replies; disconnected")
+                    + "unread replies; disconnected"
+            )
         }
         enum Verdict { case queued, closed, over(String) }
         let verdict = state.withLock { state -> Verdict in
@@ -348,13 +385,21 @@ public final class UnixServerConnection: Sendable {
         case .queued: break
         case .closed:
             resources.outbound.release(size)
-            throw UnixSocketError(.closed, operation: "send frame", address: address, detail: "the connection is closed")
+            throw UnixSocketError(
+                .closed,
+                operation: "send frame",
+                address: address,
+                detail: "the connection is closed"
+            )
         case .over(let over):
             resources.outbound.release(size)
             disconnect()
             throw UnixSocketError(
-                .tooLarge, operation: "send frame", address: address,
-                detail: "the client did not read its replies (\(over)); disconnected")
+                .tooLarge,
+                operation: "send frame",
+                address: address,
+                detail: "the client did not read its replies (\(over)); disconnected"
+            )
         }
         // Counted: now the copies may be made.
         var owned: [OwnedDescriptor] = []
@@ -376,7 +421,12 @@ public final class UnixServerConnection: Sendable {
             return .some(state.writerWaiting)
         }
         guard let writer else {
-            throw UnixSocketError(.closed, operation: "send frame", address: address, detail: "the connection is closed")
+            throw UnixSocketError(
+                .closed,
+                operation: "send frame",
+                address: address,
+                detail: "the connection is closed"
+            )
         }
         writer?.resolve(.granted)
     }
@@ -555,7 +605,8 @@ final class ServerResources: Sendable {
             guard victim !== requester, bytes > requester.queuedOutboundBytes else { return false }
             guard !victim.isDisconnected else { continue }
             logger.notice(
-                "connection \(victim.id) disconnected: the server's outbound budget is full and it holds the most unread replies (\(bytes) bytes)")
+                "connection \(victim.id) disconnected: the server's outbound budget is full and it holds the most unread replies (\(bytes) bytes)"
+            )
             victim.disconnect()
         }
         return outbound.tryAcquire(size)
@@ -601,7 +652,8 @@ public final class UnixServer: Sendable {
     /// - Parameter logger: where connection events go (the library never bootstraps logging).
     /// - Throws: ``UnixSocketError`` `.invalidArgument` for limits that cannot work, or what binding throws.
     public init(
-        address: UnixAddress, configuration: UnixServerConfiguration = UnixServerConfiguration(),
+        address: UnixAddress,
+        configuration: UnixServerConfiguration = UnixServerConfiguration(),
         logger: Logger = Logger(label: "UnixSockets.UnixServer")
     ) throws {
         try configuration.validate()
@@ -617,8 +669,12 @@ public final class UnixServer: Sendable {
     /// Connections and buffered bytes now, and the peaks.
     public var usage: UnixServerUsage {
         UnixServerUsage(
-            connections: connectionCount, inboundBytes: resources.inbound.used, outboundBytes: resources.outbound.used,
-            peakInboundBytes: resources.inbound.peak, peakOutboundBytes: resources.outbound.peak)
+            connections: connectionCount,
+            inboundBytes: resources.inbound.used,
+            outboundBytes: resources.outbound.used,
+            peakInboundBytes: resources.inbound.peak,
+            peakOutboundBytes: resources.outbound.peak
+        )
     }
 
     /// Bytes of unfinished inbound frames held now, and the most ever held (all connections together).
@@ -662,11 +718,17 @@ public final class UnixServer: Sendable {
         }
         let admitted = resources.state.withLock { state -> UnixServerConnection? in
             if state.shuttingDown || state.connections.count >= configuration.maxConnections { return nil }
-            if let cap = configuration.maxConnectionsPerUID, let uid = credentials.uid, state.perUID[uid, default: 0] >= cap {
+            if let cap = configuration.maxConnectionsPerUID, let uid = credentials.uid,
+                state.perUID[uid, default: 0] >= cap
+            {
                 return nil
             }
             let connection = UnixServerConnection(
-                stream: stream, credentials: credentials, id: state.nextID, resources: resources)
+                stream: stream,
+                credentials: credentials,
+                id: state.nextID,
+                resources: resources
+            )
             state.nextID += 1
             state.connections[connection.id] = connection
             if let uid = credentials.uid { state.perUID[uid, default: 0] += 1 }

@@ -1,4 +1,5 @@
 import UnixSocketsSystem
+
 /// The address of a Unix domain socket: a file-system path, a Linux abstract name, or unnamed.
 ///
 /// Text form: `"@name"` is the abstract name `name` (in which `\xHH` stands for any byte, NUL included, and
@@ -61,8 +62,10 @@ public struct UnixAddress: Hashable, Sendable, CustomStringConvertible, Expressi
     public static func abstract(_ name: [UInt8]) throws(UnixSocketError) -> UnixAddress {
         if name.count > maximumAbstractLength {
             throw UnixSocketError(
-                .invalidAddress, operation: "address",
-                detail: "abstract name too long: \(name.count) bytes, at most \(maximumAbstractLength) fit")
+                .invalidAddress,
+                operation: "address",
+                detail: "abstract name too long: \(name.count) bytes, at most \(maximumAbstractLength) fit"
+            )
         }
         return UnixAddress(kind: .abstract(name), invalidReason: nil)
     }
@@ -155,7 +158,8 @@ public struct UnixAddress: Hashable, Sendable, CustomStringConvertible, Expressi
 
     /// Calls `body` with the `sockaddr_un` of this address and its exact length.
     func withSockAddr<R>(
-        operation: String, _ body: (SockAddr.Pointer, SockAddr.Length) throws(UnixSocketError) -> R
+        operation: String,
+        _ body: (SockAddr.Pointer, SockAddr.Length) throws(UnixSocketError) -> R
     ) throws(UnixSocketError) -> R {
         let address = try sockAddr(operation: operation)
         return try address.withSockAddr { pointer, length in
@@ -226,8 +230,10 @@ public struct UnixAddress: Hashable, Sendable, CustomStringConvertible, Expressi
                 index += 4
             } else {
                 throw UnixSocketError(
-                    .invalidAddress, operation: "address",
-                    detail: "bad escape in abstract name: use \\xHH for a byte or \\\\ for a backslash")
+                    .invalidAddress,
+                    operation: "address",
+                    detail: "bad escape in abstract name: use \\xHH for a byte or \\\\ for a backslash"
+                )
             }
         }
         return output

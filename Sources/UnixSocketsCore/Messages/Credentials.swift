@@ -1,4 +1,5 @@
 import UnixSocketsSystem
+
 /// Who a peer is: process id, user id, group id and (where asked) supplementary groups.
 ///
 /// Each field is `nil` when the kernel does not know it (an unconnected datagram socket reports pid 0 and
@@ -37,7 +38,8 @@ public struct UnixCredentials: Sendable, Hashable, CustomStringConvertible {
         self.init(
             pid: raw.pid > 0 ? raw.pid : nil,
             uid: raw.uid == UInt32.max ? nil : raw.uid,
-            gid: raw.gid == UInt32.max ? nil : raw.gid)
+            gid: raw.gid == UInt32.max ? nil : raw.gid
+        )
     }
 
     /// The kernel's default overflow uid/gid (`/proc/sys/kernel/overflowuid`): what it reports for none.

@@ -1,7 +1,7 @@
-import UnixSocketsSystem
 import CUnixSockets
 import Synchronization
 import SystemPackage
+import UnixSocketsSystem
 
 /// What one recvmsg returned besides its byte count, before the truncation checks. Descriptors are owned
 /// from the moment they are parsed. Filled in place by `recvmsgOnce` (no copies of it through `Result`).
@@ -21,8 +21,11 @@ extension SocketCore {
 
     /// One sendmsg(2) of `bytes` with SCM_RIGHTS and SCM_CREDENTIALS control data, to `destination` if given.
     static func sendmsgOnce(
-        _ fd: CInt, _ bytes: UnsafeRawBufferPointer, descriptors: UnsafeBufferPointer<CInt>,
-        credentials: KernelCredentials.Raw?, destination: (UnsafePointer<sockaddr>, socklen_t)?
+        _ fd: CInt,
+        _ bytes: UnsafeRawBufferPointer,
+        descriptors: UnsafeBufferPointer<CInt>,
+        credentials: KernelCredentials.Raw?,
+        destination: (UnsafePointer<sockaddr>, socklen_t)?
     ) -> Result<IOResult<Int>, Errno> {
         let rightsSpace = descriptors.isEmpty ? 0 : uds_cmsg_space(descriptors.count * MemoryLayout<CInt>.size)
         let credentialsSpace = credentials == nil ? 0 : uds_cmsg_space(MemoryLayout<uds_ucred>.size)
@@ -47,7 +50,9 @@ extension SocketCore {
                     cmsg.pointee.cmsg_type = SystemConstants.scmRights
                     cmsg.pointee.cmsg_len = uds_cmsg_len(descriptors.count * MemoryLayout<CInt>.size)
                     UnsafeMutableRawPointer(uds_cmsg_data(cmsg)).copyMemory(
-                        from: descriptors.baseAddress!, byteCount: descriptors.count * MemoryLayout<CInt>.size)
+                        from: descriptors.baseAddress!,
+                        byteCount: descriptors.count * MemoryLayout<CInt>.size
+                    )
                     header = uds_cmsg_nxthdr(&message, cmsg)
                 }
                 if let credentials, let cmsg = header {
@@ -56,7 +61,9 @@ extension SocketCore {
                     cmsg.pointee.cmsg_len = uds_cmsg_len(MemoryLayout<uds_ucred>.size)
                     var raw = credentials
                     UnsafeMutableRawPointer(uds_cmsg_data(cmsg)).copyMemory(
-                        from: &raw, byteCount: MemoryLayout<uds_ucred>.size)
+                        from: &raw,
+                        byteCount: MemoryLayout<uds_ucred>.size
+                    )
                 }
                 return system_sendmsg(fd, &message, SystemConstants.msgNoSignal)
             }
@@ -67,8 +74,11 @@ extension SocketCore {
     func checkDescriptors(_ count: Int, operation: String) throws(UnixSocketError) {
         if count > maximumDescriptorsPerMessage {
             throw UnixSocketError(
-                .invalidArgument, operation: operation, address: address,
-                detail: "\(count) descriptors in one message; the kernel takes at most \(maximumDescriptorsPerMessage)")
+                .invalidArgument,
+                operation: operation,
+                address: address,
+                detail: "\(count) descriptors in one message; the kernel takes at most \(maximumDescriptorsPerMessage)"
+            )
         }
     }
 
@@ -77,24 +87,39 @@ extension SocketCore {
         let buffer = (try? getOption(SystemConstants.solSocket, SystemConstants.soSndBuf, operation: operation)) ?? 0
         let limit = buffer > 32 ? " (the limit is \(buffer - 32) bytes: SO_SNDBUF - 32)" : ""
         return UnixSocketError(
-            .system, operation: operation, address: address, errno: .messageTooLong,
-            detail: "message of \(size) bytes is too long\(limit)")
+            .system,
+            operation: operation,
+            address: address,
+            errno: .messageTooLong,
+            detail: "message of \(size) bytes is too long\(limit)"
+        )
     }
 
     /// What a message send (seqpacket, datagram) refuses before any syscall, blocking and async alike.
-    func checkMessageSend(byteCount: Int, descriptorCount: Int, to destination: UnixAddress?, operation: String)
+    func checkMessageSend(
+        byteCount: Int,
+        descriptorCount: Int,
+        to destination: UnixAddress?,
+        operation: String
+    )
         throws(UnixSocketError)
     {
         if destination?.isUnnamed == true {
             throw UnixSocketError(
-                .invalidAddress, operation: operation, address: destination,
-                detail: "cannot send to an unnamed address (the peer is not bound; it cannot be answered)")
+                .invalidAddress,
+                operation: operation,
+                address: destination,
+                detail: "cannot send to an unnamed address (the peer is not bound; it cannot be answered)"
+            )
         }
         try checkDescriptors(descriptorCount, operation: operation)
         if type == .seqPacket && byteCount == 0 {
             throw UnixSocketError(
-                .invalidArgument, operation: operation, address: address,
-                detail: "an empty seqpacket message would read like end-of-stream at the peer")
+                .invalidArgument,
+                operation: operation,
+                address: address,
+                detail: "an empty seqpacket message would read like end-of-stream at the peer"
+            )
         }
     }
 
@@ -103,8 +128,11 @@ extension SocketCore {
         try checkDescriptors(descriptorCount, operation: "sendmsg")
         if descriptorCount > 0 && byteCount == 0 {
             throw UnixSocketError(
-                .invalidArgument, operation: "sendmsg", address: address,
-                detail: "descriptors on a stream need at least one payload byte (the kernel drops them otherwise)")
+                .invalidArgument,
+                operation: "sendmsg",
+                address: address,
+                detail: "descriptors on a stream need at least one payload byte (the kernel drops them otherwise)"
+            )
         }
     }
 
@@ -112,8 +140,13 @@ extension SocketCore {
 
     /// One recvmsg(2) into `buffer` with room for `maxDescriptors` and (when SO_PASSCRED is on) credentials.
     static func recvmsgOnce(
-        _ fd: CInt, _ buffer: UnsafeMutableRawBufferPointer, maxDescriptors: Int, credentials: Bool,
-        wantSender: Bool, flags: CInt, into received: inout RawReceived
+        _ fd: CInt,
+        _ buffer: UnsafeMutableRawBufferPointer,
+        maxDescriptors: Int,
+        credentials: Bool,
+        wantSender: Bool,
+        flags: CInt,
+        into received: inout RawReceived
     ) -> Result<IOResult<Int>, Errno> {
         let rightsSpace = maxDescriptors > 0 ? uds_cmsg_space(maxDescriptors * MemoryLayout<CInt>.size) : 0
         let credentialsSpace = credentials ? uds_cmsg_space(MemoryLayout<uds_ucred>.size) : 0
@@ -169,7 +202,9 @@ extension SocketCore {
                     for index in 0..<count {
                         received.descriptors.append(
                             OwnedDescriptor(
-                                data.loadUnaligned(fromByteOffset: index * MemoryLayout<CInt>.size, as: CInt.self)))
+                                data.loadUnaligned(fromByteOffset: index * MemoryLayout<CInt>.size, as: CInt.self)
+                            )
+                        )
                     }
                 } else if cmsg.pointee.cmsg_type == SystemConstants.scmCredentials,
                     payload >= MemoryLayout<uds_ucred>.size
@@ -183,7 +218,13 @@ extension SocketCore {
 
     /// Wraps received descriptors in owners at once; MSG_CTRUNC and (for messages) MSG_TRUNC become errors
     /// after closing every descriptor that arrived.
-    func checkReceived(_ raw: borrowing RawReceived, count: Int, capacity: Int, maxDescriptors: Int, operation: String)
+    func checkReceived(
+        _ raw: borrowing RawReceived,
+        count: Int,
+        capacity: Int,
+        maxDescriptors: Int,
+        operation: String
+    )
         throws(UnixSocketError)
     {
         // Fast path: no control data arrived and the message fit.
@@ -201,32 +242,52 @@ extension SocketCore {
                 ? "the kernel discarded the descriptors that did not fit"
                 : "the \(owned.count) that arrived were closed, and the kernel discarded any others"
             throw UnixSocketError(
-                .controlTruncated, operation: operation, address: address,
-                detail: "control data was cut (MSG_CTRUNC): room for \(maxDescriptors) descriptors; \(fate)")
+                .controlTruncated,
+                operation: operation,
+                address: address,
+                detail: "control data was cut (MSG_CTRUNC): room for \(maxDescriptors) descriptors; \(fate)"
+            )
         }
         if type != .stream && count > capacity {
             owned.forEach { $0.close() }
             throw UnixSocketError(
-                .messageTruncated, operation: operation, address: address,
+                .messageTruncated,
+                operation: operation,
+                address: address,
                 detail: "a message of \(count) bytes did not fit in \(capacity) bytes (MSG_TRUNC); "
-                    + "it was discarded")
+                    + "it was discarded"
+            )
         }
     }
 
     /// Receives one message into a new array of at most `maxBytes` (allocated once, filled in place).
     func receiveMessage(
-        maxBytes: Int, maxDescriptors: Int, wantSender: Bool, timeout: Duration?
+        maxBytes: Int,
+        maxDescriptors: Int,
+        wantSender: Bool,
+        timeout: Duration?
     ) throws(UnixSocketError) -> UnixMessage {
         let maxBytes = try checkedByteCount(
-            maxBytes, "maxBytes", operation: "receive", address: address, allocationCap: maximumMessageBuffer)
+            maxBytes,
+            "maxBytes",
+            operation: "receive",
+            address: address,
+            allocationCap: maximumMessageBuffer
+        )
         var received = RawReceived()
         var failure: UnixSocketError?
         let bytes = [UInt8](unsafeUninitializedCapacity: max(maxBytes, 1)) { storage, initialized in
             initialized = 0
             do throws(UnixSocketError) {
-                let buffer = UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(storage)[..<maxBytes])
+                let buffer = UnsafeMutableRawBufferPointer(
+                    rebasing: UnsafeMutableRawBufferPointer(storage)[..<maxBytes]
+                )
                 var operation = try Receive(
-                    into: buffer, maxDescriptors: maxDescriptors, wantSender: wantSender, on: self)
+                    into: buffer,
+                    maxDescriptors: maxDescriptors,
+                    wantSender: wantSender,
+                    on: self
+                )
                 initialized = try perform(&operation, timeout: timeout)
                 received = operation.received
             } catch {
@@ -235,8 +296,11 @@ extension SocketCore {
         }
         if let failure { throw failure }
         return UnixMessage(
-            bytes: bytes, descriptors: received.descriptors, credentials: received.credentials,
-            sender: received.sender)
+            bytes: bytes,
+            descriptors: received.descriptors,
+            credentials: received.credentials,
+            sender: received.sender
+        )
     }
 
     /// Turns on SO_PASSCRED: every later receive carries the sender's credentials.
@@ -251,8 +315,12 @@ extension SocketCore {
             var raw = uds_ucred()
             var length = socklen_t(MemoryLayout<uds_ucred>.size)
             if case .failure(let errno) = system_getsockopt(
-                fd, SystemConstants.solSocket, SystemConstants.soPeerCred, &raw, &length)
-            {
+                fd,
+                SystemConstants.solSocket,
+                SystemConstants.soPeerCred,
+                &raw,
+                &length
+            ) {
                 throw mapError("getsockopt SO_PEERCRED", errno)
             }
             var credentials = UnixCredentials(raw)
@@ -269,7 +337,13 @@ extension SocketCore {
             var groups = [UInt32](repeating: 0, count: capacity)
             var length = socklen_t(capacity * MemoryLayout<UInt32>.size)
             let result = groups.withUnsafeMutableBytes { raw in
-                system_getsockopt(fd, SystemConstants.solSocket, SystemConstants.soPeerGroups, raw.baseAddress!, &length)
+                system_getsockopt(
+                    fd,
+                    SystemConstants.solSocket,
+                    SystemConstants.soPeerGroups,
+                    raw.baseAddress!,
+                    &length
+                )
             }
             switch result {
             case .success:

@@ -1,6 +1,6 @@
-import UnixSocketsSystem
 import Synchronization
 public import SystemPackage
+import UnixSocketsSystem
 
 /// A descriptor received from a peer (SCM_RIGHTS), owned from the moment it arrived.
 ///
@@ -60,7 +60,9 @@ public struct UnixMessage: Sendable {
 
     /// Creates a message value.
     public init(
-        bytes: [UInt8], descriptors: [OwnedDescriptor] = [], credentials: UnixCredentials? = nil,
+        bytes: [UInt8],
+        descriptors: [OwnedDescriptor] = [],
+        credentials: UnixCredentials? = nil,
         sender: UnixAddress? = nil
     ) {
         self.bytes = bytes

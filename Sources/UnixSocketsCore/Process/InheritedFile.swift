@@ -1,5 +1,5 @@
-package import UnixSocketsSystem
 package import SystemPackage
+package import UnixSocketsSystem
 
 /// Reading a descriptor the process was handed (by `SCM_RIGHTS`, or inherited) without changing its open
 /// file: its O_NONBLOCK flag is shared with other processes and never touched. For `uds recv-fd`.
@@ -26,7 +26,9 @@ package enum InheritedFile {
 
     /// Whether O_NONBLOCK is set on the open file behind `fd` (read only; never changed here).
     package static func isNonBlocking(_ fd: FileDescriptor) -> Bool {
-        guard case .success(let flags) = system_fcntl(fd.rawValue, SystemConstants.fcntlGetStatusFlags) else { return false }
+        guard case .success(let flags) = system_fcntl(fd.rawValue, SystemConstants.fcntlGetStatusFlags) else {
+            return false
+        }
         return flags & SystemConstants.openNonBlocking != 0
     }
 
@@ -51,7 +53,11 @@ package enum InheritedFile {
     /// kernel lets us reopen it (/proc/self/fd/N); nil otherwise.
     package static func privateReader(for fd: FileDescriptor) -> FileDescriptor? {
         guard system_isReadable(fd.rawValue) else { return nil }
-        return try? FileDescriptor.open("/proc/self/fd/\(fd.rawValue)", .readOnly, options: [.nonBlocking, .closeOnExec])
+        return try? FileDescriptor.open(
+            "/proc/self/fd/\(fd.rawValue)",
+            .readOnly,
+            options: [.nonBlocking, .closeOnExec]
+        )
     }
 
     package enum ReadResult: Sendable {
@@ -62,7 +68,10 @@ package enum InheritedFile {
     /// most `idleMilliseconds`), and again after poll if the data was gone (EAGAIN). A socket is read with
     /// MSG_DONTWAIT.
     package static func readOnce(
-        _ fd: FileDescriptor, kind: FileType, into buffer: UnsafeMutableRawBufferPointer, idleMilliseconds: Int32
+        _ fd: FileDescriptor,
+        kind: FileType,
+        into buffer: UnsafeMutableRawBufferPointer,
+        idleMilliseconds: Int32
     ) -> ReadResult {
         while true {
             if canWait(kind) {

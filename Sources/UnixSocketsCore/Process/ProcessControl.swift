@@ -1,6 +1,6 @@
-import UnixSocketsSystem
 import Dispatch
 package import SystemPackage
+import UnixSocketsSystem
 
 /// Process-wide controls for the `uds` executable: signals, the descriptor limit, who we are. `package`
 /// only: the library never changes process-wide state (signal dispositions, limits) on its own.
@@ -24,7 +24,8 @@ package enum ProcessControl {
     /// Each of `signals` is ignored (its default action, ending the process, no longer happens) and
     /// delivered to the stream instead, through a Dispatch signal source (no async-signal-safety limits).
     /// The sources live as long as the process.
-    package static func signals(_ signals: Set<ProcessSignal> = [.interrupt, .terminate]) -> AsyncStream<ProcessSignal> {
+    package static func signals(_ signals: Set<ProcessSignal> = [.interrupt, .terminate]) -> AsyncStream<ProcessSignal>
+    {
         let (stream, continuation) = AsyncStream.makeStream(of: ProcessSignal.self)
         let queue = DispatchQueue(label: "uds.signals")
         var sources: [any DispatchSourceSignal] = []

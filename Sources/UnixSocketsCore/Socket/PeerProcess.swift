@@ -1,18 +1,33 @@
-import UnixSocketsSystem
 import SystemPackage
+import UnixSocketsSystem
 
 extension SocketCore {
     /// SO_PEERPIDFD: a pidfd naming the peer process, immune to pid reuse (Linux 6.5 and later).
     func peerProcessDescriptor() throws(UnixSocketError) -> OwnedDescriptor {
         try withDescriptor("getsockopt SO_PEERPIDFD") { (fd) throws(UnixSocketError) -> OwnedDescriptor in
-            switch IntSocketOption.get(fd, level: SystemConstants.solSocket, name: SystemConstants.soPeerPidfd, initial: -1) {
+            switch IntSocketOption.get(
+                fd,
+                level: SystemConstants.solSocket,
+                name: SystemConstants.soPeerPidfd,
+                initial: -1
+            ) {
             case .success(let pidfd) where pidfd >= 0: return OwnedDescriptor(pidfd)
-            case .success: throw UnixSocketError(.system, operation: "getsockopt SO_PEERPIDFD", address: address, errno: .noSuchProcess)
+            case .success:
+                throw UnixSocketError(
+                    .system,
+                    operation: "getsockopt SO_PEERPIDFD",
+                    address: address,
+                    errno: .noSuchProcess
+                )
             case .failure(let errno):
                 throw UnixSocketError(
-                    .system, operation: "getsockopt SO_PEERPIDFD", address: address, errno: errno,
+                    .system,
+                    operation: "getsockopt SO_PEERPIDFD",
+                    address: address,
+                    errno: errno,
                     detail: errno == .protocolNotAvailable
-                        ? "this kernel has no SO_PEERPIDFD (Linux 6.5+); fall back to credentials.pid" : nil)
+                        ? "this kernel has no SO_PEERPIDFD (Linux 6.5+); fall back to credentials.pid" : nil
+                )
             }
         }
     }

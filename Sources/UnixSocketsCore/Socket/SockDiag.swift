@@ -1,5 +1,5 @@
-import UnixSocketsSystem
 import SystemPackage
+import UnixSocketsSystem
 
 /// The kernel's table of Unix sockets, asked through sock_diag (NETLINK_SOCK_DIAG): what `ss -x` reads.
 /// One dump request, then every `unix_diag_msg` with the attributes asked for in `show`.
@@ -64,15 +64,20 @@ enum SockDiag {
                     // then attributes (rtattr: u16 length, u16 type, payload, padded to 4).
                     let start = offset + 16
                     var message = Message(
-                        type: buffer[start + 1], state: buffer[start + 2], inode: read32(buffer, start + 4),
-                        attributes: [])
+                        type: buffer[start + 1],
+                        state: buffer[start + 2],
+                        inode: read32(buffer, start + 4),
+                        attributes: []
+                    )
                     var attribute = start + 16
                     let end = offset + length
                     while attribute + 4 <= end {
                         let attributeLength = Int(read16(buffer, attribute))
                         let attributeType = Int32(read16(buffer, attribute + 2))
                         if attributeLength < 4 || attribute + attributeLength > end { break }
-                        message.attributes.append((attributeType, buffer[(attribute + 4)..<(attribute + attributeLength)]))
+                        message.attributes.append(
+                            (attributeType, buffer[(attribute + 4)..<(attribute + attributeLength)])
+                        )
                         attribute += (attributeLength + 3) & ~3
                     }
                     body(message)

@@ -1,7 +1,7 @@
-import UnixSocketsSystem
 import CUnixSockets
 import Synchronization
 import SystemPackage
+import UnixSocketsSystem
 
 /// The kind of a Unix domain socket.
 public enum UnixSocketType: String, Sendable, Hashable, CaseIterable {
@@ -45,7 +45,10 @@ package struct Deadline {
         let (seconds, attoseconds) = timeout.components
         guard seconds > 0 || (seconds == 0 && attoseconds > 0) else {
             throw UnixSocketError(
-                .invalidArgument, operation: operation, detail: "the timeout must be positive (got \(timeout))")
+                .invalidArgument,
+                operation: operation,
+                detail: "the timeout must be positive (got \(timeout))"
+            )
         }
         // Saturating: a timeout too large to represent (`.seconds(1 << 62)`) means "never", not "at once".
         let (whole, overflow) = UInt64(seconds).multipliedReportingOverflow(by: 1_000_000_000)
@@ -74,16 +77,28 @@ package struct Deadline {
 /// - Returns: how many bytes to allocate for it: at most `allocationCap` (a read returns what is there,
 ///   never more than the socket buffers hold, so a huge `maxBytes` needs no huge buffer).
 package func checkedByteCount(
-    _ value: Int, _ name: String, operation: String, address: UnixAddress?, allocationCap: Int = .max
+    _ value: Int,
+    _ name: String,
+    operation: String,
+    address: UnixAddress?,
+    allocationCap: Int = .max
 ) throws(UnixSocketError) -> Int {
     if value < 0 {
         throw UnixSocketError(
-            .invalidArgument, operation: operation, address: address, detail: "\(name) must not be negative (got \(value))")
+            .invalidArgument,
+            operation: operation,
+            address: address,
+            detail: "\(name) must not be negative (got \(value))"
+        )
     }
     if allocationCap == .max && value > maximumExactRead {
         throw UnixSocketError(
-            .invalidArgument, operation: operation, address: address,
-            detail: "\(name) of \(value) bytes is over the \(maximumExactRead)-byte limit of one call; read into your own buffer")
+            .invalidArgument,
+            operation: operation,
+            address: address,
+            detail:
+                "\(name) of \(value) bytes is over the \(maximumExactRead)-byte limit of one call; read into your own buffer"
+        )
     }
     return min(value, allocationCap)
 }
@@ -152,7 +167,11 @@ package final class SocketCore: Sendable {
     }
 
     /// Creates a new socket of `type` (CLOEXEC, non-blocking).
-    package static func make(_ type: UnixSocketType, address: UnixAddress?, operation: String) throws(UnixSocketError)
+    package static func make(
+        _ type: UnixSocketType,
+        address: UnixAddress?,
+        operation: String
+    ) throws(UnixSocketError)
         -> SocketCore
     {
         switch system_socket(SystemConstants.afUnix, type.flags, 0) {
@@ -181,7 +200,10 @@ package final class SocketCore: Sendable {
 
     /// Lends the descriptor to `body`; throws `.closed` if the socket is closed.
     @inline(__always)
-    package func withDescriptor<R>(_ operation: String, _ body: (CInt) throws(UnixSocketError) -> R) throws(UnixSocketError)
+    package func withDescriptor<R>(
+        _ operation: String,
+        _ body: (CInt) throws(UnixSocketError) -> R
+    ) throws(UnixSocketError)
         -> R
     {
         let fd = try beginUse(operation)
@@ -198,7 +220,11 @@ package final class SocketCore: Sendable {
         while true {
             if current & 1 != 0 { throw closedError(operation) }
             let (exchanged, original) = state.weakCompareExchange(
-                expected: current, desired: current &+ 2, successOrdering: .acquiring, failureOrdering: .relaxed)
+                expected: current,
+                desired: current &+ 2,
+                successOrdering: .acquiring,
+                failureOrdering: .relaxed
+            )
             if exchanged { return fd }
             current = original
         }
@@ -238,7 +264,10 @@ package final class SocketCore: Sendable {
         if existing >= 0 { return existing }
         guard case .success(let made) = system_eventfd() else { return nil }
         let (stored, current) = wakeDescriptor.compareExchange(
-            expected: -1, desired: made, ordering: .sequentiallyConsistent)
+            expected: -1,
+            desired: made,
+            ordering: .sequentiallyConsistent
+        )
         if stored { return made }
         _ = system_close(made)
         return current
@@ -267,8 +296,11 @@ package final class SocketCore: Sendable {
         let (released, _) = state.compareExchange(expected: 0, desired: 1, ordering: .acquiringAndReleasing)
         guard released else {
             throw UnixSocketError(
-                .closed, operation: operation, address: address,
-                detail: "the socket is closed or in use by another thread")
+                .closed,
+                operation: operation,
+                address: address,
+                detail: "the socket is closed or in use by another thread"
+            )
         }
         // Given away: the socket file stays (only now, once the release cannot fail any more).
         afterClose.withLock { $0 = nil }
@@ -283,7 +315,8 @@ package final class SocketCore: Sendable {
     /// Attaches what `make` returns unless something is attached already; returns what is attached.
     /// `make` runs under the slot's lock while the descriptor is in use, so it cannot race a close.
     package func attach<A: SocketAttachment>(
-        _ operation: String, _ make: (CInt) throws(UnixSocketError) -> A
+        _ operation: String,
+        _ make: (CInt) throws(UnixSocketError) -> A
     ) throws(UnixSocketError) -> any SocketAttachment {
         try withDescriptor(operation) { (fd) throws(UnixSocketError) -> any SocketAttachment in
             try attachmentSlot.withLock { (slot) throws(UnixSocketError) -> any SocketAttachment in
@@ -350,7 +383,8 @@ package final class SocketCore: Sendable {
     func mapError(_ operation: String, _ errno: Errno) -> UnixSocketError {
         precondition(
             errno != .badAddress && errno != .notSocket,
-            "UnixSockets bug: \(operation) on its own descriptor failed with \(errno)")
+            "UnixSockets bug: \(operation) on its own descriptor failed with \(errno)"
+        )
         if errno == .badFileDescriptor && isClosed { return closedError(operation) }
         return .system(operation, errno, address: address)
     }
@@ -376,13 +410,17 @@ package final class SocketCore: Sendable {
 
     func localAddress() throws(UnixSocketError) -> UnixAddress {
         try withDescriptor("getsockname") { (fd) throws(UnixSocketError) -> UnixAddress in
-            resolved(try Self.readAddress("getsockname", address: address, SocketAddressStorage.localUnixAddress(of: fd)))
+            resolved(
+                try Self.readAddress("getsockname", address: address, SocketAddressStorage.localUnixAddress(of: fd))
+            )
         }
     }
 
     func peerAddress() throws(UnixSocketError) -> UnixAddress {
         try withDescriptor("getpeername") { (fd) throws(UnixSocketError) -> UnixAddress in
-            resolved(try Self.readAddress("getpeername", address: address, SocketAddressStorage.peerUnixAddress(of: fd)))
+            resolved(
+                try Self.readAddress("getpeername", address: address, SocketAddressStorage.peerUnixAddress(of: fd))
+            )
         }
     }
 
@@ -398,7 +436,8 @@ package final class SocketCore: Sendable {
     }
 
     static func readAddress(
-        _ operation: String, address: UnixAddress?,
+        _ operation: String,
+        address: UnixAddress?,
         _ result: Result<(address: SocketAddressStorage.Unix, length: SocketAddressStorage.Length), Errno>
     ) throws(UnixSocketError) -> UnixAddress {
         switch result {
@@ -452,7 +491,11 @@ package final class SocketCore: Sendable {
 
     /// Adopts a descriptor handed in by the caller: checks it is an AF_UNIX socket of `type` and makes it
     /// non-blocking (a socket the caller created for us; inherited stdin/stdout are never adopted).
-    static func adopt(_ descriptor: FileDescriptor, type: UnixSocketType, operation: String) throws(UnixSocketError)
+    static func adopt(
+        _ descriptor: FileDescriptor,
+        type: UnixSocketType,
+        operation: String
+    ) throws(UnixSocketError)
         -> SocketCore
     {
         let fd = descriptor.rawValue
@@ -460,8 +503,10 @@ package final class SocketCore: Sendable {
         case .failure(let errno): throw .system(operation, errno)
         case .success(let actual) where actual != type:
             throw UnixSocketError(
-                .invalidArgument, operation: operation,
-                detail: "descriptor \(fd) is a \(actual?.rawValue ?? "non-Unix") socket, not \(type.rawValue)")
+                .invalidArgument,
+                operation: operation,
+                detail: "descriptor \(fd) is a \(actual?.rawValue ?? "non-Unix") socket, not \(type.rawValue)"
+            )
         case .success: break
         }
         let named: (address: SocketAddressStorage.Unix, length: SocketAddressStorage.Length)
@@ -470,12 +515,20 @@ package final class SocketCore: Sendable {
         case .failure(let errno): throw .system(operation, errno)
         }
         guard SocketAddressStorage.isUnixFamily(named.address) else {
-            throw UnixSocketError(.invalidArgument, operation: operation, detail: "descriptor \(fd) is not a Unix socket")
+            throw UnixSocketError(
+                .invalidArgument,
+                operation: operation,
+                detail: "descriptor \(fd) is not a Unix socket"
+            )
         }
         switch system_fcntl(fd, SystemConstants.fcntlGetStatusFlags) {
         case .failure(let errno): throw .system(operation, errno)
         case .success(let flags) where flags & SystemConstants.openNonBlocking == 0:
-            if case .failure(let errno) = system_fcntl(fd, SystemConstants.fcntlSetStatusFlags, flags | SystemConstants.openNonBlocking) {
+            if case .failure(let errno) = system_fcntl(
+                fd,
+                SystemConstants.fcntlSetStatusFlags,
+                flags | SystemConstants.openNonBlocking
+            ) {
                 throw .system(operation, errno)
             }
         case .success: break

@@ -1,6 +1,6 @@
-import UnixSocketsSystem
 import Synchronization
 import SystemPackage
+import UnixSocketsSystem
 
 /// What `fstatat` (no symlink followed) says of a directory entry.
 struct EntryIdentity: Equatable, Sendable {
@@ -41,7 +41,11 @@ final class SocketFileLocation: Sendable {
     deinit { close() }
 
     /// Opens the parent directory of `path`.
-    static func open(_ path: [UInt8], address: UnixAddress, operation: String) throws(UnixSocketError)
+    static func open(
+        _ path: [UInt8],
+        address: UnixAddress,
+        operation: String
+    ) throws(UnixSocketError)
         -> SocketFileLocation
     {
         let slash = path.lastIndex(of: UInt8(ascii: "/"))
@@ -50,16 +54,22 @@ final class SocketFileLocation: Sendable {
         if parent.isEmpty { parent = [UInt8(ascii: "/")] }
         if name.isEmpty || name == [UInt8(ascii: ".")] || name == [UInt8(ascii: "."), UInt8(ascii: ".")] {
             throw UnixSocketError(
-                .invalidAddress, operation: operation, address: address,
-                detail: "the path must end in a file name, not a directory")
+                .invalidAddress,
+                operation: operation,
+                address: address,
+                detail: "the path must end in a file name, not a directory"
+            )
         }
         let flags = SystemConstants.openPath | SystemConstants.openDirectory
         switch withCString(parent, { system_open($0, flags) }) {
         case .success(let fd): return SocketFileLocation(directory: fd, name: name, address: address)
         case .failure(let errno):
             throw .system(
-                operation, errno, address: address,
-                detail: errno == .noSuchFileOrDirectory ? "its directory does not exist" : nil)
+                operation,
+                errno,
+                address: address,
+                detail: errno == .noSuchFileOrDirectory ? "its directory does not exist" : nil
+            )
         }
     }
 
@@ -156,24 +166,39 @@ enum SocketFile {
     /// because its peers reply to the address they see; a bind that did not land in the checked directory
     /// is detected and fails.
     static func bind(
-        _ core: SocketCore, to address: UnixAddress, path: [UInt8], mode: UInt32?, byName: Bool,
+        _ core: SocketCore,
+        to address: UnixAddress,
+        path: [UInt8],
+        mode: UInt32?,
+        byName: Bool,
         listenBacklog: Int32? = nil
     ) throws(UnixSocketError) -> SocketFileClaim? {
         _ = try address.sockAddr(operation: "bind")  // an invalid literal fails before any syscall
         if let mode, mode & ~0o777 != 0 {
             throw UnixSocketError(
-                .invalidArgument, operation: "bind", address: address,
-                detail: "mode \(String(mode, radix: 8)) is not a permission mode (0 to 777; no setuid, setgid or sticky bit)")
+                .invalidArgument,
+                operation: "bind",
+                address: address,
+                detail:
+                    "mode \(String(mode, radix: 8)) is not a permission mode (0 to 777; no setuid, setgid or sticky bit)"
+            )
         }
         let location = try SocketFileLocation.open(path, address: address, operation: "bind")
         let lock = try PathLock(location, timeout: lockTimeout)
         if let mode {
             try core.withDescriptor("fchmod") { (fd) throws(UnixSocketError) in
-                if case .failure(let errno) = system_fchmod(fd, mode) { throw .system("fchmod", errno, address: address) }
+                if case .failure(let errno) = system_fchmod(fd, mode) {
+                    throw .system("fchmod", errno, address: address)
+                }
             }
         }
         let identity = try bindInDirectory(
-            core, location: location, exactMode: mode != nil, byName: byName, backlog: listenBacklog)
+            core,
+            location: location,
+            exactMode: mode != nil,
+            byName: byName,
+            backlog: listenBacklog
+        )
         _ = consume lock  // held until listen() returned: two servers cannot both win the path
         // A file someone removed or replaced at once is not ours to remove on close: no claim.
         return identity.map { SocketFileClaim(location: location, identity: $0) }
@@ -184,7 +209,11 @@ enum SocketFile {
     /// With `exactMode`, the thread's umask is 0 (the socket was fchmod'ed before).
     /// Returns the new file's identity, read right after the bind (nil if it was already gone or replaced).
     static func bindInDirectory(
-        _ core: SocketCore, location: SocketFileLocation, exactMode: Bool, byName: Bool, backlog: Int32?
+        _ core: SocketCore,
+        location: SocketFileLocation,
+        exactMode: Bool,
+        byName: Bool,
+        backlog: Int32?
     ) throws(UnixSocketError) -> EntryIdentity? {
         let address = location.address
         nonisolated(unsafe) var outcome: Result<EntryIdentity?, UnixSocketError> = .success(nil)
@@ -201,32 +230,42 @@ enum SocketFile {
                 if exactMode { _ = system_umask(0) }
                 try replaceStale(location)
                 let bound = byName ? try UnixAddress.path(bytes: location.name) : address
-                outcome = .success(try bound.withSockAddr(operation: "bind") { (pointer, length) throws(UnixSocketError) in
-                    try core.withDescriptor("bind") { (fd) throws(UnixSocketError) in
-                        if case .failure(let errno) = system_bind(fd, pointer, length) {
-                            throw errno == .addressInUse
-                                ? UnixSocketError(
-                                    .addressInUse, operation: "bind", address: address, errno: errno,
-                                    detail: "already in use by a running server")
-                                : .system("bind", errno, address: address)
+                outcome = .success(
+                    try bound.withSockAddr(operation: "bind") { (pointer, length) throws(UnixSocketError) in
+                        try core.withDescriptor("bind") { (fd) throws(UnixSocketError) in
+                            if case .failure(let errno) = system_bind(fd, pointer, length) {
+                                throw errno == .addressInUse
+                                    ? UnixSocketError(
+                                        .addressInUse,
+                                        operation: "bind",
+                                        address: address,
+                                        errno: errno,
+                                        detail: "already in use by a running server"
+                                    )
+                                    : .system("bind", errno, address: address)
+                            }
+                            var made: EntryIdentity?
+                            if case .success(let identity?) = location.identity(), identity.isSocket { made = identity }
+                            if made == nil && !byName {
+                                // A full path resolved elsewhere (a directory swapped meanwhile): refuse it.
+                                throw UnixSocketError(
+                                    .system,
+                                    operation: "bind",
+                                    address: address,
+                                    errno: .noSuchFileOrDirectory,
+                                    detail: "the socket file did not appear in the directory that was checked"
+                                )
+                            }
+                            guard let backlog else { return made }
+                            if case .failure(let errno) = system_listen(fd, backlog) {
+                                // Ours since a moment ago, and the lock is held: take it back.
+                                if let made { location.remove(ifStill: made) }
+                                throw .system("listen", errno, address: address)
+                            }
+                            return made
                         }
-                        var made: EntryIdentity?
-                        if case .success(let identity?) = location.identity(), identity.isSocket { made = identity }
-                        if made == nil && !byName {
-                            // A full path resolved elsewhere (a directory swapped meanwhile): refuse it.
-                            throw UnixSocketError(
-                                .system, operation: "bind", address: address, errno: .noSuchFileOrDirectory,
-                                detail: "the socket file did not appear in the directory that was checked")
-                        }
-                        guard let backlog else { return made }
-                        if case .failure(let errno) = system_listen(fd, backlog) {
-                            // Ours since a moment ago, and the lock is held: take it back.
-                            if let made { location.remove(ifStill: made) }
-                            throw .system("listen", errno, address: address)
-                        }
-                        return made
                     }
-                })
+                )
             } catch {
                 outcome = .failure(error)
             }
@@ -248,8 +287,11 @@ enum SocketFile {
         }
         guard existing.isSocket else {
             throw UnixSocketError(
-                .notASocket, operation: "bind", address: address,
-                detail: "the path exists and is not a socket; it was left untouched")
+                .notASocket,
+                operation: "bind",
+                address: address,
+                detail: "the path exists and is not a socket; it was left untouched"
+            )
         }
         switch probe(name: location.name) {
         case .failure(.noSuchFileOrDirectory):
@@ -259,17 +301,29 @@ enum SocketFile {
             if !location.remove(ifStill: existing), case .success(.some) = location.identity() {
                 // Replaced between the probe and the removal: leave the newcomer alone.
                 throw UnixSocketError(
-                    .addressInUse, operation: "bind", address: address, errno: .addressInUse,
-                    detail: "the socket file changed while it was being replaced; it was left untouched")
+                    .addressInUse,
+                    operation: "bind",
+                    address: address,
+                    errno: .addressInUse,
+                    detail: "the socket file changed while it was being replaced; it was left untouched"
+                )
             }
         case .success, .failure(.protocolWrongTypeForSocket), .failure(.notPermitted):
             throw UnixSocketError(
-                .addressInUse, operation: "bind", address: address, errno: .addressInUse,
-                detail: "already in use by a running server")
+                .addressInUse,
+                operation: "bind",
+                address: address,
+                errno: .addressInUse,
+                detail: "already in use by a running server"
+            )
         case .failure(let errno):
             throw UnixSocketError(
-                .system, operation: "bind", address: address, errno: errno,
-                detail: "cannot prove the existing socket file stale; it was left untouched")
+                .system,
+                operation: "bind",
+                address: address,
+                errno: errno,
+                detail: "cannot prove the existing socket file stale; it was left untouched"
+            )
         }
     }
 
@@ -284,7 +338,8 @@ enum SocketFile {
         case .failure(let errno): return .failure(errno)
         }
         defer { _ = system_close(probe) }
-        guard let relative = try? UnixAddress.path(bytes: name), let sockAddr = try? relative.sockAddr(operation: "probe")
+        guard let relative = try? UnixAddress.path(bytes: name),
+            let sockAddr = try? relative.sockAddr(operation: "probe")
         else { return .failure(.invalidArgument) }
         return sockAddr.withSockAddr { pointer, length in
             switch system_connect(probe, pointer, length) {
@@ -319,16 +374,24 @@ enum SocketFile {
                     case .success(let fd): return fd
                     case .failure(let errno):
                         throw .system(
-                            "bind", errno, address: address,
-                            detail: "cannot open the lock file \(UnixAddress.escape(name)) beside it: \(UnixSocketError.explain(errno, operation: "open").0)")
+                            "bind",
+                            errno,
+                            address: address,
+                            detail:
+                                "cannot open the lock file \(UnixAddress.escape(name)) beside it: \(UnixSocketError.explain(errno, operation: "open").0)"
+                        )
                     }
                 }
                 guard let fd = opened else { throw UnixSocketError(.closed, operation: "bind", address: address) }
                 guard case .success(let info) = FileStatus.of(fd), EntryIdentity(info).isRegular else {
                     _ = system_close(fd)
                     throw UnixSocketError(
-                        .system, operation: "bind", address: address, errno: .invalidArgument,
-                        detail: "the lock file \(UnixAddress.escape(name)) beside it is not a regular file")
+                        .system,
+                        operation: "bind",
+                        address: address,
+                        errno: .invalidArgument,
+                        detail: "the lock file \(UnixAddress.escape(name)) beside it is not a regular file"
+                    )
                 }
                 let identity = EntryIdentity(info)
                 switch system_flock(fd, SystemConstants.lockExclusiveNonBlocking) {
@@ -347,8 +410,13 @@ enum SocketFile {
                     _ = system_close(fd)
                     if deadline?.hasPassed ?? false {
                         throw UnixSocketError(
-                            .timedOut, operation: "bind", address: address, errno: .resourceTemporarilyUnavailable,
-                            detail: "another process has held the lock file \(UnixAddress.escape(name)) for \(timeout); is another server starting?")
+                            .timedOut,
+                            operation: "bind",
+                            address: address,
+                            errno: .resourceTemporarilyUnavailable,
+                            detail:
+                                "another process has held the lock file \(UnixAddress.escape(name)) for \(timeout); is another server starting?"
+                        )
                     }
                     system_nanosleep(nanoseconds: pause)
                     pause = min(pause * 2, 50_000_000)

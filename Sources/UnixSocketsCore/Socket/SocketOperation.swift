@@ -1,6 +1,6 @@
-package import UnixSocketsSystem
 import Synchronization
 package import SystemPackage
+package import UnixSocketsSystem
 
 // One I/O path. Every socket operation is written once, as a `SocketOperation`: its argument checks, its
 // syscall, control-message building and parsing, descriptor ownership, truncation checks, error mapping and
@@ -52,14 +52,18 @@ package protocol OutgoingBytes {
 
 extension UnsafeRawBufferPointer: OutgoingBytes {
     @inline(__always)
-    package func withBytes<R>(_ body: (UnsafeRawBufferPointer) throws(UnixSocketError) -> R) throws(UnixSocketError)
+    package func withBytes<R>(
+        _ body: (UnsafeRawBufferPointer) throws(UnixSocketError) -> R
+    ) throws(UnixSocketError)
         -> R
     { try body(self) }
 }
 
 extension Array: OutgoingBytes where Element == UInt8 {
     @inline(__always)
-    package func withBytes<R>(_ body: (UnsafeRawBufferPointer) throws(UnixSocketError) -> R) throws(UnixSocketError)
+    package func withBytes<R>(
+        _ body: (UnsafeRawBufferPointer) throws(UnixSocketError) -> R
+    ) throws(UnixSocketError)
         -> R
     {
         try withUnsafeBytes { raw in Result { () throws(UnixSocketError) -> R in try body(raw) } }.get()
@@ -69,20 +73,26 @@ extension Array: OutgoingBytes where Element == UInt8 {
 /// Descriptors an operation attaches (SCM_RIGHTS): borrowed or owned, as `OutgoingBytes`.
 package protocol OutgoingDescriptors {
     var count: Int { get }
-    func withDescriptors<R>(_ body: (UnsafeBufferPointer<CInt>) throws(UnixSocketError) -> R) throws(UnixSocketError)
+    func withDescriptors<R>(
+        _ body: (UnsafeBufferPointer<CInt>) throws(UnixSocketError) -> R
+    ) throws(UnixSocketError)
         -> R
 }
 
 extension UnsafeBufferPointer: OutgoingDescriptors where Element == CInt {
     @inline(__always)
-    package func withDescriptors<R>(_ body: (UnsafeBufferPointer<CInt>) throws(UnixSocketError) -> R)
+    package func withDescriptors<R>(
+        _ body: (UnsafeBufferPointer<CInt>) throws(UnixSocketError) -> R
+    )
         throws(UnixSocketError) -> R
     { try body(self) }
 }
 
 extension Array: OutgoingDescriptors where Element == CInt {
     @inline(__always)
-    package func withDescriptors<R>(_ body: (UnsafeBufferPointer<CInt>) throws(UnixSocketError) -> R)
+    package func withDescriptors<R>(
+        _ body: (UnsafeBufferPointer<CInt>) throws(UnixSocketError) -> R
+    )
         throws(UnixSocketError) -> R
     {
         try withUnsafeBufferPointer { fds in Result { () throws(UnixSocketError) -> R in try body(fds) } }.get()
@@ -103,8 +113,12 @@ extension SocketCore {
     /// The error of a back-off that ran out of time.
     package func backOffTimedOut(_ operation: String) -> UnixSocketError {
         UnixSocketError(
-            .timedOut, operation: operation, address: address, errno: .resourceTemporarilyUnavailable,
-            detail: operation == "connect" ? "the server's backlog stayed full" : "the receiver's queue stayed full")
+            .timedOut,
+            operation: operation,
+            address: address,
+            errno: .resourceTemporarilyUnavailable,
+            detail: operation == "connect" ? "the server's backlog stayed full" : "the receiver's queue stayed full"
+        )
     }
 
     // MARK: The blocking driver
@@ -112,7 +126,10 @@ extension SocketCore {
     /// Runs `operation`, waiting with poll(2) (or backing off) on EAGAIN, until it is done or `timeout`
     /// passes without progress. `close()` from another thread wakes the wait with `.closed`.
     @inline(__always)
-    package func perform<Operation: SocketOperation>(_ operation: inout Operation, timeout: Duration?)
+    package func perform<Operation: SocketOperation>(
+        _ operation: inout Operation,
+        timeout: Duration?
+    )
         throws(UnixSocketError) -> Operation.Output
     {
         do {
@@ -133,7 +150,11 @@ extension SocketCore {
     /// or room was already there) drops the hint, so a reader that runs behind its writer goes back to
     /// one syscall per call.
     @inline(__always)
-    private func polling<Operation: SocketOperation>(_ operation: inout Operation, events: Int16, timeout: Duration?)
+    private func polling<Operation: SocketOperation>(
+        _ operation: inout Operation,
+        events: Int16,
+        timeout: Duration?
+    )
         throws(UnixSocketError) -> Operation.Output
     {
         // A zero or negative timeout is invalid input even when the call would not have to wait.
@@ -149,7 +170,7 @@ extension SocketCore {
                 let before = system_monotonicNanoseconds()
                 do throws(UnixSocketError) {
                     try wait(fd, events: events, deadline: deadline, operation: operation.name)
-                } catch where error.code == .timedOut {
+                } catch  where error.code == .timedOut {
                     // The deadline passed before the poll: the attempt below still gets its chance, as
                     // it would have without the hint, and times out only on EAGAIN.
                 }
@@ -176,7 +197,10 @@ extension SocketCore {
     }
 
     /// Retries the operation with a short exponential back-off while it reports EAGAIN.
-    private func backingOff<Operation: SocketOperation>(_ operation: inout Operation, timeout: Duration?)
+    private func backingOff<Operation: SocketOperation>(
+        _ operation: inout Operation,
+        timeout: Duration?
+    )
         throws(UnixSocketError) -> Operation.Output
     {
         let fd = try beginUse(operation.name)
@@ -233,8 +257,11 @@ package struct ReadExactly: SocketOperation {
             guard let count = try core.outcome(system_recv(fd, rest, 0), "recv") else { return nil }
             if count == 0 {
                 throw UnixSocketError(
-                    .unexpectedEOF, operation: "read", address: core.address,
-                    detail: "the peer closed after \(offset) of \(buffer.count) bytes")
+                    .unexpectedEOF,
+                    operation: "read",
+                    address: core.address,
+                    detail: "the peer closed after \(offset) of \(buffer.count) bytes"
+                )
             }
             offset += count
         }
@@ -262,8 +289,11 @@ package struct ReadToEnd: SocketOperation {
             if count == 0 { return result }
             if result.count + count > maxBytes {
                 throw UnixSocketError(
-                    .tooLarge, operation: "read", address: core.address,
-                    detail: "the peer sent more than the \(maxBytes)-byte limit")
+                    .tooLarge,
+                    operation: "read",
+                    address: core.address,
+                    detail: "the peer sent more than the \(maxBytes)-byte limit"
+                )
             }
             result.append(contentsOf: chunk[..<count])
         }
@@ -350,7 +380,9 @@ package struct StreamSend<Bytes: OutgoingBytes, Descriptors: OutgoingDescriptors
             let sent = try write.bytes.withBytes { (raw) throws(UnixSocketError) -> Int? in
                 try descriptors.withDescriptors { (fds) throws(UnixSocketError) -> Int? in
                     try core.outcome(
-                        SocketCore.sendmsgOnce(fd, raw, descriptors: fds, credentials: nil, destination: nil), "sendmsg")
+                        SocketCore.sendmsgOnce(fd, raw, descriptors: fds, credentials: nil, destination: nil),
+                        "sendmsg"
+                    )
                 }
             }
             guard let sent else { return nil }
@@ -372,12 +404,18 @@ package struct MessageSend<Bytes: OutgoingBytes, Descriptors: OutgoingDescriptor
     let credentials: KernelCredentials.Raw?
     let destination: Destination
     package init(
-        _ bytes: Bytes, descriptors: Descriptors, credentials: UnixCredentials?, to destination: Destination,
+        _ bytes: Bytes,
+        descriptors: Descriptors,
+        credentials: UnixCredentials?,
+        to destination: Destination,
         on core: SocketCore
     ) throws(UnixSocketError) {
         try core.checkMessageSend(
-            byteCount: bytes.count, descriptorCount: descriptors.count, to: destination.address,
-            operation: Destination.operation)
+            byteCount: bytes.count,
+            descriptorCount: descriptors.count,
+            to: destination.address,
+            operation: Destination.operation
+        )
         self.bytes = bytes
         self.descriptors = descriptors
         self.credentials = credentials?.raw
@@ -458,12 +496,18 @@ package struct Receive: SocketOperation {
     package var received = RawReceived()
     /// - Throws: `.invalidArgument` for a `maxDescriptors` outside 0...253.
     package init(
-        into buffer: UnsafeMutableRawBufferPointer, maxDescriptors: Int, wantSender: Bool, on core: SocketCore
+        into buffer: UnsafeMutableRawBufferPointer,
+        maxDescriptors: Int,
+        wantSender: Bool,
+        on core: SocketCore
     ) throws(UnixSocketError) {
         if maxDescriptors < 0 || maxDescriptors > maximumDescriptorsPerMessage {
             throw UnixSocketError(
-                .invalidArgument, operation: "receive", address: core.address,
-                detail: "maxDescriptors must be 0...\(maximumDescriptorsPerMessage)")
+                .invalidArgument,
+                operation: "receive",
+                address: core.address,
+                detail: "maxDescriptors must be 0...\(maximumDescriptorsPerMessage)"
+            )
         }
         self.init(into: buffer, maxDescriptors: maxDescriptors, wantSender: wantSender, core: core)
     }
@@ -485,18 +529,32 @@ package struct Receive: SocketOperation {
     @inline(__always)
     package mutating func attempt(_ fd: CInt, on core: SocketCore) throws(UnixSocketError) -> Int? {
         let result = SocketCore.recvmsgOnce(
-            fd, buffer, maxDescriptors: maxDescriptors, credentials: credentials, wantSender: wantSender,
-            flags: flags, into: &received)
+            fd,
+            buffer,
+            maxDescriptors: maxDescriptors,
+            credentials: credentials,
+            wantSender: wantSender,
+            flags: flags,
+            into: &received
+        )
         guard let count = try core.outcome(result, "receive") else { return nil }
         try core.checkReceived(
-            received, count: count, capacity: buffer.count, maxDescriptors: maxDescriptors, operation: "receive")
+            received,
+            count: count,
+            capacity: buffer.count,
+            maxDescriptors: maxDescriptors,
+            operation: "receive"
+        )
         return count
     }
     /// The message of `count` received bytes held in `bytes`.
     package func message(_ bytes: [UInt8]) -> UnixMessage {
         UnixMessage(
-            bytes: bytes, descriptors: received.descriptors, credentials: received.credentials,
-            sender: received.sender)
+            bytes: bytes,
+            descriptors: received.descriptors,
+            credentials: received.credentials,
+            sender: received.sender
+        )
     }
 }
 
@@ -547,6 +605,11 @@ package struct Connect: SocketOperation {
             return UnixSocketError(.system, operation: "connect", address: address, errno: error.errno)
         }
         return UnixSocketError(
-            error.code, operation: "connect", address: address, errno: error.errno, detail: error.detail)
+            error.code,
+            operation: "connect",
+            address: address,
+            errno: error.errno,
+            detail: error.detail
+        )
     }
 }

@@ -1,4 +1,5 @@
 import UnixSocketsSystem
+
 // Socket buffer sizes (SO_SNDBUF / SO_RCVBUF); the public face is on `UnixSocket`.
 
 extension SocketCore {
@@ -9,8 +10,11 @@ extension SocketCore {
             guard let value else { continue }
             guard value > 0, value <= Int(Int32.max) / 2 else {
                 throw UnixSocketError(
-                    .invalidArgument, operation: "setsockopt \(name)", address: address,
-                    detail: "the buffer size must be 1...\(Int32.max / 2) bytes (got \(value))")
+                    .invalidArgument,
+                    operation: "setsockopt \(name)",
+                    address: address,
+                    detail: "the buffer size must be 1...\(Int32.max / 2) bytes (got \(value))"
+                )
             }
             try setOption(SystemConstants.solSocket, option, CInt(value), operation: "setsockopt \(name)")
         }
@@ -19,7 +23,10 @@ extension SocketCore {
     func bufferSizes() throws(UnixSocketError) -> (send: Int, receive: Int) {
         let send = try getOption(SystemConstants.solSocket, SystemConstants.soSndBuf, operation: "getsockopt SO_SNDBUF")
         let receive = try getOption(
-            SystemConstants.solSocket, SystemConstants.soRcvBuf, operation: "getsockopt SO_RCVBUF")
+            SystemConstants.solSocket,
+            SystemConstants.soRcvBuf,
+            operation: "getsockopt SO_RCVBUF"
+        )
         return (Int(send), Int(receive))
     }
 }

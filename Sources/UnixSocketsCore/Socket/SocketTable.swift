@@ -1,5 +1,5 @@
-import UnixSocketsSystem
 package import SystemPackage
+import UnixSocketsSystem
 
 /// One Unix socket of this machine (network namespace) as sock_diag reports it.
 package struct UnixSocketTableEntry: Sendable, Hashable {
@@ -23,7 +23,12 @@ package enum UnixSocketTable {
         var table: [UInt64: UnixSocketTableEntry] = [:]
         let dumped = SockDiag.dump(show: Netlink.unixShowName | Netlink.unixShowPeer) { message in
             var entry = UnixSocketTableEntry(
-                inode: UInt64(message.inode), type: message.type, state: message.state, address: nil, peerInode: nil)
+                inode: UInt64(message.inode),
+                type: message.type,
+                state: message.state,
+                address: nil,
+                peerInode: nil
+            )
             for (type, payload) in message.attributes {
                 if type == Netlink.unixAttributeName, let first = payload.first {
                     if first == 0 {

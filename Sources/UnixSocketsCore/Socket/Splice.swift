@@ -1,5 +1,5 @@
-import UnixSocketsSystem
 package import SystemPackage
+import UnixSocketsSystem
 
 // Zero-copy moves between a stream socket and a pipe (splice(2)). Package access: the `uds` tool's fast path.
 //

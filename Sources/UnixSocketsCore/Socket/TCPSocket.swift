@@ -1,9 +1,9 @@
-import UnixSocketsSystem
 // The few TCP calls `uds bridge` needs (socket, bind with SO_REUSEADDR, listen, accept, connect, name
 // resolution), at package access, so the CLI never calls libc for them. Beside the Unix sockets, on the
 // same wrappers: the C side (addresses, getaddrinfo) is in System/InetAddress.swift; I/O, waiting (poll),
 // shutdown and close-once reuse `SocketCore`, which works on any socket descriptor.
 import SystemPackage
+import UnixSocketsSystem
 
 /// A TCP endpoint: `tcp:HOST:PORT` (`[::1]` for an IPv6 literal; the host is always explicit).
 package struct TCPEndpoint: Sendable, Hashable, CustomStringConvertible {
@@ -54,15 +54,21 @@ package final class TCPSocket: Sendable, CustomStringConvertible {
     }
 
     /// Resolves `endpoint` (numeric or by name) to socket addresses.
-    static func resolve(_ endpoint: TCPEndpoint, passive: Bool, operation: String) throws(UnixSocketError)
+    static func resolve(
+        _ endpoint: TCPEndpoint,
+        passive: Bool,
+        operation: String
+    ) throws(UnixSocketError)
         -> [(family: CInt, address: [UInt8])]
     {
         switch InetAddress.resolve(host: endpoint.host, port: endpoint.port, passive: passive) {
         case .success(let addresses): return addresses
         case .failure(let failure):
             throw UnixSocketError(
-                .invalidAddress, operation: operation,
-                detail: "\(endpoint): cannot resolve the host: \(failure.reason)")
+                .invalidAddress,
+                operation: operation,
+                detail: "\(endpoint): cannot resolve the host: \(failure.reason)"
+            )
         }
     }
 
@@ -77,7 +83,11 @@ package final class TCPSocket: Sendable, CustomStringConvertible {
         return UnixSocketError(.system, operation: operation, detail: detail)
     }
 
-    static func makeSocket(_ family: CInt, _ endpoint: TCPEndpoint, operation: String) throws(UnixSocketError)
+    static func makeSocket(
+        _ family: CInt,
+        _ endpoint: TCPEndpoint,
+        operation: String
+    ) throws(UnixSocketError)
         -> SocketCore
     {
         switch system_socket(family, UnixSocketType.stream.flags, 0) {
@@ -88,7 +98,10 @@ package final class TCPSocket: Sendable, CustomStringConvertible {
 
     /// Connects to `endpoint`, trying each resolved address in turn.
     /// - Throws: ``UnixSocketError`` naming the endpoint (ECONNREFUSED, ETIMEDOUT, `.timedOut`).
-    package static func connect(to endpoint: TCPEndpoint, timeout: Duration? = nil) throws(UnixSocketError)
+    package static func connect(
+        to endpoint: TCPEndpoint,
+        timeout: Duration? = nil
+    ) throws(UnixSocketError)
         -> TCPSocket
     {
         var dialer = try Dialer(endpoint)
@@ -149,8 +162,11 @@ package final class TCPSocket: Sendable, CustomStringConvertible {
             do throws(UnixSocketError) {
                 try core.withDescriptor("bind") { (fd) throws(UnixSocketError) in
                     if case .failure(let errno) = IntSocketOption.set(
-                        fd, level: SystemConstants.solSocket, name: SystemConstants.soReuseAddr, 1)
-                    {
+                        fd,
+                        level: SystemConstants.solSocket,
+                        name: SystemConstants.soReuseAddr,
+                        1
+                    ) {
                         throw error("setsockopt SO_REUSEADDR", endpoint, errno)
                     }
                     let bound = InetAddress.withSockAddr(address) { system_bind(fd, $0, $1) }

@@ -1,5 +1,5 @@
-import UnixSocketsSystem
 public import SystemPackage
+import UnixSocketsSystem
 
 /// A datagram Unix socket (SOCK_DGRAM): messages with boundaries, reliable and ordered on one host.
 ///
@@ -29,7 +29,10 @@ public final class UnixDatagram: UnixSocket, UnixMessageSocket, @unchecked Senda
     /// A path gets the same safe socket-file rules as a listener: a stale file is replaced, a live one or
     /// a non-socket is an error; the file has exactly `mode` if given; it is removed on close.
     /// - Throws: ``UnixSocketError``.
-    public static func bind(_ address: UnixAddress, mode: FilePermissions? = nil) throws(UnixSocketError) -> UnixDatagram {
+    public static func bind(
+        _ address: UnixAddress,
+        mode: FilePermissions? = nil
+    ) throws(UnixSocketError) -> UnixDatagram {
         let core = try SocketCore.make(.datagram, address: address, operation: "bind")
         if case .path(let path) = address.kind {
             if let claim = try SocketFile.bind(core, to: address, path: path, mode: mode?.rawValue, byName: false) {
@@ -39,8 +42,11 @@ public final class UnixDatagram: UnixSocket, UnixMessageSocket, @unchecked Senda
         }
         if mode != nil && address.isAbstract {
             throw UnixSocketError(
-                .invalidArgument, operation: "bind", address: address,
-                detail: "abstract names have no file and no mode; check peer credentials instead")
+                .invalidArgument,
+                operation: "bind",
+                address: address,
+                detail: "abstract names have no file and no mode; check peer credentials instead"
+            )
         }
         try core.bind(to: address)
         return UnixDatagram(core: core)
@@ -54,10 +60,18 @@ public final class UnixDatagram: UnixSocket, UnixMessageSocket, @unchecked Senda
     /// Sends one datagram to `address` (unconnected), whole.
     /// - Throws: ``UnixSocketError``: EMSGSIZE with the limit, ENOENT/ECONNREFUSED if nobody is bound
     ///   there, `.timedOut` if the receiver's queue stays full. The corresponding C function is `sendmsg`.
-    @available(*, noasync, message: "this blocking call would stall async code: in an async function (a @main type's 'static func main() async', not top-level code) 'try await' picks the async overload; or call it from synchronous code")
+    @available(
+        *,
+        noasync,
+        message:
+            "this blocking call would stall async code: in an async function (a @main type's 'static func main() async', not top-level code) 'try await' picks the async overload; or call it from synchronous code"
+    )
     public func send(
-        _ bytes: some Collection<UInt8>, to address: UnixAddress, descriptors: [FileDescriptor] = [],
-        credentials: UnixCredentials? = nil, timeout: Duration? = nil
+        _ bytes: some Collection<UInt8>,
+        to address: UnixAddress,
+        descriptors: [FileDescriptor] = [],
+        credentials: UnixCredentials? = nil,
+        timeout: Duration? = nil
     ) throws(UnixSocketError) {
         try withRawDescriptors(descriptors) { (fds) throws(UnixSocketError) in
             try withBytes(bytes) { (raw) throws(UnixSocketError) in

@@ -1,5 +1,5 @@
-import UnixSocketsSystem
 public import SystemPackage
+import UnixSocketsSystem
 
 /// A listening Unix socket that accepts ``UnixStream`` (``UnixStreamListener``) or ``UnixSeqPacket``
 /// (``UnixSeqPacketListener``) connections.
@@ -34,20 +34,33 @@ public final class UnixListener<Connection: UnixConnection>: Sendable, CustomStr
     /// - Throws: ``UnixSocketError`` `.addressInUse` (a live server there), `.notASocket` (a file that is
     ///   not a socket; untouched), `.invalidAddress`, or a system error. The corresponding C functions are
     ///   `bind` and `listen`.
-    public static func bind(_ address: UnixAddress, mode: FilePermissions? = nil, backlog: Int32 = 4096)
+    public static func bind(
+        _ address: UnixAddress,
+        mode: FilePermissions? = nil,
+        backlog: Int32 = 4096
+    )
         throws(UnixSocketError) -> UnixListener<Connection>
     {
         let core = try SocketCore.make(Connection.socketType, address: address, operation: "bind")
         switch address.kind {
         case .path(let path):
             let claim = try SocketFile.bind(
-                core, to: address, path: path, mode: mode?.rawValue, byName: true, listenBacklog: backlog)
+                core,
+                to: address,
+                path: path,
+                mode: mode?.rawValue,
+                byName: true,
+                listenBacklog: backlog
+            )
             return UnixListener(core: core, address: address, claim: claim)
         case .abstract:
             if mode != nil {
                 throw UnixSocketError(
-                    .invalidArgument, operation: "bind", address: address,
-                    detail: "abstract names have no file and no mode; check peer credentials instead")
+                    .invalidArgument,
+                    operation: "bind",
+                    address: address,
+                    detail: "abstract names have no file and no mode; check peer credentials instead"
+                )
             }
             try core.bind(to: address)
         case .unnamed:
@@ -59,7 +72,10 @@ public final class UnixListener<Connection: UnixConnection>: Sendable, CustomStr
 
     /// Adopts a listening socket descriptor (e.g. from systemd socket activation). It does not remove its
     /// socket file on close unless `removeSocketFileOnClose` is true.
-    public convenience init(adopting descriptor: FileDescriptor, removeSocketFileOnClose: Bool = false)
+    public convenience init(
+        adopting descriptor: FileDescriptor,
+        removeSocketFileOnClose: Bool = false
+    )
         throws(UnixSocketError)
     {
         let core = try SocketCore.adopt(descriptor, type: Connection.socketType, operation: "adopt")
@@ -82,7 +98,12 @@ public final class UnixListener<Connection: UnixConnection>: Sendable, CustomStr
     /// Waits for and accepts one connection (CLOEXEC). Its peer address and credentials are read on demand.
     /// - Throws: ``UnixSocketError`` (`.timedOut`; EMFILE when out of descriptors; `.closed`).
     ///   The corresponding C function is `accept4`.
-    @available(*, noasync, message: "this blocking call would stall async code: in an async function (a @main type's 'static func main() async', not top-level code) 'try await' picks the async overload; or call it from synchronous code")
+    @available(
+        *,
+        noasync,
+        message:
+            "this blocking call would stall async code: in an async function (a @main type's 'static func main() async', not top-level code) 'try await' picks the async overload; or call it from synchronous code"
+    )
     public func accept(timeout: Duration? = nil) throws(UnixSocketError) -> Connection {
         var operation = Accept()
         return accepted(try core.perform(&operation, timeout: timeout))

@@ -41,12 +41,25 @@ public class UnixSocket: @unchecked Sendable, CustomStringConvertible {
     ///   ask ``UnixMessageSocket/nextMessageSize(timeout:)`` first), `.controlTruncated` (more descriptors
     ///   than `maxDescriptors` arrived: all that arrived are closed), `.timedOut`. The corresponding C
     ///   function is `recvmsg`.
-    @available(*, noasync, message: "this blocking call would stall async code: in an async function (a @main type's 'static func main() async', not top-level code) 'try await' picks the async overload; or call it from synchronous code")
-    public func receive(maxBytes: Int = 65536, maxDescriptors: Int = 8, timeout: Duration? = nil)
+    @available(
+        *,
+        noasync,
+        message:
+            "this blocking call would stall async code: in an async function (a @main type's 'static func main() async', not top-level code) 'try await' picks the async overload; or call it from synchronous code"
+    )
+    public func receive(
+        maxBytes: Int = 65536,
+        maxDescriptors: Int = 8,
+        timeout: Duration? = nil
+    )
         throws(UnixSocketError) -> UnixMessage
     {
         try core.receiveMessage(
-            maxBytes: maxBytes, maxDescriptors: maxDescriptors, wantSender: core.type == .datagram, timeout: timeout)
+            maxBytes: maxBytes,
+            maxDescriptors: maxDescriptors,
+            wantSender: core.type == .datagram,
+            timeout: timeout
+        )
     }
 
     /// Requests socket buffer sizes in bytes (nil leaves one unchanged). The kernel doubles the value for
@@ -110,7 +123,12 @@ extension UnixConnection {
     ///   - timeout: how long to keep retrying while the server's backlog is full (nil: forever).
     /// - Throws: ``UnixSocketError`` (ENOENT: no socket file; ECONNREFUSED: nobody listening; EPROTOTYPE:
     ///   a server of another type; EACCES; ...). The corresponding C function is `connect`.
-    @available(*, noasync, message: "this blocking call would stall async code: in an async function (a @main type's 'static func main() async', not top-level code) 'try await' picks the async overload; or call it from synchronous code")
+    @available(
+        *,
+        noasync,
+        message:
+            "this blocking call would stall async code: in an async function (a @main type's 'static func main() async', not top-level code) 'try await' picks the async overload; or call it from synchronous code"
+    )
     public static func connect(to address: UnixAddress, timeout: Duration? = nil) throws(UnixSocketError) -> Self {
         let core = try SocketCore.make(socketType, address: address, operation: "connect")
         try core.connect(to: address, timeout: timeout)
@@ -131,9 +149,16 @@ extension UnixMessageSocket {
     /// - Throws: ``UnixSocketError``: EMSGSIZE with the limit, `.invalidArgument` for an empty seqpacket
     ///   message or over 253 descriptors, EPIPE (seqpacket) or ECONNREFUSED then ENOTCONN (datagram) once
     ///   the peer has closed. The corresponding C function is `sendmsg`.
-    @available(*, noasync, message: "this blocking call would stall async code: in an async function (a @main type's 'static func main() async', not top-level code) 'try await' picks the async overload; or call it from synchronous code")
+    @available(
+        *,
+        noasync,
+        message:
+            "this blocking call would stall async code: in an async function (a @main type's 'static func main() async', not top-level code) 'try await' picks the async overload; or call it from synchronous code"
+    )
     public func send(
-        _ bytes: some Collection<UInt8>, descriptors: [FileDescriptor] = [], credentials: UnixCredentials? = nil,
+        _ bytes: some Collection<UInt8>,
+        descriptors: [FileDescriptor] = [],
+        credentials: UnixCredentials? = nil,
         timeout: Duration? = nil
     ) throws(UnixSocketError) {
         try withRawDescriptors(descriptors) { (fds) throws(UnixSocketError) in
@@ -147,15 +172,28 @@ extension UnixMessageSocket {
     /// (0 at EOF on a seqpacket connection).
     /// - Throws: ``UnixSocketError`` `.messageTruncated` if it did not fit, `.controlTruncated` if
     ///   descriptors came with it (they are closed).
-    @available(*, noasync, message: "this blocking call would stall async code: in an async function (a @main type's 'static func main() async', not top-level code) 'try await' picks the async overload; or call it from synchronous code")
-    public func receive(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration? = nil) throws(UnixSocketError)
+    @available(
+        *,
+        noasync,
+        message:
+            "this blocking call would stall async code: in an async function (a @main type's 'static func main() async', not top-level code) 'try await' picks the async overload; or call it from synchronous code"
+    )
+    public func receive(
+        into buffer: UnsafeMutableRawBufferPointer,
+        timeout: Duration? = nil
+    ) throws(UnixSocketError)
         -> Int
     {
         try core.receiveMessage(into: buffer, timeout: timeout)
     }
 
     /// The size of the next message, without consuming it (MSG_PEEK | MSG_TRUNC); 0 at EOF.
-    @available(*, noasync, message: "this blocking call would stall async code: in an async function (a @main type's 'static func main() async', not top-level code) 'try await' picks the async overload; or call it from synchronous code")
+    @available(
+        *,
+        noasync,
+        message:
+            "this blocking call would stall async code: in an async function (a @main type's 'static func main() async', not top-level code) 'try await' picks the async overload; or call it from synchronous code"
+    )
     public func nextMessageSize(timeout: Duration? = nil) throws(UnixSocketError) -> Int {
         var operation = Peek()
         return try core.perform(&operation, timeout: timeout)
@@ -172,16 +210,29 @@ extension SocketCore {
 
     /// One whole message to the connected peer or `destination`, bytes and descriptors lent without a copy.
     func sendMessage(
-        _ bytes: UnsafeRawBufferPointer, descriptors: UnsafeBufferPointer<CInt>, credentials: UnixCredentials?,
-        to destination: UnixAddress?, timeout: Duration?
+        _ bytes: UnsafeRawBufferPointer,
+        descriptors: UnsafeBufferPointer<CInt>,
+        credentials: UnixCredentials?,
+        to destination: UnixAddress?,
+        timeout: Duration?
     ) throws(UnixSocketError) {
         if let destination {
             var operation = try MessageSend(
-                bytes, descriptors: descriptors, credentials: credentials, to: try Recipient(destination), on: self)
+                bytes,
+                descriptors: descriptors,
+                credentials: credentials,
+                to: try Recipient(destination),
+                on: self
+            )
             try perform(&operation, timeout: timeout)
         } else {
             var operation = try MessageSend(
-                bytes, descriptors: descriptors, credentials: credentials, to: ConnectedPeer(), on: self)
+                bytes,
+                descriptors: descriptors,
+                credentials: credentials,
+                to: ConnectedPeer(),
+                on: self
+            )
             try perform(&operation, timeout: timeout)
         }
     }
@@ -196,7 +247,8 @@ extension SocketCore {
 /// Lends the numbers of `descriptors` without copying them (FileDescriptor is a frozen wrapper of CInt).
 @inline(__always)
 func withRawDescriptors(
-    _ descriptors: [FileDescriptor], _ body: (UnsafeBufferPointer<CInt>) throws(UnixSocketError) -> Void
+    _ descriptors: [FileDescriptor],
+    _ body: (UnsafeBufferPointer<CInt>) throws(UnixSocketError) -> Void
 ) throws(UnixSocketError) {
     if descriptors.isEmpty { return try body(UnsafeBufferPointer(start: nil, count: 0)) }
     var failure: UnixSocketError?
@@ -214,7 +266,10 @@ func withRawDescriptors(
 /// module boundary), where a `Result<R, _>?` made the runtime instantiate generic metadata on every call
 /// (about 700 instructions per send, measured with callgrind for `uds bench`).
 @inline(__always)
-func withBytes(_ value: some Collection<UInt8>, _ body: (UnsafeRawBufferPointer) throws(UnixSocketError) -> Void)
+func withBytes(
+    _ value: some Collection<UInt8>,
+    _ body: (UnsafeRawBufferPointer) throws(UnixSocketError) -> Void
+)
     throws(UnixSocketError)
 {
     var failure: UnixSocketError?

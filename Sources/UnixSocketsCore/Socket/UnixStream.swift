@@ -21,24 +21,45 @@ public final class UnixStream: UnixSocket, UnixConnection, @unchecked Sendable {
 
     /// Reads what is there, up to `buffer.count` bytes; 0 means the peer closed its side (EOF).
     /// - Throws: ``UnixSocketError`` (ECONNRESET when the peer closed with our data unread; `.timedOut`).
-    @available(*, noasync, message: "this blocking call would stall async code: in an async function (a @main type's 'static func main() async', not top-level code) 'try await' picks the async overload; or call it from synchronous code")
-    public func read(into buffer: UnsafeMutableRawBufferPointer, timeout: Duration? = nil) throws(UnixSocketError) -> Int {
+    @available(
+        *,
+        noasync,
+        message:
+            "this blocking call would stall async code: in an async function (a @main type's 'static func main() async', not top-level code) 'try await' picks the async overload; or call it from synchronous code"
+    )
+    public func read(
+        into buffer: UnsafeMutableRawBufferPointer,
+        timeout: Duration? = nil
+    ) throws(UnixSocketError) -> Int {
         var operation = ReadSome(into: buffer)
         return try core.perform(&operation, timeout: timeout)
     }
 
     /// Reads what is there, at most `maxBytes`; an empty array means EOF.
     /// - Throws: ``UnixSocketError`` `.invalidArgument` for a negative `maxBytes`.
-    @available(*, noasync, message: "this blocking call would stall async code: in an async function (a @main type's 'static func main() async', not top-level code) 'try await' picks the async overload; or call it from synchronous code")
+    @available(
+        *,
+        noasync,
+        message:
+            "this blocking call would stall async code: in an async function (a @main type's 'static func main() async', not top-level code) 'try await' picks the async overload; or call it from synchronous code"
+    )
     public func read(maxBytes: Int = 65536, timeout: Duration? = nil) throws(UnixSocketError) -> [UInt8] {
         let capacity = try checkedByteCount(
-            maxBytes, "maxBytes", operation: "read", address: core.address, allocationCap: maximumStreamReadBuffer)
+            maxBytes,
+            "maxBytes",
+            operation: "read",
+            address: core.address,
+            allocationCap: maximumStreamReadBuffer
+        )
         var failure: UnixSocketError?
         let bytes = [UInt8](unsafeUninitializedCapacity: max(capacity, 1)) { storage, count in
             count = 0
             var operation = ReadSome(
-                into: UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(storage)[..<capacity]))
-            do throws(UnixSocketError) { count = try core.perform(&operation, timeout: timeout) } catch { failure = error }
+                into: UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(storage)[..<capacity])
+            )
+            do throws(UnixSocketError) { count = try core.perform(&operation, timeout: timeout) } catch {
+                failure = error
+            }
         }
         if let failure { throw failure }
         return bytes
@@ -48,7 +69,12 @@ public final class UnixStream: UnixSocket, UnixConnection, @unchecked Sendable {
     /// - Throws: ``UnixSocketError`` `.unexpectedEOF` if the peer closes first (the bytes so far are in
     ///   its detail count), `.timedOut`, or a system error.
     ///   A negative `count`, or one over 1 GiB, is `.invalidArgument`.
-    @available(*, noasync, message: "this blocking call would stall async code: in an async function (a @main type's 'static func main() async', not top-level code) 'try await' picks the async overload; or call it from synchronous code")
+    @available(
+        *,
+        noasync,
+        message:
+            "this blocking call would stall async code: in an async function (a @main type's 'static func main() async', not top-level code) 'try await' picks the async overload; or call it from synchronous code"
+    )
     public func read(exactly count: Int, timeout: Duration? = nil) throws(UnixSocketError) -> [UInt8] {
         _ = try checkedByteCount(count, "count", operation: "read", address: core.address)
         var failure: UnixSocketError?
@@ -68,15 +94,28 @@ public final class UnixStream: UnixSocket, UnixConnection, @unchecked Sendable {
 
     /// Fills `buffer` completely, looping over short reads.
     /// - Throws: as ``read(exactly:timeout:)``.
-    @available(*, noasync, message: "this blocking call would stall async code: in an async function (a @main type's 'static func main() async', not top-level code) 'try await' picks the async overload; or call it from synchronous code")
-    public func read(exactlyInto buffer: UnsafeMutableRawBufferPointer, timeout: Duration? = nil) throws(UnixSocketError) {
+    @available(
+        *,
+        noasync,
+        message:
+            "this blocking call would stall async code: in an async function (a @main type's 'static func main() async', not top-level code) 'try await' picks the async overload; or call it from synchronous code"
+    )
+    public func read(
+        exactlyInto buffer: UnsafeMutableRawBufferPointer,
+        timeout: Duration? = nil
+    ) throws(UnixSocketError) {
         var operation = ReadExactly(into: buffer)
         try core.perform(&operation, timeout: timeout)
     }
 
     /// Reads until the peer closes its side, refusing to hold more than `maxBytes`.
     /// - Throws: ``UnixSocketError`` `.tooLarge` past the cap.
-    @available(*, noasync, message: "this blocking call would stall async code: in an async function (a @main type's 'static func main() async', not top-level code) 'try await' picks the async overload; or call it from synchronous code")
+    @available(
+        *,
+        noasync,
+        message:
+            "this blocking call would stall async code: in an async function (a @main type's 'static func main() async', not top-level code) 'try await' picks the async overload; or call it from synchronous code"
+    )
     public func readToEnd(maxBytes: Int, timeout: Duration? = nil) throws(UnixSocketError) -> [UInt8] {
         var operation = try ReadToEnd(maxBytes: maxBytes, on: core)
         return try core.perform(&operation, timeout: timeout)
@@ -86,7 +125,12 @@ public final class UnixStream: UnixSocket, UnixConnection, @unchecked Sendable {
 
     /// Writes every byte, looping over short writes and EINTR; waits while the peer's buffer is full.
     /// - Throws: ``UnixSocketError`` (EPIPE when the peer has closed: never a SIGPIPE), `.timedOut`.
-    @available(*, noasync, message: "this blocking call would stall async code: in an async function (a @main type's 'static func main() async', not top-level code) 'try await' picks the async overload; or call it from synchronous code")
+    @available(
+        *,
+        noasync,
+        message:
+            "this blocking call would stall async code: in an async function (a @main type's 'static func main() async', not top-level code) 'try await' picks the async overload; or call it from synchronous code"
+    )
     public func write(all bytes: some Collection<UInt8>, timeout: Duration? = nil) throws(UnixSocketError) {
         try withBytes(bytes) { (raw) throws(UnixSocketError) in
             var operation = WriteAll(raw)
@@ -95,7 +139,12 @@ public final class UnixStream: UnixSocket, UnixConnection, @unchecked Sendable {
     }
 
     /// Writes several buffers in order as one stream (vectored: each goes whole, in sequence).
-    @available(*, noasync, message: "this blocking call would stall async code: in an async function (a @main type's 'static func main() async', not top-level code) 'try await' picks the async overload; or call it from synchronous code")
+    @available(
+        *,
+        noasync,
+        message:
+            "this blocking call would stall async code: in an async function (a @main type's 'static func main() async', not top-level code) 'try await' picks the async overload; or call it from synchronous code"
+    )
     public func write(vectored buffers: [[UInt8]], timeout: Duration? = nil) throws(UnixSocketError) {
         var operation = WriteVectored(buffers)
         try core.perform(&operation, timeout: timeout)
@@ -107,8 +156,17 @@ public final class UnixStream: UnixSocket, UnixConnection, @unchecked Sendable {
     /// first sendmsg only; the rest of the bytes follow without them. Descriptors stay owned by the caller.
     /// - Throws: ``UnixSocketError`` `.invalidArgument` if descriptors come with no payload byte or exceed
     ///   253; EBADF if one is not open. The corresponding C function is `sendmsg`.
-    @available(*, noasync, message: "this blocking call would stall async code: in an async function (a @main type's 'static func main() async', not top-level code) 'try await' picks the async overload; or call it from synchronous code")
-    public func send(_ bytes: some Collection<UInt8>, descriptors: [FileDescriptor] = [], timeout: Duration? = nil)
+    @available(
+        *,
+        noasync,
+        message:
+            "this blocking call would stall async code: in an async function (a @main type's 'static func main() async', not top-level code) 'try await' picks the async overload; or call it from synchronous code"
+    )
+    public func send(
+        _ bytes: some Collection<UInt8>,
+        descriptors: [FileDescriptor] = [],
+        timeout: Duration? = nil
+    )
         throws(UnixSocketError)
     {
         try withRawDescriptors(descriptors) { (fds) throws(UnixSocketError) in
