@@ -1,4 +1,3 @@
-import CUnixSockets
 import Synchronization
 import SystemPackage
 import UnixSocketsSystem
