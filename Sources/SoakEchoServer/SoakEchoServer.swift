@@ -3,15 +3,8 @@
 // cut-off clients on stderr. SIGTERM or SIGINT: graceful shutdown, then exit 0.
 //
 //     SoakEchoServer ADDRESS
-import Dispatch
 import SystemPackage
 import UnixSockets
-
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#endif
 
 @main
 struct SoakEchoServer {
@@ -23,23 +16,21 @@ struct SoakEchoServer {
     static func main() async {
         guard CommandLine.arguments.count == 2 else {
             line("usage: SoakEchoServer ADDRESS", to: .standardError)
-            exit(64)
+            ProcessControl.exit(status: 64)
         }
         let server: UnixServer
         do {
             server = try UnixServer(address: try UnixAddress(CommandLine.arguments[1]))
         } catch {
             line("SoakEchoServer: \(error)", to: .standardError)
-            exit(1)
+            ProcessControl.exit(status: 1)
         }
-        var signalSources: [any DispatchSourceSignal] = []
-        for number in [SIGTERM, SIGINT] {
-            signal(number, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
-            // @Sendable: not isolated to the main actor (main() is), since it runs on a Dispatch queue.
-            source.setEventHandler { @Sendable in server.shutdown() }
-            source.resume()
-            signalSources.append(source)
+        let signals = ProcessControl.signals([.terminate, .interrupt])
+        let stopper = Task {
+            for await _ in signals {
+                server.shutdown()
+                return
+            }
         }
         let reporter = Task {
             let start = ContinuousClock.now
@@ -63,11 +54,10 @@ struct SoakEchoServer {
             }
         } catch {
             line("SoakEchoServer: \(error)", to: .standardError)
-            exit(1)
+            ProcessControl.exit(status: 1)
         }
         reporter.cancel()
-        withExtendedLifetime(signalSources) {}
+        stopper.cancel()
         line("STOPPED")
-        exit(0)
     }
 }

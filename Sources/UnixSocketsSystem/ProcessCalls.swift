@@ -23,6 +23,8 @@ package func system_signalIsIgnored(_ number: CInt) -> Bool {
 package func system_isatty(_ fd: CInt) -> Bool { isatty(fd) == 1 }
 /// alarm(2): SIGALRM (which ends the process) after `seconds`; 0 cancels.
 package func system_alarm(_ seconds: UInt32) { _ = alarm(seconds) }
+/// Ends the process with `status` (exit(3): atexit handlers, stdio flushed).
+package func system_exit(_ status: CInt) -> Never { exit(status) }
 
 /// RLIMIT_NOFILE as (soft, hard).
 package func system_getDescriptorLimit() -> Result<(UInt64, UInt64), Errno> {

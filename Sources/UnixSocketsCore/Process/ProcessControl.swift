@@ -71,6 +71,10 @@ package enum ProcessControl {
         return soft
     }
 
+    /// Ends the process with `status`. For a `main` that has nothing to unwind (test support); commands
+    /// return from `run` instead.
+    package static func exit(status: Int32) -> Never { system_exit(status) }
+
     /// The process ends (SIGALRM) after `seconds` unless it ended before: a watchdog for a helper process.
     package static func endAfter(seconds: UInt32) { system_alarm(seconds) }
 }
