@@ -47,6 +47,12 @@ struct NewcomerToolchain {
             "-Xcc", "-fmodule-map-file=\(build.appendingPathComponent("CUnixSockets.build/module.modulemap").path)",
         ]
         if parseAsLibrary { arguments.append("-parse-as-library") }
+        // Under .ci/run's sanitizer passes the library's objects are instrumented: link the runtime too.
+        if let sanitizer = ProcessInfo.processInfo.environment["UDS_SANITIZER"],
+            ["thread", "address"].contains(sanitizer)
+        {
+            arguments.append("-sanitize=\(sanitizer)")
+        }
         arguments.append(file)
         guard let output else { return arguments + ["-typecheck"] }
         let targets = [
