@@ -152,7 +152,12 @@ struct NewcomerProgramTests {
             seconds: 120
         )
         #expect(compiled.status == 0, "\(compiled.error)")
-        #expect(!compiled.error.contains("warning"), "\(compiled.error)")
+        // The compiler's warnings on the program (such as "no 'async' operations occur within 'await'"); the
+        // linker's notes on the sanitizer runtime are not the program's.
+        let warnings = compiled.error.split(separator: "\n").filter {
+            $0.contains(".swift:") && $0.contains("warning:")
+        }
+        #expect(warnings.isEmpty, "\(compiled.error)")
         guard compiled.status == 0 else { return }
         let run = try CLI.runProcess([binary], in: directory, seconds: 20)
         #expect(run.status == 0, "exit status \(String(describing: run.status)): \(run.error)")
