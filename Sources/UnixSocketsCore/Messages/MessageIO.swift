@@ -1,4 +1,3 @@
-import CUnixSockets
 import Synchronization
 import SystemPackage
 import UnixSocketsSystem
@@ -17,59 +16,6 @@ package struct RawReceived {
 package let maximumDescriptorsPerMessage = 253
 
 extension SocketCore {
-    // MARK: sendmsg
-
-    /// One sendmsg(2) of `bytes` with SCM_RIGHTS and SCM_CREDENTIALS control data, to `destination` if given.
-    static func sendmsgOnce(
-        _ fd: CInt,
-        _ bytes: UnsafeRawBufferPointer,
-        descriptors: UnsafeBufferPointer<CInt>,
-        credentials: KernelCredentials.Raw?,
-        destination: (UnsafePointer<sockaddr>, socklen_t)?
-    ) -> Result<IOResult<Int>, Errno> {
-        let rightsSpace = descriptors.isEmpty ? 0 : uds_cmsg_space(descriptors.count * MemoryLayout<CInt>.size)
-        let credentialsSpace = credentials == nil ? 0 : uds_cmsg_space(MemoryLayout<uds_ucred>.size)
-        let space = rightsSpace + credentialsSpace
-        var iov = iovec(iov_base: UnsafeMutableRawPointer(mutating: bytes.baseAddress), iov_len: bytes.count)
-        return withUnsafeMutablePointer(to: &iov) { iovPointer in
-            var message = msghdr()
-            message.msg_iov = iovPointer
-            message.msg_iovlen = 1
-            if let destination {
-                message.msg_name = UnsafeMutableRawPointer(mutating: destination.0)
-                message.msg_namelen = destination.1
-            }
-            if space == 0 { return system_sendmsg(fd, &message, SystemConstants.msgNoSignal) }
-            return withUnsafeTemporaryAllocation(byteCount: space, alignment: 8) { control in
-                control.initializeMemory(as: UInt8.self, repeating: 0)
-                message.msg_control = control.baseAddress
-                message.msg_controllen = space
-                var header = uds_cmsg_firsthdr(&message)
-                if !descriptors.isEmpty, let cmsg = header {
-                    cmsg.pointee.cmsg_level = SystemConstants.solSocket
-                    cmsg.pointee.cmsg_type = SystemConstants.scmRights
-                    cmsg.pointee.cmsg_len = uds_cmsg_len(descriptors.count * MemoryLayout<CInt>.size)
-                    UnsafeMutableRawPointer(uds_cmsg_data(cmsg)).copyMemory(
-                        from: descriptors.baseAddress!,
-                        byteCount: descriptors.count * MemoryLayout<CInt>.size
-                    )
-                    header = uds_cmsg_nxthdr(&message, cmsg)
-                }
-                if let credentials, let cmsg = header {
-                    cmsg.pointee.cmsg_level = SystemConstants.solSocket
-                    cmsg.pointee.cmsg_type = SystemConstants.scmCredentials
-                    cmsg.pointee.cmsg_len = uds_cmsg_len(MemoryLayout<uds_ucred>.size)
-                    var raw = credentials
-                    UnsafeMutableRawPointer(uds_cmsg_data(cmsg)).copyMemory(
-                        from: &raw,
-                        byteCount: MemoryLayout<uds_ucred>.size
-                    )
-                }
-                return system_sendmsg(fd, &message, SystemConstants.msgNoSignal)
-            }
-        }
-    }
-
     /// Checks a descriptor list before any syscall.
     func checkDescriptors(_ count: Int, operation: String) throws(UnixSocketError) {
         if count > maximumDescriptorsPerMessage {
@@ -138,7 +84,8 @@ extension SocketCore {
 
     // MARK: recvmsg
 
-    /// One recvmsg(2) into `buffer` with room for `maxDescriptors` and (when SO_PASSCRED is on) credentials.
+    /// One recvmsg(2) (the syscall layer's `system_receiveMessage`), each descriptor owned the moment it
+    /// is parsed, the credentials and sender as Swift values.
     static func recvmsgOnce(
         _ fd: CInt,
         _ buffer: UnsafeMutableRawBufferPointer,
@@ -148,72 +95,24 @@ extension SocketCore {
         flags: CInt,
         into received: inout RawReceived
     ) -> Result<IOResult<Int>, Errno> {
-        let rightsSpace = maxDescriptors > 0 ? uds_cmsg_space(maxDescriptors * MemoryLayout<CInt>.size) : 0
-        let credentialsSpace = credentials ? uds_cmsg_space(MemoryLayout<uds_ucred>.size) : 0
-        let space = rightsSpace + credentialsSpace
-        var iov = iovec(iov_base: buffer.baseAddress, iov_len: buffer.count)
-        // Room past sockaddr_un: the kernel reports a longer msg_namelen for a peer bound to a 108-byte path
-        // (it writes no more than we offer), and ASan's recvmsg interceptor then marks that many bytes.
-        var name = sockaddr_storage()
-        return withUnsafeMutablePointer(to: &iov) { iovPointer in
-            withUnsafeMutablePointer(to: &name) { storagePointer in
-                let namePointer = UnsafeMutableRawPointer(storagePointer).bindMemory(to: sockaddr_un.self, capacity: 1)
-                var message = msghdr()
-                message.msg_iov = iovPointer
-                message.msg_iovlen = 1
-                if wantSender {
-                    message.msg_name = UnsafeMutableRawPointer(namePointer)
-                    message.msg_namelen = socklen_t(MemoryLayout<sockaddr_un>.size)
-                }
-                let allFlags = flags | SystemConstants.msgCmsgCloexec
-                return withUnsafeTemporaryAllocation(byteCount: max(space, 1), alignment: 8) { control in
-                    if space > 0 {
-                        message.msg_control = control.baseAddress
-                        message.msg_controllen = space
-                    }
-                    let result = system_recvmsg(fd, &message, allFlags)
-                    if case .success(.done) = result {
-                        received.flags = message.msg_flags
-                        if wantSender {
-                            received.sender = UnixAddress(sockaddr: namePointer.pointee, length: message.msg_namelen)
-                        }
-                        if space > 0 && message.msg_controllen > 0 {
-                            parseControl(&message, into: &received)
-                        }
-                    }
-                    return result
-                }
+        var header = ReceivedHeader()
+        let result = system_receiveMessage(
+            fd,
+            buffer,
+            maxDescriptors: maxDescriptors,
+            credentials: credentials,
+            wantSender: wantSender,
+            flags: flags,
+            header: &header
+        ) { received.descriptors.append(OwnedDescriptor($0)) }
+        if case .success(.done) = result {
+            received.flags = header.flags
+            if let raw = header.credentials { received.credentials = UnixCredentials(raw) }
+            if let sender = header.sender {
+                received.sender = UnixAddress(sockaddr: sender.address, length: sender.length)
             }
         }
-    }
-
-    /// Reads every control message (several SCM_RIGHTS, credentials in any order), bounded by msg_controllen.
-    private static func parseControl(_ message: inout msghdr, into received: inout RawReceived) {
-        var header = uds_cmsg_firsthdr(&message)
-        let dataOffset = uds_cmsg_len(0)
-        while let cmsg = header {
-            let length = Int(cmsg.pointee.cmsg_len)
-            if length < dataOffset { break }
-            guard let data = UnsafeRawPointer(uds_cmsg_data(cmsg)) else { break }
-            let payload = length - dataOffset
-            if cmsg.pointee.cmsg_level == SystemConstants.solSocket {
-                if cmsg.pointee.cmsg_type == SystemConstants.scmRights {
-                    let count = payload / MemoryLayout<CInt>.size
-                    for index in 0..<count {
-                        received.descriptors.append(
-                            OwnedDescriptor(
-                                data.loadUnaligned(fromByteOffset: index * MemoryLayout<CInt>.size, as: CInt.self)
-                            )
-                        )
-                    }
-                } else if cmsg.pointee.cmsg_type == SystemConstants.scmCredentials,
-                    payload >= MemoryLayout<uds_ucred>.size
-                {
-                    received.credentials = UnixCredentials(data.loadUnaligned(as: uds_ucred.self))
-                }
-            }
-            header = uds_cmsg_nxthdr(&message, cmsg)
-        }
+        return result
     }
 
     /// Wraps received descriptors in owners at once; MSG_CTRUNC and (for messages) MSG_TRUNC become errors
@@ -312,18 +211,11 @@ extension SocketCore {
     /// SO_PEERCRED, plus SO_PEERGROUPS when `groups` is true.
     func peerCredentials(groups: Bool) throws(UnixSocketError) -> UnixCredentials {
         try withDescriptor("getsockopt SO_PEERCRED") { (fd) throws(UnixSocketError) -> UnixCredentials in
-            var raw = uds_ucred()
-            var length = socklen_t(MemoryLayout<uds_ucred>.size)
-            if case .failure(let errno) = system_getsockopt(
-                fd,
-                SystemConstants.solSocket,
-                SystemConstants.soPeerCred,
-                &raw,
-                &length
-            ) {
-                throw mapError("getsockopt SO_PEERCRED", errno)
+            var credentials: UnixCredentials
+            switch system_peerCredentials(fd) {
+            case .success(let raw): credentials = UnixCredentials(raw)
+            case .failure(let errno): throw mapError("getsockopt SO_PEERCRED", errno)
             }
-            var credentials = UnixCredentials(raw)
             if groups && credentials.isKnown {
                 credentials.groups = try Self.peerGroups(fd, address: address)
             }
@@ -335,21 +227,12 @@ extension SocketCore {
         var capacity = 64
         while true {
             var groups = [UInt32](repeating: 0, count: capacity)
-            var length = socklen_t(capacity * MemoryLayout<UInt32>.size)
-            let result = groups.withUnsafeMutableBytes { raw in
-                system_getsockopt(
-                    fd,
-                    SystemConstants.solSocket,
-                    SystemConstants.soPeerGroups,
-                    raw.baseAddress!,
-                    &length
-                )
-            }
+            let (result, count) = groups.withUnsafeMutableBufferPointer { system_peerGroups(fd, into: $0) }
             switch result {
             case .success:
-                return Array(groups.prefix(Int(length) / MemoryLayout<UInt32>.size))
-            case .failure(.outOfRange) where Int(length) > capacity * MemoryLayout<UInt32>.size:
-                capacity = Int(length) / MemoryLayout<UInt32>.size
+                return Array(groups.prefix(count))
+            case .failure(.outOfRange) where count > capacity:
+                capacity = count
             case .failure(let errno):
                 throw .system("getsockopt SO_PEERGROUPS", errno, address: address)
             }
