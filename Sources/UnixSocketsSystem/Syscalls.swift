@@ -56,12 +56,12 @@ func ioResultOrErrno<T: FixedWidthInteger>(_ name: StaticString, _ body: () -> T
 /// A mutual-exclusion lock around a value, on pthread_mutex. The library uses it instead of
 /// `Synchronization.Mutex`, whose contended path hands the lock over in the kernel (a PI futex), where
 /// ThreadSanitizer cannot see it: every contended section was reported as a race. Same shape as `Mutex`.
-package final class Lock<Value>: @unchecked Sendable {  // the value is reached only under the lock
+@_spi(Locking) public final class Lock<Value>: @unchecked Sendable {  // the value is reached only under the lock
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
     /// Behind a pointer, not a stored `var`: no class-property access tracking outside the lock.
-    private let value: UnsafeMutablePointer<Value>
+    @usableFromInline let value: UnsafeMutablePointer<Value>
 
-    package init(_ value: consuming sending Value) {
+    public init(_ value: consuming sending Value) {
         mutex = .allocate(capacity: 1)
         mutex.initialize(to: pthread_mutex_t())
         precondition(pthread_mutex_init(mutex, nil) == 0, "pthread_mutex_init")
@@ -76,14 +76,23 @@ package final class Lock<Value>: @unchecked Sendable {  // the value is reached 
         mutex.deallocate()
     }
 
-    @inline(__always)
-    package func withLock<Result, E: Error>(
-        _ body: (inout sending Value) throws(E) -> sending Result
-    ) throws(E) -> sending Result {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
+    /// Runs `body` with the value, under the lock.
+    ///
+    /// Public (behind the `Locking` SPI, for the library's own layers) and inlinable, so that the callers
+    /// in the layers above specialize and inline it: Swift 6.3 does not inline an `@inlinable package`
+    /// function into another module, nor one with `sending` in its signature, and a generic call across
+    /// the module boundary costs a metadata lookup and a closure context per lock.
+    @inlinable
+    public func withLock<Result, E: Error>(
+        _ body: (inout Value) throws(E) -> Result
+    ) throws(E) -> Result {
+        lock()
+        defer { unlock() }
         return try body(&value.pointee)
     }
+
+    @usableFromInline func lock() { pthread_mutex_lock(mutex) }
+    @usableFromInline func unlock() { pthread_mutex_unlock(mutex) }
 }
 
 // MARK: - Test hook

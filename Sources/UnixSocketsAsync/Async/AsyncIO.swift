@@ -42,25 +42,6 @@ extension SocketCore {
         }
     }
 
-    /// One attempt, holding the descriptor only for the syscall (never across a wait).
-    @inline(__always)
-    private func attempt<Operation: SocketOperation>(
-        _ operation: inout Operation
-    ) throws(UnixSocketError)
-        -> Operation.Output?
-    {
-        if Task.isCancelled { throw .cancelled(operation.name, address: address) }
-        let fd = try beginUse(operation.name)
-        do throws(UnixSocketError) {
-            let value = try operation.attempt(fd, on: self)
-            endUse()
-            return value
-        } catch {
-            endUse()
-            throw error
-        }
-    }
-
     /// Tries the operation; on EAGAIN waits on the reactor for readiness, then tries again.
     private func reacting<Operation: SocketOperation>(
         _ operation: inout Operation,
@@ -80,7 +61,7 @@ extension SocketCore {
         while true {
             if let registration { sequence = registration.sequence(writing: writing) }
             let before = operation.progress
-            if let value = try attempt(&operation) { return value }
+            if let value = try attemptOnce(&operation) { return value }
             if operation.progress != before { deadlineSet = false }
             if !deadlineSet {
                 deadline = try Deadline.after(timeout, operation: operation.name)
@@ -120,7 +101,7 @@ extension SocketCore {
         let deadline = try Deadline.after(timeout, operation: operation.name)
         var pause = Self.firstBackOffNanoseconds
         while true {
-            if let value = try attempt(&operation) { return value }
+            if let value = try attemptOnce(&operation) { return value }
             if let deadline, deadline.hasPassed { throw backOffTimedOut(operation.name) }
             try await sleep(nanoseconds: pause, operation: operation.name)
             pause = Self.nextBackOff(after: pause)

@@ -1,7 +1,7 @@
 import Synchronization
 import SystemPackage
 import UnixSocketsCore
-import UnixSocketsSystem
+@_spi(Locking) import UnixSocketsSystem
 
 /// Readiness of one registered descriptor, and the tasks waiting on it.
 ///
@@ -94,6 +94,11 @@ public final class UnixReactor: TaskExecutor, @unchecked Sendable {
     public static let shared = UnixReactor()
 
     private let epollFD = Atomic<CInt>(-1)
+    /// The events that wake readers and writers, as masks computed once: option-set literals in the loop
+    /// were built element by element through unspecialized generic code (the set type lives in the syscall
+    /// layer's module), an allocation and a metadata lookup per event.
+    private static let readableBits = EpollEvents([.error, .hangUp, .input, .readHangUp]).rawValue
+    private static let writableBits = EpollEvents([.error, .hangUp, .output]).rawValue
     private let wakeFD = Atomic<CInt>(-1)
     private let startLock = Lock<Void>(())
     private let registrations = Lock<[UInt64: Registration]>([:])
@@ -431,10 +436,9 @@ public final class UnixReactor: TaskExecutor, @unchecked Sendable {
                     continue
                 }
                 guard let registration = registrations.withLock({ $0[id] }) else { continue }
-                let mask = event.events
-                let errorBits: EpollEvents = [.error, .hangUp]
-                let readable = !mask.isDisjoint(with: errorBits.union([.input, .readHangUp]))
-                let writable = !mask.isDisjoint(with: errorBits.union(.output))
+                let mask = event.events.rawValue
+                let readable = mask & Self.readableBits != 0
+                let writable = mask & Self.writableBits != 0
                 registration.fire(readable: readable, writable: writable, into: &woken)
             }
             for waiter in woken { waiter.continuation.resume() }

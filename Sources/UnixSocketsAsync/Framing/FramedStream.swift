@@ -1,7 +1,7 @@
 import Synchronization
 public import SystemPackage
 public import UnixSocketsCore
-import UnixSocketsSystem
+@_spi(Locking) import UnixSocketsSystem
 
 /// A frame received over a ``FramedStream``: its bytes (the payload, without the length header) and the
 /// descriptors that arrived with its first byte. Named as ``UnixMessage``'s parts are.

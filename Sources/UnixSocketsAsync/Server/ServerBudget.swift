@@ -1,6 +1,6 @@
 import Synchronization
 import UnixSocketsCore
-import UnixSocketsSystem
+@_spi(Locking) import UnixSocketsSystem
 
 /// A one-shot wake-up: the first ``resolve(_:)`` wins and resumes the waiter (now, or when it arrives).
 final class Ticket: Sendable {

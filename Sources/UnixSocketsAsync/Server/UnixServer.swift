@@ -2,7 +2,7 @@ public import Logging
 import Synchronization
 public import SystemPackage
 public import UnixSocketsCore
-import UnixSocketsSystem
+@_spi(Locking) import UnixSocketsSystem
 
 /// Limits and deadlines of a ``UnixServer``.
 ///

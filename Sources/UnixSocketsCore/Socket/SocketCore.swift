@@ -1,6 +1,6 @@
 import Synchronization
 import SystemPackage
-import UnixSocketsSystem
+@_spi(Locking) import UnixSocketsSystem
 
 /// The kind of a Unix domain socket.
 public enum UnixSocketType: String, Sendable, Hashable, CaseIterable {

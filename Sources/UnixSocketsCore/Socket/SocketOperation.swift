@@ -223,6 +223,44 @@ extension SocketCore {
         }
     }
 
+    // MARK: One attempt, for the async driver
+
+    /// One attempt of `operation` for the async driver (Async/AsyncIO.swift), which calls it between its
+    /// waits on the reactor: the descriptor is held only for the syscall, never across a wait; task
+    /// cancellation is `.cancelled`.
+    ///
+    /// Prespecialized for every operation the async face runs: a generic `package` function is neither
+    /// inlined nor specialized in another module (Swift 6.3), so the async driver, specialized in its own
+    /// module, calls these copies, in which the operation's `attempt` is specialized and inlined.
+    @_specialize(exported:true,where Operation == ReadSome)
+    @_specialize(exported:true,where Operation == ReadExactly)
+    @_specialize(exported:true,where Operation == ReadToEnd)
+    @_specialize(exported:true,where Operation == WriteAll<[UInt8]>)
+    @_specialize(exported:true,where Operation == WriteAll<UnsafeRawBufferPointer>)
+    @_specialize(exported:true,where Operation == WriteVectored)
+    @_specialize(exported:true,where Operation == StreamSend<[UInt8], [CInt]>)
+    @_specialize(exported:true,where Operation == MessageSend<[UInt8], [CInt], ConnectedPeer>)
+    @_specialize(exported:true,where Operation == MessageSend<[UInt8], [CInt], Recipient>)
+    @_specialize(exported:true,where Operation == Receive)
+    @_specialize(exported:true,where Operation == Peek)
+    @_specialize(exported:true,where Operation == Accept)
+    @_specialize(exported:true,where Operation == Connect)
+    @_specialize(exported:true,where Operation == TCPConnect)
+    package func attemptOnce<Operation: SocketOperation>(
+        _ operation: inout Operation
+    ) throws(UnixSocketError) -> Operation.Output? {
+        if Task.isCancelled { throw .cancelled(operation.name, address: address) }
+        let fd = try beginUse(operation.name)
+        do throws(UnixSocketError) {
+            let value = try operation.attempt(fd, on: self)
+            endUse()
+            return value
+        } catch {
+            endUse()
+            throw error
+        }
+    }
+
     /// The first back-off pause (20 us), doubling up to 5 ms.
     package static let firstBackOffNanoseconds = 20_000
     package static func nextBackOff(after pause: Int) -> Int { min(pause * 2, 5_000_000) }
@@ -380,7 +418,7 @@ package struct StreamSend<Bytes: OutgoingBytes, Descriptors: OutgoingDescriptors
             let sent = try write.bytes.withBytes { (raw) throws(UnixSocketError) -> Int? in
                 try descriptors.withDescriptors { (fds) throws(UnixSocketError) -> Int? in
                     try core.outcome(
-                        SocketCore.sendmsgOnce(fd, raw, descriptors: fds, credentials: nil, destination: nil),
+                        system_sendMessage(fd, raw, descriptors: fds, credentials: nil, destination: nil),
                         "sendmsg"
                     )
                 }
@@ -428,7 +466,7 @@ package struct MessageSend<Bytes: OutgoingBytes, Descriptors: OutgoingDescriptor
         let result = try bytes.withBytes { (raw) throws(UnixSocketError) -> Result<IOResult<Int>, Errno> in
             try descriptors.withDescriptors { (fds) throws(UnixSocketError) -> Result<IOResult<Int>, Errno> in
                 destination.withName { name in
-                    SocketCore.sendmsgOnce(fd, raw, descriptors: fds, credentials: credentials, destination: name)
+                    system_sendMessage(fd, raw, descriptors: fds, credentials: credentials, destination: name)
                 }
             }
         }
@@ -462,8 +500,9 @@ package struct ConnectedPeer: MessageDestination {
     package static var operation: String { "send" }
     package static var readiness: Readiness { .output }
     package var address: UnixAddress? { nil }
-    @inline(__always)
-    package func withName<R>(_ body: ((SocketAddressStorage.Pointer, SocketAddressStorage.Length)?) -> R) -> R {
+    package func withName<R>(
+        _ body: ((SocketAddressStorage.Pointer, SocketAddressStorage.Length)?) -> R
+    ) -> R {
         body(nil)
     }
 }

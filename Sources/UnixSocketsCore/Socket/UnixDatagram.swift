@@ -1,5 +1,5 @@
 public import SystemPackage
-import UnixSocketsSystem
+@_spi(Locking) import UnixSocketsSystem
 
 /// A datagram Unix socket (SOCK_DGRAM): messages with boundaries, reliable and ordered on one host.
 ///

@@ -1,5 +1,5 @@
 public import SystemPackage
-import UnixSocketsSystem
+@_spi(Locking) import UnixSocketsSystem
 
 /// A listening Unix socket that accepts ``UnixStream`` (``UnixStreamListener``) or ``UnixSeqPacket``
 /// (``UnixSeqPacketListener``) connections.
