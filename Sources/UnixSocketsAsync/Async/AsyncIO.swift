@@ -10,7 +10,7 @@ extension SocketCore {
     /// The reactor registration of this socket, made on first use and removed before close (it is the
     /// socket's attachment).
     func registration() throws(UnixSocketError) -> Registration {
-        if let existing = attachment as? Registration { return existing }
+        if let existing = attachedObject as? Registration { return existing }
         let attached = try attach("epoll_ctl") { (fd) throws(UnixSocketError) -> Registration in
             try UnixReactor.shared.register(fd, closedError: closedError("wait"))
         }
@@ -54,7 +54,7 @@ extension SocketCore {
         if let timeout, timeout <= .zero { _ = try Deadline.after(timeout, operation: operation.name) }
         // A registration made by an earlier wait is used from the first attempt on: its sequence is read
         // before the syscall, so a first EAGAIN waits at once instead of repeating the syscall.
-        var registration = attachment as? Registration
+        var registration = attachedObject as? Registration
         var sequence: UInt64 = 0
         var deadline: Deadline?
         var deadlineSet = false

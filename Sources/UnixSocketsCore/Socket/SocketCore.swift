@@ -140,6 +140,9 @@ package final class SocketCore: Sendable {
     /// What an upper layer attached (the reactor registration, made on the first async wait); told
     /// before close or release.
     let attachmentSlot = Lock<(any SocketAttachment)?>(nil)
+    /// The same attachment, published once for readers that must not take a lock on every operation (the
+    /// async driver). Never cleared: after close, an operation fails at `beginUse` before it would use it.
+    private let publishedAttachment = AtomicLazyReference<any AnyObject & Sendable>()
     /// Called after the descriptor is closed (a listener unlinks its socket file here).
     let afterClose = Lock<(@Sendable () -> Void)?>(nil)
     /// An eventfd that `close` makes readable to wake threads blocked in poll on this socket, made on the
@@ -308,8 +311,9 @@ package final class SocketCore: Sendable {
         return fd
     }
 
-    /// The attachment, if one was made.
-    package var attachment: (any SocketAttachment)? { attachmentSlot.withLock { $0 } }
+    /// The attachment, if one was made, as an object for the attaching layer to cast to its own class:
+    /// one atomic load, no lock and no existential.
+    package var attachedObject: (any AnyObject & Sendable)? { publishedAttachment.load() }
 
     /// Attaches what `make` returns unless something is attached already; returns what is attached.
     /// `make` runs under the slot's lock while the descriptor is in use, so it cannot race a close.
@@ -322,6 +326,7 @@ package final class SocketCore: Sendable {
                 if let existing = slot { return existing }
                 let made = try make(fd)
                 slot = made
+                _ = publishedAttachment.storeIfNil(made)
                 return made
             }
         }
