@@ -3,11 +3,6 @@
 package import CUnixSockets
 package import SystemPackage
 
-#if canImport(Glibc)
-@preconcurrency import Glibc
-#elseif canImport(Musl)
-@preconcurrency package import Musl
-#endif
 
 /// A `sockaddr_un` with its exact length (the family and `length` bytes of `sun_path`).
 package struct SocketAddressStorage {

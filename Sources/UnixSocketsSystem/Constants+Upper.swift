@@ -2,11 +2,6 @@
 import CUnixSockets
 package import SystemPackage
 
-#if canImport(Glibc)
-@preconcurrency import Glibc
-#elseif canImport(Musl)
-@preconcurrency package import Musl
-#endif
 
 extension SystemConstants {
     /// unshare(2): a thread-private fs context (working directory, umask).

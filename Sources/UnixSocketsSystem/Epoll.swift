@@ -3,11 +3,6 @@
 import CUnixSockets
 package import SystemPackage
 
-#if canImport(Glibc)
-@preconcurrency import Glibc
-#elseif canImport(Musl)
-@preconcurrency package import Musl
-#endif
 
 /// An epoll event mask (`epoll_event.events`).
 package struct EpollEvents: OptionSet, Sendable, Hashable {

@@ -3,11 +3,6 @@
 package import CUnixSockets
 import SystemPackage
 
-#if canImport(Glibc)
-@preconcurrency import Glibc
-#elseif canImport(Musl)
-@preconcurrency package import Musl
-#endif
 
 /// IPv4/IPv6 socket addresses, kept as the bytes getaddrinfo returned.
 package enum InetAddress {

@@ -5,11 +5,6 @@
 import CUnixSockets
 package import SystemPackage
 
-#if canImport(Glibc)
-@preconcurrency import Glibc
-#elseif canImport(Musl)
-@preconcurrency import Musl
-#endif
 
 /// What one recvmsg returned besides its bytes and descriptors.
 package struct ReceivedHeader {

@@ -3,11 +3,6 @@
 import CUnixSockets
 package import SystemPackage
 
-#if canImport(Glibc)
-@preconcurrency import Glibc
-#elseif canImport(Musl)
-@preconcurrency package import Musl
-#endif
 
 package enum Netlink {
     /// A datagram NETLINK_SOCK_DIAG socket (CLOEXEC, blocking).

@@ -2,11 +2,6 @@
 import CUnixSockets
 package import SystemPackage
 
-#if canImport(Glibc)
-@preconcurrency import Glibc
-#elseif canImport(Musl)
-@preconcurrency package import Musl
-#endif
 
 /// One descriptor to poll: what to wait for, and what the kernel reported last.
 package struct PollDescriptor {

@@ -1,4 +1,5 @@
-// C shim for UnixSockets: what Swift cannot reach directly.
+// C shim for UnixSockets, imported by the syscall layer alone: what Swift cannot reach directly, and the
+// libc headers that layer calls (so its files import this module, not Glibc or Musl).
 // CMSG_* macros as functions, `struct ucred` and the calls and constants glibc hides behind
 // _GNU_SOURCE. Nothing here keeps state; every function is a thin pass-through.
 #ifndef C_UNIX_SOCKETS_H
@@ -16,6 +17,16 @@
 #include <sys/eventfd.h>
 #include <sys/file.h>
 #include <fcntl.h>
+// The rest of libc the syscall layer calls: it imports this module, not Glibc or Musl (one spelling on both).
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <unistd.h>
+#include <string.h>
+#include <time.h>
 
 #ifdef __linux__
 #include <linux/netlink.h>
