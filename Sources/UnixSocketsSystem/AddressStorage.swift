@@ -3,7 +3,6 @@
 package import CUnixSockets
 package import SystemPackage
 
-
 /// A `sockaddr_un` with its exact length (the family and `length` bytes of `sun_path`).
 package struct SocketAddressStorage {
     /// What a `system_*` call takes as the address: a pointer to `sockaddr` ...

@@ -2,7 +2,6 @@
 import CUnixSockets
 package import SystemPackage
 
-
 extension SystemConstants {
     /// unshare(2): a thread-private fs context (working directory, umask).
     package static let cloneFS = UDS_CLONE_FS

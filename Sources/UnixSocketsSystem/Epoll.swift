@@ -3,7 +3,6 @@
 import CUnixSockets
 package import SystemPackage
 
-
 /// An epoll event mask (`epoll_event.events`).
 package struct EpollEvents: OptionSet, Sendable, Hashable {
     package let rawValue: UInt32

@@ -3,7 +3,6 @@
 package import CUnixSockets
 import SystemPackage
 
-
 /// IPv4/IPv6 socket addresses, kept as the bytes getaddrinfo returned.
 package enum InetAddress {
     /// Why a host could not be resolved (gai_strerror's text).

@@ -5,7 +5,6 @@
 import CUnixSockets
 package import SystemPackage
 
-
 /// What one recvmsg returned besides its bytes and descriptors.
 package struct ReceivedHeader {
     package init() {}

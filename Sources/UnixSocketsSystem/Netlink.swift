@@ -3,7 +3,6 @@
 import CUnixSockets
 package import SystemPackage
 
-
 package enum Netlink {
     /// A datagram NETLINK_SOCK_DIAG socket (CLOEXEC, blocking).
     package static func openSockDiag() -> Result<CInt, Errno> {

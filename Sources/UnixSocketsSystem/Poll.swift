@@ -2,7 +2,6 @@
 import CUnixSockets
 package import SystemPackage
 
-
 /// One descriptor to poll: what to wait for, and what the kernel reported last.
 package struct PollDescriptor {
     private var entry: pollfd

@@ -60,12 +60,7 @@ public final class UnixDatagram: UnixSocket, UnixMessageSocket, @unchecked Senda
     /// Sends one datagram to `address` (unconnected), whole.
     /// - Throws: ``UnixSocketError``: EMSGSIZE with the limit, ENOENT/ECONNREFUSED if nobody is bound
     ///   there, `.timedOut` if the receiver's queue stays full. The corresponding C function is `sendmsg`.
-    @available(
-        *,
-        noasync,
-        message:
-            "this blocking call would stall async code: in an async function (a @main type's 'static func main() async', not top-level code) 'try await' picks the async overload; or call it from synchronous code"
-    )
+    @available(*, noasync, message: "this blocking call would stall async code: 'try await' it inside an async func")
     public func send(
         _ bytes: some Collection<UInt8>,
         to address: UnixAddress,

@@ -98,12 +98,7 @@ public final class UnixListener<Connection: UnixConnection>: Sendable, CustomStr
     /// Waits for and accepts one connection (CLOEXEC). Its peer address and credentials are read on demand.
     /// - Throws: ``UnixSocketError`` (`.timedOut`; EMFILE when out of descriptors; `.closed`).
     ///   The corresponding C function is `accept4`.
-    @available(
-        *,
-        noasync,
-        message:
-            "this blocking call would stall async code: in an async function (a @main type's 'static func main() async', not top-level code) 'try await' picks the async overload; or call it from synchronous code"
-    )
+    @available(*, noasync, message: "this blocking call would stall async code: 'try await' it inside an async func")
     public func accept(timeout: Duration? = nil) throws(UnixSocketError) -> Connection {
         var operation = Accept()
         return accepted(try core.perform(&operation, timeout: timeout))

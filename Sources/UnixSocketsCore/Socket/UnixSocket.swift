@@ -41,12 +41,7 @@ public class UnixSocket: @unchecked Sendable, CustomStringConvertible {
     ///   ask ``UnixMessageSocket/nextMessageSize(timeout:)`` first), `.controlTruncated` (more descriptors
     ///   than `maxDescriptors` arrived: all that arrived are closed), `.timedOut`. The corresponding C
     ///   function is `recvmsg`.
-    @available(
-        *,
-        noasync,
-        message:
-            "this blocking call would stall async code: in an async function (a @main type's 'static func main() async', not top-level code) 'try await' picks the async overload; or call it from synchronous code"
-    )
+    @available(*, noasync, message: "this blocking call would stall async code: 'try await' it inside an async func")
     public func receive(
         maxBytes: Int = 65536,
         maxDescriptors: Int = 8,
@@ -123,12 +118,7 @@ extension UnixConnection {
     ///   - timeout: how long to keep retrying while the server's backlog is full (nil: forever).
     /// - Throws: ``UnixSocketError`` (ENOENT: no socket file; ECONNREFUSED: nobody listening; EPROTOTYPE:
     ///   a server of another type; EACCES; ...). The corresponding C function is `connect`.
-    @available(
-        *,
-        noasync,
-        message:
-            "this blocking call would stall async code: in an async function (a @main type's 'static func main() async', not top-level code) 'try await' picks the async overload; or call it from synchronous code"
-    )
+    @available(*, noasync, message: "this blocking call would stall async code: 'try await' it inside an async func")
     public static func connect(to address: UnixAddress, timeout: Duration? = nil) throws(UnixSocketError) -> Self {
         let core = try SocketCore.make(socketType, address: address, operation: "connect")
         try core.connect(to: address, timeout: timeout)
@@ -149,12 +139,7 @@ extension UnixMessageSocket {
     /// - Throws: ``UnixSocketError``: EMSGSIZE with the limit, `.invalidArgument` for an empty seqpacket
     ///   message or over 253 descriptors, EPIPE (seqpacket) or ECONNREFUSED then ENOTCONN (datagram) once
     ///   the peer has closed. The corresponding C function is `sendmsg`.
-    @available(
-        *,
-        noasync,
-        message:
-            "this blocking call would stall async code: in an async function (a @main type's 'static func main() async', not top-level code) 'try await' picks the async overload; or call it from synchronous code"
-    )
+    @available(*, noasync, message: "this blocking call would stall async code: 'try await' it inside an async func")
     public func send(
         _ bytes: some Collection<UInt8>,
         descriptors: [FileDescriptor] = [],
@@ -172,12 +157,7 @@ extension UnixMessageSocket {
     /// (0 at EOF on a seqpacket connection).
     /// - Throws: ``UnixSocketError`` `.messageTruncated` if it did not fit, `.controlTruncated` if
     ///   descriptors came with it (they are closed).
-    @available(
-        *,
-        noasync,
-        message:
-            "this blocking call would stall async code: in an async function (a @main type's 'static func main() async', not top-level code) 'try await' picks the async overload; or call it from synchronous code"
-    )
+    @available(*, noasync, message: "this blocking call would stall async code: 'try await' it inside an async func")
     public func receive(
         into buffer: UnsafeMutableRawBufferPointer,
         timeout: Duration? = nil
@@ -188,12 +168,7 @@ extension UnixMessageSocket {
     }
 
     /// The size of the next message, without consuming it (MSG_PEEK | MSG_TRUNC); 0 at EOF.
-    @available(
-        *,
-        noasync,
-        message:
-            "this blocking call would stall async code: in an async function (a @main type's 'static func main() async', not top-level code) 'try await' picks the async overload; or call it from synchronous code"
-    )
+    @available(*, noasync, message: "this blocking call would stall async code: 'try await' it inside an async func")
     public func nextMessageSize(timeout: Duration? = nil) throws(UnixSocketError) -> Int {
         var operation = Peek()
         return try core.perform(&operation, timeout: timeout)

@@ -21,12 +21,7 @@ public final class UnixStream: UnixSocket, UnixConnection, @unchecked Sendable {
 
     /// Reads what is there, up to `buffer.count` bytes; 0 means the peer closed its side (EOF).
     /// - Throws: ``UnixSocketError`` (ECONNRESET when the peer closed with our data unread; `.timedOut`).
-    @available(
-        *,
-        noasync,
-        message:
-            "this blocking call would stall async code: in an async function (a @main type's 'static func main() async', not top-level code) 'try await' picks the async overload; or call it from synchronous code"
-    )
+    @available(*, noasync, message: "this blocking call would stall async code: 'try await' it inside an async func")
     public func read(
         into buffer: UnsafeMutableRawBufferPointer,
         timeout: Duration? = nil
@@ -37,12 +32,7 @@ public final class UnixStream: UnixSocket, UnixConnection, @unchecked Sendable {
 
     /// Reads what is there, at most `maxBytes`; an empty array means EOF.
     /// - Throws: ``UnixSocketError`` `.invalidArgument` for a negative `maxBytes`.
-    @available(
-        *,
-        noasync,
-        message:
-            "this blocking call would stall async code: in an async function (a @main type's 'static func main() async', not top-level code) 'try await' picks the async overload; or call it from synchronous code"
-    )
+    @available(*, noasync, message: "this blocking call would stall async code: 'try await' it inside an async func")
     public func read(maxBytes: Int = 65536, timeout: Duration? = nil) throws(UnixSocketError) -> [UInt8] {
         let capacity = try checkedByteCount(
             maxBytes,
@@ -69,12 +59,7 @@ public final class UnixStream: UnixSocket, UnixConnection, @unchecked Sendable {
     /// - Throws: ``UnixSocketError`` `.unexpectedEOF` if the peer closes first (the bytes so far are in
     ///   its detail count), `.timedOut`, or a system error.
     ///   A negative `count`, or one over 1 GiB, is `.invalidArgument`.
-    @available(
-        *,
-        noasync,
-        message:
-            "this blocking call would stall async code: in an async function (a @main type's 'static func main() async', not top-level code) 'try await' picks the async overload; or call it from synchronous code"
-    )
+    @available(*, noasync, message: "this blocking call would stall async code: 'try await' it inside an async func")
     public func read(exactly count: Int, timeout: Duration? = nil) throws(UnixSocketError) -> [UInt8] {
         _ = try checkedByteCount(count, "count", operation: "read", address: core.address)
         var failure: UnixSocketError?
@@ -94,12 +79,7 @@ public final class UnixStream: UnixSocket, UnixConnection, @unchecked Sendable {
 
     /// Fills `buffer` completely, looping over short reads.
     /// - Throws: as ``read(exactly:timeout:)``.
-    @available(
-        *,
-        noasync,
-        message:
-            "this blocking call would stall async code: in an async function (a @main type's 'static func main() async', not top-level code) 'try await' picks the async overload; or call it from synchronous code"
-    )
+    @available(*, noasync, message: "this blocking call would stall async code: 'try await' it inside an async func")
     public func read(
         exactlyInto buffer: UnsafeMutableRawBufferPointer,
         timeout: Duration? = nil
@@ -110,12 +90,7 @@ public final class UnixStream: UnixSocket, UnixConnection, @unchecked Sendable {
 
     /// Reads until the peer closes its side, refusing to hold more than `maxBytes`.
     /// - Throws: ``UnixSocketError`` `.tooLarge` past the cap.
-    @available(
-        *,
-        noasync,
-        message:
-            "this blocking call would stall async code: in an async function (a @main type's 'static func main() async', not top-level code) 'try await' picks the async overload; or call it from synchronous code"
-    )
+    @available(*, noasync, message: "this blocking call would stall async code: 'try await' it inside an async func")
     public func readToEnd(maxBytes: Int, timeout: Duration? = nil) throws(UnixSocketError) -> [UInt8] {
         var operation = try ReadToEnd(maxBytes: maxBytes, on: core)
         return try core.perform(&operation, timeout: timeout)
@@ -125,12 +100,7 @@ public final class UnixStream: UnixSocket, UnixConnection, @unchecked Sendable {
 
     /// Writes every byte, looping over short writes and EINTR; waits while the peer's buffer is full.
     /// - Throws: ``UnixSocketError`` (EPIPE when the peer has closed: never a SIGPIPE), `.timedOut`.
-    @available(
-        *,
-        noasync,
-        message:
-            "this blocking call would stall async code: in an async function (a @main type's 'static func main() async', not top-level code) 'try await' picks the async overload; or call it from synchronous code"
-    )
+    @available(*, noasync, message: "this blocking call would stall async code: 'try await' it inside an async func")
     public func write(all bytes: some Collection<UInt8>, timeout: Duration? = nil) throws(UnixSocketError) {
         try withBytes(bytes) { (raw) throws(UnixSocketError) in
             var operation = WriteAll(raw)
@@ -139,12 +109,7 @@ public final class UnixStream: UnixSocket, UnixConnection, @unchecked Sendable {
     }
 
     /// Writes several buffers in order as one stream (vectored: each goes whole, in sequence).
-    @available(
-        *,
-        noasync,
-        message:
-            "this blocking call would stall async code: in an async function (a @main type's 'static func main() async', not top-level code) 'try await' picks the async overload; or call it from synchronous code"
-    )
+    @available(*, noasync, message: "this blocking call would stall async code: 'try await' it inside an async func")
     public func write(vectored buffers: [[UInt8]], timeout: Duration? = nil) throws(UnixSocketError) {
         var operation = WriteVectored(buffers)
         try core.perform(&operation, timeout: timeout)
@@ -156,12 +121,7 @@ public final class UnixStream: UnixSocket, UnixConnection, @unchecked Sendable {
     /// first sendmsg only; the rest of the bytes follow without them. Descriptors stay owned by the caller.
     /// - Throws: ``UnixSocketError`` `.invalidArgument` if descriptors come with no payload byte or exceed
     ///   253; EBADF if one is not open. The corresponding C function is `sendmsg`.
-    @available(
-        *,
-        noasync,
-        message:
-            "this blocking call would stall async code: in an async function (a @main type's 'static func main() async', not top-level code) 'try await' picks the async overload; or call it from synchronous code"
-    )
+    @available(*, noasync, message: "this blocking call would stall async code: 'try await' it inside an async func")
     public func send(
         _ bytes: some Collection<UInt8>,
         descriptors: [FileDescriptor] = [],
