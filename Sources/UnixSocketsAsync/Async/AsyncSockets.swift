@@ -19,13 +19,7 @@ extension UnixSocket {
         async
         throws(UnixSocketError) -> UnixMessage
     {
-        let capacity = try checkedByteCount(
-            maxBytes,
-            "maxBytes",
-            operation: "receive",
-            address: core.address,
-            allocationCap: maximumMessageBuffer
-        )
+        let capacity = try core.messageCapacity(maxBytes)
         // Owned storage (not a borrowed pointer) lives across the wait; the message copies what arrived.
         let storage = UnsafeMutableRawBufferPointer.allocate(byteCount: max(capacity, 1), alignment: 16)
         defer { storage.deallocate() }
@@ -72,13 +66,7 @@ extension UnixStream {
 
     /// Reads what is there, at most `maxBytes`; an empty array means EOF.
     public func read(maxBytes: Int = 65536, timeout: Duration? = nil) async throws(UnixSocketError) -> [UInt8] {
-        let capacity = try checkedByteCount(
-            maxBytes,
-            "maxBytes",
-            operation: "read",
-            address: core.address,
-            allocationCap: maximumStreamReadBuffer
-        )
+        let capacity = try core.streamReadCapacity(maxBytes)
         let storage = UnsafeMutableRawBufferPointer.allocate(byteCount: max(capacity, 1), alignment: 16)
         defer { storage.deallocate() }
         var operation = ReadSome(into: UnsafeMutableRawBufferPointer(rebasing: storage[..<capacity]))

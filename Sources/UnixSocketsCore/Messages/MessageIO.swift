@@ -3,13 +3,20 @@ import SystemPackage
 import UnixSocketsSystem
 
 /// What one recvmsg returned besides its byte count, before the truncation checks. Descriptors are owned
-/// from the moment they are parsed. Filled in place by `recvmsgOnce` (no copies of it through `Result`).
+/// from the moment they are parsed. Filled in place by the `Receive` operation (no copies of it through `Result`).
 package struct RawReceived {
     package init() {}
     var flags: CInt = 0
     var descriptors: [OwnedDescriptor] = []
     var credentials: UnixCredentials?
     var sender: UnixAddress?
+
+    /// What the syscall layer returned besides the descriptors, as Swift values.
+    mutating func take(_ header: ReceivedHeader) {
+        flags = header.flags
+        if let raw = header.credentials { credentials = UnixCredentials(raw) }
+        if let name = header.sender { sender = UnixAddress(sockaddr: name.address, length: name.length) }
+    }
 }
 
 /// The most descriptors one message can carry (SCM_MAX_FD is 253 on Linux).
@@ -84,37 +91,6 @@ extension SocketCore {
 
     // MARK: recvmsg
 
-    /// One recvmsg(2) (the syscall layer's `system_receiveMessage`), each descriptor owned the moment it
-    /// is parsed, the credentials and sender as Swift values.
-    static func recvmsgOnce(
-        _ fd: CInt,
-        _ buffer: UnsafeMutableRawBufferPointer,
-        maxDescriptors: Int,
-        credentials: Bool,
-        wantSender: Bool,
-        flags: CInt,
-        into received: inout RawReceived
-    ) -> Result<IOResult<Int>, Errno> {
-        var header = ReceivedHeader()
-        let result = system_receiveMessage(
-            fd,
-            buffer,
-            maxDescriptors: maxDescriptors,
-            credentials: credentials,
-            wantSender: wantSender,
-            flags: flags,
-            header: &header
-        ) { received.descriptors.append(OwnedDescriptor($0)) }
-        if case .success(.done) = result {
-            received.flags = header.flags
-            if let raw = header.credentials { received.credentials = UnixCredentials(raw) }
-            if let sender = header.sender {
-                received.sender = UnixAddress(sockaddr: sender.address, length: sender.length)
-            }
-        }
-        return result
-    }
-
     /// Wraps received descriptors in owners at once; MSG_CTRUNC and (for messages) MSG_TRUNC become errors
     /// after closing every descriptor that arrived.
     func checkReceived(
@@ -166,13 +142,7 @@ extension SocketCore {
         wantSender: Bool,
         timeout: Duration?
     ) throws(UnixSocketError) -> UnixMessage {
-        let maxBytes = try checkedByteCount(
-            maxBytes,
-            "maxBytes",
-            operation: "receive",
-            address: address,
-            allocationCap: maximumMessageBuffer
-        )
+        let maxBytes = try messageCapacity(maxBytes)
         var received = RawReceived()
         var failure: UnixSocketError?
         let bytes = [UInt8](unsafeUninitializedCapacity: max(maxBytes, 1)) { storage, initialized in

@@ -102,6 +102,30 @@ package func checkedByteCount(
     return min(value, allocationCap)
 }
 
+extension SocketCore {
+    /// The buffer a receive of one message allocates for `maxBytes`, checked (0...1 GiB, capped).
+    package func messageCapacity(_ maxBytes: Int) throws(UnixSocketError) -> Int {
+        try checkedByteCount(
+            maxBytes,
+            "maxBytes",
+            operation: "receive",
+            address: address,
+            allocationCap: maximumMessageBuffer
+        )
+    }
+
+    /// The buffer a stream read allocates for `maxBytes`, checked (0...1 GiB, capped).
+    package func streamReadCapacity(_ maxBytes: Int) throws(UnixSocketError) -> Int {
+        try checkedByteCount(
+            maxBytes,
+            "maxBytes",
+            operation: "read",
+            address: address,
+            allocationCap: maximumStreamReadBuffer
+        )
+    }
+}
+
 /// The most bytes `read(exactly:)` allocates in one call (1 GiB).
 let maximumExactRead = 1 << 30
 /// The largest buffer `read(maxBytes:)` allocates: a stream read returns at most what is queued.
@@ -477,6 +501,20 @@ package final class SocketCore: Sendable {
                 }
             }
         }
+    }
+
+    /// Binds an abstract name or `.unnamed` (the kernel then chooses an abstract name: autobind). An
+    /// abstract name has no file, so a mode for it is an error.
+    func bindWithoutFile(to address: UnixAddress, mode: FilePermissions?) throws(UnixSocketError) {
+        if mode != nil && address.isAbstract {
+            throw UnixSocketError(
+                .invalidArgument,
+                operation: "bind",
+                address: address,
+                detail: "abstract names have no file and no mode; check peer credentials instead"
+            )
+        }
+        try bind(to: address)
     }
 
     /// Reads the `SO_TYPE` of a descriptor (to check an adopted one).

@@ -567,16 +567,19 @@ package struct Receive: SocketOperation {
     package var readiness: Readiness { .input }
     @inline(__always)
     package mutating func attempt(_ fd: CInt, on core: SocketCore) throws(UnixSocketError) -> Int? {
-        let result = SocketCore.recvmsgOnce(
+        var header = ReceivedHeader()
+        // Each descriptor is owned the moment it is parsed.
+        let result = system_receiveMessage(
             fd,
             buffer,
             maxDescriptors: maxDescriptors,
             credentials: credentials,
             wantSender: wantSender,
             flags: flags,
-            into: &received
-        )
+            header: &header
+        ) { received.descriptors.append(OwnedDescriptor($0)) }
         guard let count = try core.outcome(result, "receive") else { return nil }
+        received.take(header)
         try core.checkReceived(
             received,
             count: count,

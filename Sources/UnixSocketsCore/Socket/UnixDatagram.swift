@@ -40,15 +40,7 @@ public final class UnixDatagram: UnixSocket, UnixMessageSocket, @unchecked Senda
             }
             return UnixDatagram(core: core)
         }
-        if mode != nil && address.isAbstract {
-            throw UnixSocketError(
-                .invalidArgument,
-                operation: "bind",
-                address: address,
-                detail: "abstract names have no file and no mode; check peer credentials instead"
-            )
-        }
-        try core.bind(to: address)
+        try core.bindWithoutFile(to: address, mode: mode)
         return UnixDatagram(core: core)
     }
 
@@ -68,10 +60,6 @@ public final class UnixDatagram: UnixSocket, UnixMessageSocket, @unchecked Senda
         credentials: UnixCredentials? = nil,
         timeout: Duration? = nil
     ) throws(UnixSocketError) {
-        try withRawDescriptors(descriptors) { (fds) throws(UnixSocketError) in
-            try withBytes(bytes) { (raw) throws(UnixSocketError) in
-                try core.sendMessage(raw, descriptors: fds, credentials: credentials, to: address, timeout: timeout)
-            }
-        }
+        try core.sendMessage(bytes, descriptors: descriptors, credentials: credentials, to: address, timeout: timeout)
     }
 }

@@ -53,18 +53,8 @@ public final class UnixListener<Connection: UnixConnection>: Sendable, CustomStr
                 listenBacklog: backlog
             )
             return UnixListener(core: core, address: address, claim: claim)
-        case .abstract:
-            if mode != nil {
-                throw UnixSocketError(
-                    .invalidArgument,
-                    operation: "bind",
-                    address: address,
-                    detail: "abstract names have no file and no mode; check peer credentials instead"
-                )
-            }
-            try core.bind(to: address)
-        case .unnamed:
-            try core.bind(to: address)  // the kernel chooses an abstract name (autobind)
+        case .abstract, .unnamed:
+            try core.bindWithoutFile(to: address, mode: mode)
         }
         try listen(core, address: address, backlog: backlog)
         return UnixListener(core: core, address: address, claim: nil)

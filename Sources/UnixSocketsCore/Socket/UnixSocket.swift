@@ -146,11 +146,7 @@ extension UnixMessageSocket {
         credentials: UnixCredentials? = nil,
         timeout: Duration? = nil
     ) throws(UnixSocketError) {
-        try withRawDescriptors(descriptors) { (fds) throws(UnixSocketError) in
-            try withBytes(bytes) { (raw) throws(UnixSocketError) in
-                try core.sendMessage(raw, descriptors: fds, credentials: credentials, to: nil, timeout: timeout)
-            }
-        }
+        try core.sendMessage(bytes, descriptors: descriptors, credentials: credentials, to: nil, timeout: timeout)
     }
 
     /// Receives one message into `buffer` (no allocation, no descriptors, no sender); returns its length
@@ -182,6 +178,22 @@ extension UnixMessageSocket {
 extension SocketCore {
     // The blocking message operations as concrete (non-generic) functions: the generic faces above
     // (over `Self` and the byte collection) call them, so the operation and its driver are specialized.
+
+    /// One whole message of a caller's collection and descriptors, lent without a copy where they are
+    /// contiguous.
+    func sendMessage(
+        _ bytes: some Collection<UInt8>,
+        descriptors: [FileDescriptor],
+        credentials: UnixCredentials?,
+        to destination: UnixAddress?,
+        timeout: Duration?
+    ) throws(UnixSocketError) {
+        try withRawDescriptors(descriptors) { (fds) throws(UnixSocketError) in
+            try withBytes(bytes) { (raw) throws(UnixSocketError) in
+                try sendMessage(raw, descriptors: fds, credentials: credentials, to: destination, timeout: timeout)
+            }
+        }
+    }
 
     /// One whole message to the connected peer or `destination`, bytes and descriptors lent without a copy.
     func sendMessage(
