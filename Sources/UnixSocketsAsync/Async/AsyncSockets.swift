@@ -19,7 +19,7 @@ extension UnixSocket {
         async
         throws(UnixSocketError) -> UnixMessage
     {
-        let capacity = try core.messageCapacity(maxBytes)
+        let capacity = try core.receiveCapacity(maxBytes, message: true)
         // Owned storage (not a borrowed pointer) lives across the wait; the message copies what arrived.
         let storage = UnsafeMutableRawBufferPointer.allocate(byteCount: max(capacity, 1), alignment: 16)
         defer { storage.deallocate() }
@@ -66,7 +66,7 @@ extension UnixStream {
 
     /// Reads what is there, at most `maxBytes`; an empty array means EOF.
     public func read(maxBytes: Int = 65536, timeout: Duration? = nil) async throws(UnixSocketError) -> [UInt8] {
-        let capacity = try core.streamReadCapacity(maxBytes)
+        let capacity = try core.receiveCapacity(maxBytes, message: false)
         let storage = UnsafeMutableRawBufferPointer.allocate(byteCount: max(capacity, 1), alignment: 16)
         defer { storage.deallocate() }
         var operation = ReadSome(into: UnsafeMutableRawBufferPointer(rebasing: storage[..<capacity]))
@@ -144,13 +144,7 @@ extension UnixMessageSocket {
         credentials: UnixCredentials? = nil,
         timeout: Duration? = nil
     ) async throws(UnixSocketError) {
-        try await core.sendMessage(
-            Array(bytes),
-            descriptors: descriptors,
-            credentials: credentials,
-            to: nil,
-            timeout: timeout
-        )
+        try await core.sendMessage(bytes, descriptors: descriptors, credentials: credentials, to: nil, timeout: timeout)
     }
 
     /// Receives one message into `buffer` (no allocation); returns its length (0 at EOF).
@@ -185,7 +179,7 @@ extension UnixDatagram {
         timeout: Duration? = nil
     ) async throws(UnixSocketError) {
         try await core.sendMessage(
-            Array(bytes),
+            bytes,
             descriptors: descriptors,
             credentials: credentials,
             to: address,
@@ -210,12 +204,13 @@ extension SocketCore {
 
     /// One whole message, owning its bytes and descriptor numbers across the wait.
     func sendMessage(
-        _ bytes: [UInt8],
+        _ collection: some Collection<UInt8>,
         descriptors: [FileDescriptor],
         credentials: UnixCredentials?,
         to destination: UnixAddress?,
         timeout: Duration?
     ) async throws(UnixSocketError) {
+        let bytes = Array(collection)
         let fds = descriptors.map(\.rawValue)
         if let destination {
             var operation = try MessageSend(

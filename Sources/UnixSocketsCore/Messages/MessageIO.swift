@@ -142,7 +142,7 @@ extension SocketCore {
         wantSender: Bool,
         timeout: Duration?
     ) throws(UnixSocketError) -> UnixMessage {
-        let maxBytes = try messageCapacity(maxBytes)
+        let maxBytes = try receiveCapacity(maxBytes, message: true)
         var received = RawReceived()
         var failure: UnixSocketError?
         let bytes = [UInt8](unsafeUninitializedCapacity: max(maxBytes, 1)) { storage, initialized in

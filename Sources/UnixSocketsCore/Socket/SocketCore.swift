@@ -103,26 +103,12 @@ package func checkedByteCount(
 }
 
 extension SocketCore {
-    /// The buffer a receive of one message allocates for `maxBytes`, checked (0...1 GiB, capped).
-    package func messageCapacity(_ maxBytes: Int) throws(UnixSocketError) -> Int {
-        try checkedByteCount(
-            maxBytes,
-            "maxBytes",
-            operation: "receive",
-            address: address,
-            allocationCap: maximumMessageBuffer
-        )
-    }
-
-    /// The buffer a stream read allocates for `maxBytes`, checked (0...1 GiB, capped).
-    package func streamReadCapacity(_ maxBytes: Int) throws(UnixSocketError) -> Int {
-        try checkedByteCount(
-            maxBytes,
-            "maxBytes",
-            operation: "read",
-            address: address,
-            allocationCap: maximumStreamReadBuffer
-        )
+    /// The buffer a receive allocates for `maxBytes`, checked (0...1 GiB) and capped: one message
+    /// (`receive`) or what a stream read takes at once (`read`).
+    package func receiveCapacity(_ maxBytes: Int, message: Bool) throws(UnixSocketError) -> Int {
+        let cap = message ? maximumMessageBuffer : maximumStreamReadBuffer
+        let operation = message ? "receive" : "read"
+        return try checkedByteCount(maxBytes, "maxBytes", operation: operation, address: address, allocationCap: cap)
     }
 }
 

@@ -34,7 +34,7 @@ public final class UnixStream: UnixSocket, UnixConnection, @unchecked Sendable {
     /// - Throws: ``UnixSocketError`` `.invalidArgument` for a negative `maxBytes`.
     @available(*, noasync, message: "this blocking call would stall async code: 'try await' it inside an async func")
     public func read(maxBytes: Int = 65536, timeout: Duration? = nil) throws(UnixSocketError) -> [UInt8] {
-        let capacity = try core.streamReadCapacity(maxBytes)
+        let capacity = try core.receiveCapacity(maxBytes, message: false)
         var failure: UnixSocketError?
         let bytes = [UInt8](unsafeUninitializedCapacity: max(capacity, 1)) { storage, count in
             count = 0
