@@ -209,65 +209,51 @@ public final class UnixReactor: TaskExecutor, @unchecked Sendable {
         address: UnixAddress?
     ) async throws(UnixSocketError) {
         do {
-            try await suspend(
-                registration,
-                writing: writing,
-                after: sequence,
-                deadline: deadline,
-                operation: operation,
-                address: address
-            )
+            let waiterID = nextID.wrappingAdd(1, ordering: .relaxed).oldValue
+            try await withTaskCancellationHandler {
+                try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Void, any Error>) in
+                    let immediate: (any Error)?? = registration.state.withLock { state in
+                        if let closed = state.closedError { return .some(closed) }
+                        let current = writing ? state.writeSequence : state.readSequence
+                        if current != sequence { return .some(nil) }
+                        if Task.isCancelled { return .some(UnixSocketError.cancelled(operation, address: address)) }
+                        let waiter = Registration.Waiter(id: waiterID, continuation: continuation)
+                        if writing { state.writers.append(waiter) } else { state.readers.append(waiter) }
+                        return .none
+                    }
+                    switch immediate {
+                    case .some(.some(let error)): continuation.resume(throwing: error)
+                    case .some(.none): continuation.resume()
+                    case .none:
+                        if let deadline {
+                            addTimer(id: waiterID, end: deadline.end) { [registration] in
+                                Self.resumeWaiter(
+                                    registration,
+                                    id: waiterID,
+                                    error: UnixSocketError(
+                                        .timedOut,
+                                        operation: operation,
+                                        address: address,
+                                        detail: "timed out"
+                                    )
+                                )
+                            }
+                        }
+                    }
+                }
+            } onCancel: {
+                Self.resumeWaiter(
+                    registration,
+                    id: waiterID,
+                    error: UnixSocketError.cancelled(operation, address: address)
+                )
+            }
+            if deadline != nil { removeTimer(id: waiterID) }
         } catch let error as UnixSocketError {
             throw error
         } catch {
             throw .cancelled(operation, address: address)
         }
-    }
-
-    private func suspend(
-        _ registration: Registration,
-        writing: Bool,
-        after sequence: UInt64,
-        deadline: Deadline?,
-        operation: String,
-        address: UnixAddress?
-    ) async throws {
-        let waiterID = nextID.wrappingAdd(1, ordering: .relaxed).oldValue
-        try await withTaskCancellationHandler {
-            try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<Void, any Error>) in
-                let immediate: (any Error)?? = registration.state.withLock { state in
-                    if let closed = state.closedError { return .some(closed) }
-                    let current = writing ? state.writeSequence : state.readSequence
-                    if current != sequence { return .some(nil) }
-                    if Task.isCancelled { return .some(UnixSocketError.cancelled(operation, address: address)) }
-                    let waiter = Registration.Waiter(id: waiterID, continuation: continuation)
-                    if writing { state.writers.append(waiter) } else { state.readers.append(waiter) }
-                    return .none
-                }
-                switch immediate {
-                case .some(.some(let error)): continuation.resume(throwing: error)
-                case .some(.none): continuation.resume()
-                case .none:
-                    if let deadline {
-                        addTimer(id: waiterID, end: deadline.end) { [registration] in
-                            Self.resumeWaiter(
-                                registration,
-                                id: waiterID,
-                                error: UnixSocketError(
-                                    .timedOut,
-                                    operation: operation,
-                                    address: address,
-                                    detail: "timed out"
-                                )
-                            )
-                        }
-                    }
-                }
-            }
-        } onCancel: {
-            Self.resumeWaiter(registration, id: waiterID, error: UnixSocketError.cancelled(operation, address: address))
-        }
-        if deadline != nil { removeTimer(id: waiterID) }
     }
 
     private static func resumeWaiter(_ registration: Registration, id: UInt64, error: any Error) {

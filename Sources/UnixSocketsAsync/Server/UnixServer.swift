@@ -353,15 +353,17 @@ public final class UnixServerConnection: Sendable {
         }
         let size = FrameFormat.headerLength + bytes.count
         let count = descriptors.count
-        if let over = state.withLock({ overCap($0, size: size, descriptors: count) }) {
+        // A client over its own caps is cut off: it does not read its replies.
+        func notReading(_ over: String) -> UnixSocketError {
             disconnect()
-            throw UnixSocketError(
+            return UnixSocketError(
                 .tooLarge,
                 operation: "send frame",
                 address: address,
                 detail: "the client did not read its replies (\(over)); disconnected"
             )
         }
+        if let over = state.withLock({ overCap($0, size: size, descriptors: count) }) { throw notReading(over) }
         guard resources.chargeOutbound(size, for: self) else {
             disconnect()
             throw UnixSocketError(
@@ -393,13 +395,7 @@ public final class UnixServerConnection: Sendable {
             )
         case .over(let over):
             resources.outbound.release(size)
-            disconnect()
-            throw UnixSocketError(
-                .tooLarge,
-                operation: "send frame",
-                address: address,
-                detail: "the client did not read its replies (\(over)); disconnected"
-            )
+            throw notReading(over)
         }
         // Counted: now the copies may be made.
         var owned: [OwnedDescriptor] = []
