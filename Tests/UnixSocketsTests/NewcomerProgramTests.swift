@@ -120,7 +120,7 @@ struct NewcomerProgramTests {
             #expect(output.contains("\(call) is unavailable from asynchronous contexts"), "\(output)")
         }
         #expect(output.contains("this blocking call would stall async code"), "\(output)")
-        #expect(output.contains("a @main type's 'static func main() async'"), "\(output)")
+        #expect(output.contains("'try await' it inside an async func"), "\(output)")
     }
 
     @Test(
