@@ -192,6 +192,7 @@ extension SocketCore {
     // Concrete functions under the generic faces, as on the blocking side: the operations get specialized.
 
     /// One message into `buffer`, without descriptors or sender.
+    @inline(__always)
     func receiveMessage(
         into buffer: UnsafeMutableRawBufferPointer,
         timeout: Duration?
@@ -203,6 +204,7 @@ extension SocketCore {
     }
 
     /// One whole message, owning its bytes and descriptor numbers across the wait.
+    @inline(__always)
     func sendMessage(
         _ collection: some Collection<UInt8>,
         descriptors: [FileDescriptor],
@@ -212,25 +214,14 @@ extension SocketCore {
     ) async throws(UnixSocketError) {
         let bytes = Array(collection)
         let fds = descriptors.map(\.rawValue)
-        if let destination {
-            var operation = try MessageSend(
-                bytes,
-                descriptors: fds,
-                credentials: credentials,
-                to: try Recipient(destination),
-                on: self
-            )
-            try await perform(&operation, timeout: timeout)
-        } else {
-            var operation = try MessageSend(
-                bytes,
-                descriptors: fds,
-                credentials: credentials,
-                to: ConnectedPeer(),
-                on: self
-            )
-            try await perform(&operation, timeout: timeout)
-        }
+        var operation = try MessageSend(
+            bytes,
+            descriptors: fds,
+            credentials: credentials,
+            to: destination,
+            on: self
+        )
+        try await perform(&operation, timeout: timeout)
     }
 }
 

@@ -58,19 +58,9 @@ package enum ChannelRelay {
         }
     }
 
-    /// Sends back everything `channel` sends until its EOF, then shuts down its write side.
+    /// Sends back everything `channel` sends until its EOF, then shuts down its write side (on a failure,
+    /// which ends only this client, it is closed).
     package static func echo(_ channel: any RelayChannel) async {
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 4096)
-        defer { buffer.deallocate() }
-        do {
-            while true {
-                let count = try await channel.relayRead(into: buffer)
-                if count == 0 { break }
-                try await channel.relayWrite(all: UnsafeRawBufferPointer(rebasing: buffer[..<count]))
-            }
-            channel.relayShutdownWrite()
-        } catch {
-            // One client's failure (reset, gone) ends only that client.
-        }
+        await pump(from: channel, to: channel)
     }
 }

@@ -81,26 +81,31 @@ package enum StdioRelay {
         return InheritedFile.isPipe(kind) && !InheritedFile.isNonBlocking(fd)
     }
 
+    /// Runs `splice` until it moves 0 bytes (EOF): true when done. False when the very first call was refused
+    /// with EINVAL (a pipe end that does not splice): the caller copies through user space instead.
+    private static func spliceAll(_ splice: () throws(UnixSocketError) -> Int) throws(UnixSocketError) -> Bool {
+        var moved = false
+        do {
+            while try splice() > 0 { moved = true }
+            return true
+        } catch  where error.errno == .invalidArgument && !moved {
+            return false
+        }
+    }
+
     /// socket -> `output` until the peer's EOF.
     /// - Throws: ``UnixSocketError`` from the socket, ``Failure`` from `output`.
     package static func streamToOutput(_ stream: UnixStream, output: FileDescriptor) throws {
         if canSplice(output) {
-            var moved = false
+            let spliced: Bool
             do {
-                while true {
-                    let count = try stream.splice(into: output, maxBytes: streamChunk)
-                    if count == 0 { return }
-                    moved = true
+                spliced = try spliceAll { () throws(UnixSocketError) in
+                    try stream.splice(into: output, maxBytes: streamChunk)
                 }
             } catch {
-                if error.errno == .brokenPipe {
-                    throw Failure.outputClosed
-                } else if error.errno == .invalidArgument && !moved {
-                    // This pipe end refuses splice: copy through user space below.
-                } else {
-                    throw error
-                }
+                throw error.errno == .brokenPipe ? Failure.outputClosed : error
             }
+            if spliced { return }
         }
         let buffer = allocate(streamChunk)
         defer { buffer.deallocate() }
@@ -119,19 +124,14 @@ package enum StdioRelay {
         progressed: () -> Void
     ) throws {
         defer { try? stream.shutdown(.write) }
-        if canSplice(input) {
-            var moved = false
-            do {
-                while true {
-                    let count = try stream.splice(from: input, maxBytes: streamChunk)
-                    if count == 0 { return }
-                    moved = true
-                    progressed()
-                }
-            } catch {
-                guard error.errno == .invalidArgument && !moved else { throw error }
-                // Fall back to read/write below.
-            }
+        if canSplice(input),
+            try spliceAll({ () throws(UnixSocketError) in
+                let count = try stream.splice(from: input, maxBytes: streamChunk)
+                if count > 0 { progressed() }
+                return count
+            })
+        {
+            return
         }
         let buffer = allocate(streamChunk)
         defer { buffer.deallocate() }

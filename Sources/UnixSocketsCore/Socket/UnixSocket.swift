@@ -203,25 +203,14 @@ extension SocketCore {
         to destination: UnixAddress?,
         timeout: Duration?
     ) throws(UnixSocketError) {
-        if let destination {
-            var operation = try MessageSend(
-                bytes,
-                descriptors: descriptors,
-                credentials: credentials,
-                to: try Recipient(destination),
-                on: self
-            )
-            try perform(&operation, timeout: timeout)
-        } else {
-            var operation = try MessageSend(
-                bytes,
-                descriptors: descriptors,
-                credentials: credentials,
-                to: ConnectedPeer(),
-                on: self
-            )
-            try perform(&operation, timeout: timeout)
-        }
+        var operation = try MessageSend(
+            bytes,
+            descriptors: descriptors,
+            credentials: credentials,
+            to: destination,
+            on: self
+        )
+        try perform(&operation, timeout: timeout)
     }
 
     /// One message into `buffer`, without descriptors or sender (allocation-free).
