@@ -1,4 +1,5 @@
-// The ONLY file of UnixSockets that calls libc. One `system_*` wrapper per syscall; errno is read in
+// The syscall layer's wrappers (with MessageCalls, Poll, Epoll, Netlink, InetAddress and the other files of
+// this target, the only code that calls libc). One `system_*` wrapper per syscall; errno is read in
 // `valueOrErrno` alone; EINTR is retried on every call but `close`; EAGAIN is returned as a value.
 package import CUnixSockets
 import Synchronization
@@ -17,6 +18,9 @@ package enum IOResult<Value> {
     case done(Value)
     case wouldBlock
 }
+
+/// What a call that may would-block returns: its value, EAGAIN as `.wouldBlock`, or the error.
+package typealias IOOutcome<Value> = Result<IOResult<Value>, Errno>
 
 /// Runs `body`, reads errno once on failure, retries EINTR when asked, consults the test mock (debug builds).
 @inline(__always)
@@ -149,20 +153,19 @@ package enum SystemConstants {
     package static let sockStream = CInt(1)
     package static let sockDatagram = CInt(2)
     package static let sockSeqPacket = CInt(5)
-    /// What every socket and accepted connection is created with: CLOEXEC, non-blocking.
-    package static let socketFlags = UDS_SOCK_CLOEXEC | UDS_SOCK_NONBLOCK
+    package static let socketFlags = CInt(UDS_SOCK_CLOEXEC | UDS_SOCK_NONBLOCK)  // every socket and accepted connection
     package static let afUnix = CInt(AF_UNIX)
-    package static let msgNoSignal = UDS_MSG_NOSIGNAL
-    package static let msgCmsgCloexec = UDS_MSG_CMSG_CLOEXEC
+    package static let msgNoSignal = CInt(UDS_MSG_NOSIGNAL)
+    package static let msgCmsgCloexec = CInt(UDS_MSG_CMSG_CLOEXEC)
     package static let msgTrunc = CInt(MSG_TRUNC)
     package static let msgCtrunc = CInt(MSG_CTRUNC)
     package static let msgPeek = CInt(MSG_PEEK)
     package static let solSocket = CInt(SOL_SOCKET)
-    package static let scmRights = UDS_SCM_RIGHTS
-    package static let scmCredentials = UDS_SCM_CREDENTIALS
-    package static let soPeerCred = UDS_SO_PEERCRED
-    package static let soPassCred = UDS_SO_PASSCRED
-    package static let soPeerGroups = UDS_SO_PEERGROUPS
+    package static let scmRights = CInt(UDS_SCM_RIGHTS)
+    package static let scmCredentials = CInt(UDS_SCM_CREDENTIALS)
+    package static let soPeerCred = CInt(UDS_SO_PEERCRED)
+    package static let soPassCred = CInt(UDS_SO_PASSCRED)
+    package static let soPeerGroups = CInt(UDS_SO_PEERGROUPS)
     package static let soSndBuf = CInt(SO_SNDBUF)
     package static let soRcvBuf = CInt(SO_RCVBUF)
     package static let soType = CInt(SO_TYPE)
@@ -172,19 +175,42 @@ package enum SystemConstants {
     package static let shutWrite = CInt(SHUT_WR)
     package static let shutBoth = CInt(SHUT_RDWR)
     package static let somaxconn = CInt(SOMAXCONN)
-    package static let openPath = UDS_O_PATH
+    package static let openPath = CInt(UDS_O_PATH)
     package static let openDirectory = CInt(O_DIRECTORY)
     package static let openNoFollow = CInt(O_NOFOLLOW)
     package static let openCreate = CInt(O_CREAT)
     package static let openReadOnly = CInt(O_RDONLY)
     package static let openNonBlocking = CInt(O_NONBLOCK)
     package static let lockExclusiveNonBlocking = CInt(LOCK_EX | LOCK_NB)
+    package static let netlinkSockDiagByFamily = UInt16(SOCK_DIAG_BY_FAMILY)  // nlmsg_type, request and answer
+    package static let netlinkRequestDump = UInt16(NLM_F_REQUEST | NLM_F_DUMP)  // nlmsg_flags of a dump request
+    package static let netlinkDone = Int32(NLMSG_DONE)  // nlmsg_type of the end of a dump
+    package static let netlinkError = Int32(NLMSG_ERROR)  // nlmsg_type (payload: -errno)
+    package static let netlinkFamilyUnix = UInt8(AF_UNIX)  // sdiag_family of a Unix socket request
+    package static let netlinkUnixShowName = UInt32(UDIAG_SHOW_NAME)  // udiag_show: the bound name
+    package static let netlinkUnixShowPeer = UInt32(UDIAG_SHOW_PEER)  // udiag_show: the peer's inode
+    package static let netlinkUnixAttributeName = Int32(UNIX_DIAG_NAME)  // Attribute type of the bound name
+    package static let netlinkUnixAttributePeer = Int32(UNIX_DIAG_PEER)  // Attribute type of the peer's inode
+    package static let cloneFS = CInt(UDS_CLONE_FS)  // unshare: private cwd and umask
+    package static let spliceMove = UInt32(UDS_SPLICE_F_MOVE)  // splice: move pages if it can
+    package static let fcntlGetStatusFlags = CInt(F_GETFL)  // fcntl: read the status flags
+    package static let soPeerPidfd = CInt(UDS_SO_PEERPIDFD)  // SO_PEERPIDFD (Linux 6.5+)
+    package static let soError = CInt(SO_ERROR)  // how a non-blocking connect ended
+    package static let soReuseAddr = CInt(SO_REUSEADDR)
+    package static let ipprotoTCP = CInt(IPPROTO_TCP)  // IPPROTO_TCP, the level of TCP_NODELAY
+    package static let tcpNoDelay = CInt(TCP_NODELAY)
 }
 
 // MARK: - Sockets
 
 package func system_socket(_ domain: CInt, _ type: CInt, _ proto: CInt) -> Result<CInt, Errno> {
     valueOrErrno("socket") { socket(domain, type, proto) }
+}
+
+/// A datagram NETLINK_SOCK_DIAG socket (CLOEXEC, blocking): where `SockDiag` asks the kernel for its table
+/// of Unix sockets.
+package func system_sockDiagSocket() -> Result<CInt, Errno> {
+    system_socket(CInt(AF_NETLINK), CInt(SOCK_DGRAM.rawValue) | UDS_SOCK_CLOEXEC, CInt(NETLINK_SOCK_DIAG))
 }
 
 package func system_socketpair(_ type: CInt, _ fds: UnsafeMutablePointer<CInt>) -> Result<CInt, Errno> {
@@ -200,11 +226,7 @@ package func system_listen(_ fd: CInt, _ backlog: CInt) -> Result<CInt, Errno> {
 }
 
 /// connect(2). EINTR is retried (for AF_UNIX the kernel completes or fails a connect synchronously).
-package func system_connect(
-    _ fd: CInt,
-    _ addr: UnsafePointer<sockaddr>,
-    _ len: socklen_t
-) -> Result<IOResult<CInt>, Errno> {
+package func system_connect(_ fd: CInt, _ addr: UnsafePointer<sockaddr>, _ len: socklen_t) -> IOOutcome<CInt> {
     ioResultOrErrno("connect") { connect(fd, addr, len) }
 }
 
@@ -217,19 +239,15 @@ package func system_accept4(
     ioResultOrErrno("accept4") { uds_accept4(fd, addr, len, flags) }
 }
 
-package func system_getsockname(
-    _ fd: CInt,
-    _ addr: UnsafeMutablePointer<sockaddr>,
-    _ len: UnsafeMutablePointer<socklen_t>
-) -> Result<CInt, Errno> {
+/// An address the kernel fills in, and its length (in: the room; out: the length).
+package typealias SockAddrOut = UnsafeMutablePointer<sockaddr>
+package typealias SockLenInOut = UnsafeMutablePointer<socklen_t>
+
+package func system_getsockname(_ fd: CInt, _ addr: SockAddrOut, _ len: SockLenInOut) -> Result<CInt, Errno> {
     valueOrErrno("getsockname") { getsockname(fd, addr, len) }
 }
 
-package func system_getpeername(
-    _ fd: CInt,
-    _ addr: UnsafeMutablePointer<sockaddr>,
-    _ len: UnsafeMutablePointer<socklen_t>
-) -> Result<CInt, Errno> {
+package func system_getpeername(_ fd: CInt, _ addr: SockAddrOut, _ len: SockLenInOut) -> Result<CInt, Errno> {
     valueOrErrno("getpeername") { getpeername(fd, addr, len) }
 }
 
@@ -274,16 +292,11 @@ package func system_send(_ fd: CInt, _ buffer: UnsafeRawBufferPointer, _ flags: 
     ioResultOrErrno("send") { send(fd, buffer.baseAddress, buffer.count, flags) }
 }
 
-package func system_recvmsg(
-    _ fd: CInt,
-    _ message: UnsafeMutablePointer<msghdr>,
-    _ flags: CInt
-) -> Result<IOResult<Int>, Errno> {
+package func system_recvmsg(_ fd: CInt, _ message: UnsafeMutablePointer<msghdr>, _ flags: CInt) -> IOOutcome<Int> {
     ioResultOrErrno("recvmsg") { recvmsg(fd, message, flags) }
 }
 
-package func system_sendmsg(_ fd: CInt, _ message: UnsafePointer<msghdr>, _ flags: CInt) -> Result<IOResult<Int>, Errno>
-{
+package func system_sendmsg(_ fd: CInt, _ message: UnsafePointer<msghdr>, _ flags: CInt) -> IOOutcome<Int> {
     ioResultOrErrno("sendmsg") { sendmsg(fd, message, flags) }
 }
 
@@ -398,6 +411,11 @@ package func system_monotonicNanoseconds() -> UInt64 {
 
 /// Runs `body` on a new OS thread and waits for it (used for a bind under a thread-private umask).
 package func system_runOnFreshThread(_ body: @escaping @Sendable () -> Void) -> Result<Void, Errno> {
+    startThread(body).map { pthread_join($0, nil) }
+}
+
+/// Starts an OS thread running `body`; the caller joins or detaches it.
+private func startThread(_ body: @escaping @Sendable () -> Void) -> Result<pthread_t, Errno> {
     final class Box: @unchecked Sendable {  // handed to exactly one thread, read once
         let body: @Sendable () -> Void
         init(_ body: @escaping @Sendable () -> Void) { self.body = body }
@@ -408,8 +426,7 @@ package func system_runOnFreshThread(_ body: @escaping @Sendable () -> Void) -> 
         &thread,
         nil,
         { raw in
-            let box = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()
-            box.body()
+            Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue().body()
             return nil
         },
         box
@@ -418,8 +435,7 @@ package func system_runOnFreshThread(_ body: @escaping @Sendable () -> Void) -> 
         Unmanaged<Box>.fromOpaque(box).release()
         return .failure(Errno(rawValue: status))
     }
-    pthread_join(thread, nil)
-    return .success(())
+    return .success(thread)
 }
 
 // MARK: - epoll and eventfd (the async reactor)
@@ -454,28 +470,72 @@ package func system_eventfd() -> Result<CInt, Errno> {
 
 /// Starts a detached OS thread running `body` (the reactor). Returns false if the thread could not start.
 package func system_startDetachedThread(_ body: @escaping @Sendable () -> Void) -> Bool {
-    final class Box: @unchecked Sendable {  // handed to exactly one thread, read once
-        let body: @Sendable () -> Void
-        init(_ body: @escaping @Sendable () -> Void) { self.body = body }
-    }
-    let box = Unmanaged.passRetained(Box(body)).toOpaque()
-    var thread = pthread_t()
-    let status = pthread_create(
-        &thread,
-        nil,
-        { raw in
-            Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue().body()
-            return nil
-        },
-        box
-    )
-    if status != 0 {
-        Unmanaged<Box>.fromOpaque(box).release()
-        return false
-    }
+    guard case .success(let thread) = startThread(body) else { return false }
     pthread_detach(thread)
     return true
 }
 
 /// An identifier of the calling OS thread.
 package func system_currentThreadID() -> UInt { UInt(pthread_self()) }
+
+// MARK: - Processes
+
+// Process-wide calls for the `uds` executable (see Process/ProcessControl.swift). The library itself never
+// calls these: it never changes process-wide state on its own.
+
+// getpid, getuid and getgid have their wrappers above.
+
+/// signal(2) with SIG_IGN.
+package func system_ignoreSignal(_ number: CInt) { _ = signal(number, SIG_IGN) }
+/// Whether the signal's disposition is SIG_IGN (sigaction, read only).
+package func system_signalIsIgnored(_ number: CInt) -> Bool {
+    var action = sigaction()
+    guard sigaction(number, nil, &action) == 0 else { return false }
+    return unsafeBitCast(action.__sigaction_handler.sa_handler, to: Int.self) == unsafeBitCast(SIG_IGN, to: Int.self)
+}
+
+package func system_isatty(_ fd: CInt) -> Bool { isatty(fd) == 1 }
+/// alarm(2): SIGALRM (which ends the process) after `seconds`; 0 cancels.
+package func system_alarm(_ seconds: UInt32) { _ = alarm(seconds) }
+/// Ends the process with `status` (exit(3): atexit handlers, stdio flushed).
+package func system_exit(_ status: CInt) -> Never { exit(status) }
+
+/// RLIMIT_NOFILE as (soft, hard).
+package func system_getDescriptorLimit() -> Result<(UInt64, UInt64), Errno> {
+    var limit = rlimit()
+    return valueOrErrno("getrlimit") { getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) }
+        .map { _ in (UInt64(limit.rlim_cur), UInt64(limit.rlim_max)) }
+}
+
+package func system_setDescriptorLimit(soft: UInt64, hard: UInt64) -> Result<Void, Errno> {
+    var limit = rlimit(rlim_cur: rlim_t(soft), rlim_max: rlim_t(hard))
+    return valueOrErrno("setrlimit") { setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) }.map { _ in () }
+}
+
+package let system_SIGINT = SIGINT
+package let system_SIGTERM = SIGTERM
+package let system_SIGHUP = SIGHUP
+package let system_SIGPIPE = SIGPIPE
+
+// MARK: - Descriptors handed to the process (`uds recv-fd` copies what they hold)
+
+// fstat(2) is `system_fstat` in Syscalls.swift; the file-type bits are read in Process/InheritedFile.swift.
+
+/// Whether the open file behind `fd` may be read (its access mode is not O_WRONLY).
+package func system_isReadable(_ fd: CInt) -> Bool {
+    guard case .success(let flags) = valueOrErrno("fcntl", { fcntl(fd, F_GETFL) }) else { return false }
+    return flags & O_ACCMODE != O_WRONLY
+}
+
+// poll(2) is `system_poll` in Syscalls.swift; the pollfd is made in Process/InheritedFile.swift (it sees
+// the type through CUnixSockets).
+
+/// One read(2), or for a socket one recv(2) with MSG_DONTWAIT; EAGAIN is an error here (errno).
+package func system_readOnce(_ fd: CInt, into buffer: UnsafeMutableRawBufferPointer, socket: Bool) -> Result<Int, Errno>
+{
+    valueOrErrno("read") {
+        socket
+            ? recv(fd, buffer.baseAddress, buffer.count, CInt(MSG_DONTWAIT))
+            : read(fd, buffer.baseAddress, buffer.count)
+    }
+}

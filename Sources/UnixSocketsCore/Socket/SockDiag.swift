@@ -15,7 +15,7 @@ enum SockDiag {
     /// Dumps every Unix socket with the `UDIAG_SHOW_*` attributes in `show`, calling `body` for each.
     static func dump(show: UInt32, _ body: (Message) -> Void) -> Result<Void, Errno> {
         let fd: CInt
-        switch Netlink.openSockDiag() {
+        switch system_sockDiagSocket() {
         case .success(let value): fd = value
         case .failure(let errno): return .failure(errno)
         }
@@ -29,10 +29,10 @@ enum SockDiag {
             withUnsafeBytes(of: value.littleEndian) { request.replaceSubrange(offset..<offset + 2, with: $0) }
         }
         put32(40, at: 0)  // nlmsg_len
-        put16(Netlink.sockDiagByFamily, at: 4)  // nlmsg_type
-        put16(Netlink.requestDump, at: 6)  // nlmsg_flags
+        put16(SystemConstants.netlinkSockDiagByFamily, at: 4)  // nlmsg_type
+        put16(SystemConstants.netlinkRequestDump, at: 6)  // nlmsg_flags
         put32(1, at: 8)  // nlmsg_seq
-        request[16] = Netlink.familyUnix  // sdiag_family
+        request[16] = SystemConstants.netlinkFamilyUnix  // sdiag_family
         put32(0xFFFF_FFFF, at: 20)  // udiag_states: all
         put32(show, at: 28)  // udiag_show
         switch request.withUnsafeBytes({ system_send(fd, $0, 0) }) {
@@ -54,12 +54,12 @@ enum SockDiag {
                 let length = Int(read32(buffer, offset))
                 let type = Int32(read16(buffer, offset + 4))
                 if length < 16 || offset + length > count { return .failure(.ioError) }
-                if type == Netlink.done { return .success(()) }
-                if type == Netlink.error {
+                if type == SystemConstants.netlinkDone { return .success(()) }
+                if type == SystemConstants.netlinkError {
                     let code = Int32(bitPattern: read32(buffer, offset + 16))
                     return .failure(Errno(rawValue: code < 0 ? -code : .max))
                 }
-                if type == Int32(Netlink.sockDiagByFamily) && length >= 32 {
+                if type == Int32(SystemConstants.netlinkSockDiagByFamily) && length >= 32 {
                     // unix_diag_msg: family, type, state, pad (u8 each), inode (u32), cookie (2 x u32);
                     // then attributes (rtattr: u16 length, u16 type, payload, padded to 4).
                     let start = offset + 16

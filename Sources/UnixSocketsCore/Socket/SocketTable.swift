@@ -21,7 +21,8 @@ package enum UnixSocketTable {
     /// Every Unix socket the kernel reports, by inode.
     package static func entries() -> Result<[UInt64: UnixSocketTableEntry], Errno> {
         var table: [UInt64: UnixSocketTableEntry] = [:]
-        let dumped = SockDiag.dump(show: Netlink.unixShowName | Netlink.unixShowPeer) { message in
+        let dumped = SockDiag.dump(show: SystemConstants.netlinkUnixShowName | SystemConstants.netlinkUnixShowPeer) {
+            message in
             var entry = UnixSocketTableEntry(
                 inode: UInt64(message.inode),
                 type: message.type,
@@ -30,13 +31,13 @@ package enum UnixSocketTable {
                 peerInode: nil
             )
             for (type, payload) in message.attributes {
-                if type == Netlink.unixAttributeName, let first = payload.first {
+                if type == SystemConstants.netlinkUnixAttributeName, let first = payload.first {
                     if first == 0 {
                         entry.address = try? UnixAddress.abstract(Array(payload.dropFirst()))
                     } else {
                         entry.address = try? UnixAddress.path(bytes: Array(payload.prefix { $0 != 0 }))
                     }
-                } else if type == Netlink.unixAttributePeer && payload.count >= 4 {
+                } else if type == SystemConstants.netlinkUnixAttributePeer && payload.count >= 4 {
                     let peer = UInt64(SockDiag.read32(payload, 0))
                     if peer != 0 { entry.peerInode = peer }
                 }
