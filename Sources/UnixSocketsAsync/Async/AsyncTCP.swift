@@ -29,16 +29,4 @@ extension TCPSocket {
     package func accept() async throws(UnixSocketError) -> TCPSocket {
         Self.accepted(try await core.acceptPausing(timeout: nil))
     }
-
-    /// Reads what is there into `buffer` without blocking a thread; 0 means the peer closed its side.
-    package func read(into buffer: UnsafeMutableRawBufferPointer) async throws(UnixSocketError) -> Int {
-        var operation = ReadSome(into: buffer)
-        return try await core.perform(&operation, timeout: nil)
-    }
-
-    /// Writes every byte of `buffer` (MSG_NOSIGNAL) without blocking a thread.
-    package func write(all buffer: UnsafeRawBufferPointer) async throws(UnixSocketError) {
-        var operation = WriteAll(buffer)
-        try await core.perform(&operation, timeout: nil)
-    }
 }

@@ -250,7 +250,7 @@ package final class SocketCore: Sendable {
     }
 
     /// Closes the descriptor once. Later calls do nothing. Waiters in other threads are woken.
-    func close() {
+    package func close() {
         let previous = state.bitwiseOr(1, ordering: .sequentiallyConsistent).oldValue
         if previous & 1 != 0 { return }
         if previous == 0 {
@@ -460,7 +460,7 @@ package final class SocketCore: Sendable {
         }
     }
 
-    func shutdown(_ direction: ShutdownDirection) throws(UnixSocketError) {
+    package func shutdown(_ direction: ShutdownDirection) throws(UnixSocketError) {
         let how =
             switch direction {
             case .read: SystemConstants.shutRead

@@ -38,6 +38,22 @@ package protocol SocketOperation {
     func mapFailure(_ error: UnixSocketError, on core: SocketCore) -> UnixSocketError
 }
 
+/// An operation that reads: `recv`, waiting for input.
+package protocol ReadingOperation: SocketOperation {}
+
+extension ReadingOperation {
+    package var name: String { "recv" }
+    package var readiness: Readiness { .input }
+}
+
+/// An operation that writes: `send`, waiting for room.
+package protocol WritingOperation: SocketOperation {}
+
+extension WritingOperation {
+    package var name: String { "send" }
+    package var readiness: Readiness { .output }
+}
+
 extension SocketOperation {
     package var progress: Int { 0 }
     package func mapFailure(_ error: UnixSocketError, on core: SocketCore) -> UnixSocketError { error }
@@ -268,11 +284,9 @@ extension SocketCore {
 // MARK: - The operations
 
 /// Reads what is there (at least one byte, or 0 at EOF) into `buffer`.
-package struct ReadSome: SocketOperation {
+package struct ReadSome: ReadingOperation {
     let buffer: UnsafeMutableRawBufferPointer
     package init(into buffer: UnsafeMutableRawBufferPointer) { self.buffer = buffer }
-    package var name: String { "recv" }
-    package var readiness: Readiness { .input }
     @inline(__always)
     package mutating func attempt(_ fd: CInt, on core: SocketCore) throws(UnixSocketError) -> Int? {
         try core.outcome(system_recv(fd, buffer, 0), "recv")
@@ -280,34 +294,32 @@ package struct ReadSome: SocketOperation {
 }
 
 /// Fills `buffer` completely, looping over short reads; EOF first is `.unexpectedEOF`.
-package struct ReadExactly: SocketOperation {
+package struct ReadExactly: ReadingOperation {
     let buffer: UnsafeMutableRawBufferPointer
-    var offset = 0
+    /// Bytes moved so far (the offset of the next one).
+    package fileprivate(set) var progress = 0
     package init(into buffer: UnsafeMutableRawBufferPointer) { self.buffer = buffer }
-    package var name: String { "recv" }
-    package var readiness: Readiness { .input }
-    package var progress: Int { offset }
     @inline(__always)
     package mutating func attempt(_ fd: CInt, on core: SocketCore) throws(UnixSocketError) -> Void? {
-        while offset < buffer.count {
-            let rest = UnsafeMutableRawBufferPointer(rebasing: buffer[offset...])
+        while progress < buffer.count {
+            let rest = UnsafeMutableRawBufferPointer(rebasing: buffer[progress...])
             guard let count = try core.outcome(system_recv(fd, rest, 0), "recv") else { return nil }
             if count == 0 {
                 throw UnixSocketError(
                     .unexpectedEOF,
                     operation: "read",
                     address: core.address,
-                    detail: "the peer closed after \(offset) of \(buffer.count) bytes"
+                    detail: "the peer closed after \(progress) of \(buffer.count) bytes"
                 )
             }
-            offset += count
+            progress += count
         }
         return ()
     }
 }
 
 /// Reads until the peer closes its side, refusing to hold more than `maxBytes`.
-package struct ReadToEnd: SocketOperation {
+package struct ReadToEnd: ReadingOperation {
     let maxBytes: Int
     var result: [UInt8] = []
     var chunk: [UInt8]
@@ -316,8 +328,6 @@ package struct ReadToEnd: SocketOperation {
         self.maxBytes = maxBytes
         chunk = [UInt8](repeating: 0, count: min(maxBytes, 65535) + 1)
     }
-    package var name: String { "recv" }
-    package var readiness: Readiness { .input }
     package var progress: Int { result.count }
     package mutating func attempt(_ fd: CInt, on core: SocketCore) throws(UnixSocketError) -> [UInt8]? {
         while true {
@@ -338,21 +348,19 @@ package struct ReadToEnd: SocketOperation {
 }
 
 /// Writes every byte, looping over short writes (MSG_NOSIGNAL).
-package struct WriteAll<Bytes: OutgoingBytes>: SocketOperation {
+package struct WriteAll<Bytes: OutgoingBytes>: WritingOperation {
     let bytes: Bytes
-    var offset = 0
+    /// Bytes moved so far (the offset of the next one).
+    package fileprivate(set) var progress = 0
     package init(_ bytes: Bytes) { self.bytes = bytes }
-    package var name: String { "send" }
-    package var readiness: Readiness { .output }
-    package var progress: Int { offset }
     @inline(__always)
     package mutating func attempt(_ fd: CInt, on core: SocketCore) throws(UnixSocketError) -> Void? {
         try bytes.withBytes { (raw) throws(UnixSocketError) -> Void? in
-            while offset < raw.count {
-                let rest = UnsafeRawBufferPointer(rebasing: raw[offset...])
+            while progress < raw.count {
+                let rest = UnsafeRawBufferPointer(rebasing: raw[progress...])
                 guard let count = try core.outcome(system_send(fd, rest, SystemConstants.msgNoSignal), "send")
                 else { return nil }
-                offset += count
+                progress += count
             }
             return ()
         }
@@ -361,7 +369,7 @@ package struct WriteAll<Bytes: OutgoingBytes>: SocketOperation {
 
 /// Writes several buffers in order as one stream. sendmsg with one iovec per call keeps MSG_NOSIGNAL
 /// (writev would raise SIGPIPE); for small buffers the join is cheaper than several syscalls.
-package struct WriteVectored: SocketOperation {
+package struct WriteVectored: WritingOperation {
     let buffers: [[UInt8]]
     var index = 0
     var current: WriteAll<[UInt8]>?
@@ -377,9 +385,7 @@ package struct WriteVectored: SocketOperation {
             self.buffers = buffers
         }
     }
-    package var name: String { "send" }
-    package var readiness: Readiness { .output }
-    package var progress: Int { written + (current?.offset ?? 0) }
+    package var progress: Int { written + (current?.progress ?? 0) }
     package mutating func attempt(_ fd: CInt, on core: SocketCore) throws(UnixSocketError) -> Void? {
         while index < buffers.count {
             var write = current ?? WriteAll(buffers[index])
@@ -388,7 +394,7 @@ package struct WriteVectored: SocketOperation {
                 current = write
                 return nil
             }
-            written += write.offset
+            written += write.progress
             current = nil
             index += 1
         }
@@ -398,7 +404,7 @@ package struct WriteVectored: SocketOperation {
 
 /// A stream send with descriptors: they ride on the first sendmsg only (which must carry a payload byte);
 /// the rest of the bytes follow without them.
-package struct StreamSend<Bytes: OutgoingBytes, Descriptors: OutgoingDescriptors>: SocketOperation {
+package struct StreamSend<Bytes: OutgoingBytes, Descriptors: OutgoingDescriptors>: WritingOperation {
     var write: WriteAll<Bytes>
     let descriptors: Descriptors
     var descriptorsSent: Bool
@@ -409,8 +415,7 @@ package struct StreamSend<Bytes: OutgoingBytes, Descriptors: OutgoingDescriptors
         descriptorsSent = descriptors.count == 0
     }
     package var name: String { descriptorsSent ? "send" : "sendmsg" }
-    package var readiness: Readiness { .output }
-    package var progress: Int { write.offset }
+    package var progress: Int { write.progress }
     @inline(__always)
     package mutating func attempt(_ fd: CInt, on core: SocketCore) throws(UnixSocketError) -> Void? {
         if !descriptorsSent {
@@ -423,7 +428,7 @@ package struct StreamSend<Bytes: OutgoingBytes, Descriptors: OutgoingDescriptors
                 }
             }
             guard let sent else { return nil }
-            write.offset = sent
+            write.progress = sent
             descriptorsSent = true
         }
         return try write.attempt(fd, on: core)
@@ -493,7 +498,7 @@ package struct MessageSend<Bytes: OutgoingBytes, Descriptors: OutgoingDescriptor
 /// Receives one message (or, on a stream, what is there) into `buffer` with room for `maxDescriptors` and
 /// (when SO_PASSCRED is on) credentials. MSG_CTRUNC and (for messages) MSG_TRUNC are errors; every
 /// descriptor that arrived is closed then. What came besides the bytes is in `received` afterwards.
-package struct Receive: SocketOperation {
+package struct Receive: ReadingOperation {
     let buffer: UnsafeMutableRawBufferPointer
     let maxDescriptors: Int
     let credentials: Bool
@@ -531,7 +536,6 @@ package struct Receive: SocketOperation {
         credentials = core.passCredentials.load(ordering: .relaxed)
     }
     package var name: String { "receive" }
-    package var readiness: Readiness { .input }
     @inline(__always)
     package mutating func attempt(_ fd: CInt, on core: SocketCore) throws(UnixSocketError) -> Int? {
         var header = ReceivedHeader()
@@ -569,14 +573,13 @@ package struct Receive: SocketOperation {
 
 /// Peeks at the next message without consuming it and without a buffer for it (MSG_PEEK | MSG_TRUNC
 /// reports its whole length; no control buffer, so no descriptor is installed); 0 at EOF.
-package struct Peek: SocketOperation {
+package struct Peek: ReadingOperation {
     package let name: String
     let flags: CInt
     package init(name: String = "peek", flags: CInt = SystemConstants.msgPeek | SystemConstants.msgTrunc) {
         self.name = name
         self.flags = flags
     }
-    package var readiness: Readiness { .input }
     package mutating func attempt(_ fd: CInt, on core: SocketCore) throws(UnixSocketError) -> Int? {
         var byte: UInt8 = 0
         let result = withUnsafeMutableBytes(of: &byte) { system_recv(fd, $0, flags) }
@@ -585,11 +588,10 @@ package struct Peek: SocketOperation {
 }
 
 /// Accepts one connection (accept4 with `flags`, CLOEXEC and non-blocking).
-package struct Accept: SocketOperation {
+package struct Accept: ReadingOperation {
     let flags: CInt
     package init(flags: CInt = SystemConstants.socketFlags) { self.flags = flags }
     package var name: String { "accept" }
-    package var readiness: Readiness { .input }
     package mutating func attempt(_ fd: CInt, on core: SocketCore) throws(UnixSocketError) -> CInt? {
         try core.outcome(system_accept4(fd, nil, nil, flags), "accept")
     }
