@@ -28,17 +28,13 @@ struct Bridge: AsyncParsableCommand {
     )
     var target: BridgeEndpoint
 
-    @Option(
-        help: "The Unix socket file's exact permission bits, in octal (0 to 777), whatever the umask.",
-        transform: parseMode
-    )
-    var mode: FilePermissions?
+    @OptionGroup var permissions: ModeOption
 
     @Flag(name: .shortAndLong, help: "One stderr line per relayed connection.")
     var verbose = false
 
     func validate() throws {
-        if mode != nil {
+        if permissions.mode != nil {
             guard case .unix(let address) = listen, address.isPath else {
                 throw ValidationError("--mode applies to a Unix socket path to listen on")
             }
@@ -48,7 +44,7 @@ struct Bridge: AsyncParsableCommand {
     func run() async throws {
         let listen = listen
         let target = target
-        let mode = mode
+        let mode = permissions.mode
         let verbose = verbose
         try await Lifecycle.runAsync(endOnSignals: true, onReactor: true) { _ in
             let acceptor: BridgeAcceptor

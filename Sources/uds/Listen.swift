@@ -38,11 +38,7 @@ struct Listen: AsyncParsableCommand {
     @Flag(help: "Send every byte or message back to whoever sent it (prints nothing; stdin unused).")
     var echo = false
 
-    @Option(
-        help: "The socket file's exact permission bits, in octal (0 to 777), whatever the umask.",
-        transform: parseMode
-    )
-    var mode: FilePermissions?
+    @OptionGroup var permissions: ModeOption
 
     @Flag(help: "Messages: each stdin line is one message; each received message is printed with a newline.")
     var lines = false
@@ -62,9 +58,7 @@ struct Listen: AsyncParsableCommand {
         if maxConnections < 1 || maxPerUID < 1 {
             throw ValidationError("--max-connections and --max-per-uid must be at least 1")
         }
-        if mode != nil && address.isAbstract {
-            throw ValidationError("--mode: abstract names have no file and no mode (check peers with --allow-uid)")
-        }
+        try permissions.check(address, hint: " (check peers with --allow-uid)")
     }
 
     func run() async throws {
@@ -73,7 +67,7 @@ struct Listen: AsyncParsableCommand {
             type: type,
             keepOpen: keepOpen,
             echo: echo,
-            mode: mode,
+            mode: permissions.mode,
             lines: lines,
             policy: peers.policy,
             limits: ConnectionLimits(total: maxConnections, perUID: maxPerUID)

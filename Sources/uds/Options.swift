@@ -15,6 +15,22 @@ func parseAddress(_ text: String) throws -> UnixAddress {
     try address(fromArgument: RawArguments.bytes(of: text))
 }
 
+/// `--mode OCTAL`, for the commands that bind a socket file.
+struct ModeOption: ParsableArguments {
+    @Option(
+        help: "The socket file's exact permission bits, in octal (0 to 777), whatever the umask.",
+        transform: parseMode
+    )
+    var mode: FilePermissions?
+
+    /// A mode needs a file: an abstract name has none.
+    func check(_ address: UnixAddress, hint: String = "") throws {
+        if mode != nil && address.isAbstract {
+            throw ValidationError("--mode: abstract names have no file and no mode" + hint)
+        }
+    }
+}
+
 /// Parses `--mode` as octal permission bits, 0 to 777. The setuid, setgid and sticky bits mean nothing on
 /// a socket file (and only mislead whoever reads `ls -l`): refused as a usage error.
 func parseMode(_ text: String) throws -> FilePermissions {

@@ -26,11 +26,7 @@ struct Recv: AsyncParsableCommand {
     @Option(help: "Stop after this many messages.")
     var count: Int?
 
-    @Option(
-        help: "The socket file's exact permission bits, in octal (0 to 777), whatever the umask.",
-        transform: parseMode
-    )
-    var mode: FilePermissions?
+    @OptionGroup var permissions: ModeOption
 
     @Flag(name: .shortAndLong, help: "Say on stderr how many descriptors that came with a message were closed.")
     var verbose = false
@@ -40,16 +36,14 @@ struct Recv: AsyncParsableCommand {
             throw ValidationError("recv receives messages: use -t dgram or -t seqpacket (for a stream, use listen)")
         }
         if let count, count < 1 { throw ValidationError("--count must be at least 1") }
-        if mode != nil && address.isAbstract {
-            throw ValidationError("--mode: abstract names have no file and no mode")
-        }
+        try permissions.check(address)
     }
 
     func run() async throws {
         let address = address
         let type = type
         let limit = count ?? Int.max
-        let mode = mode
+        let mode = permissions.mode
         let verbose = verbose
         try await Lifecycle.run(endOnSignals: true) { _ in
             var received = 0

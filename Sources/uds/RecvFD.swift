@@ -34,11 +34,7 @@ struct RecvFD: AsyncParsableCommand {
     @Option(help: "Exit after this many descriptors.")
     var count: Int?
 
-    @Option(
-        help: "The socket file's exact permission bits, in octal (0 to 777), whatever the umask.",
-        transform: parseMode
-    )
-    var mode: FilePermissions?
+    @OptionGroup var permissions: ModeOption
 
     @Option(
         name: .customLong("max-bytes"),
@@ -59,9 +55,7 @@ struct RecvFD: AsyncParsableCommand {
     func validate() throws {
         if type == .datagram { throw ValidationError("recv-fd accepts a connection: use -t stream or -t seqpacket") }
         if let count, count < 1 { throw ValidationError("--count must be at least 1") }
-        if mode != nil && address.isAbstract {
-            throw ValidationError("--mode: abstract names have no file and no mode")
-        }
+        try permissions.check(address)
         if maxBytes < 1 { throw ValidationError("--max-bytes must be at least 1") }
         if !(timeout > 0 && timeout < 1e9) { throw ValidationError("--timeout takes a number of seconds > 0") }
     }
@@ -70,7 +64,7 @@ struct RecvFD: AsyncParsableCommand {
         let address = address
         let type = type
         let limit = count ?? Int.max
-        let mode = mode
+        let mode = permissions.mode
         let policy = peers.policy
         let maxBytes = maxBytes
         let timeout = timeout

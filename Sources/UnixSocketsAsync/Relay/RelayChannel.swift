@@ -13,21 +13,21 @@ package protocol RelayChannel: AnyObject, Sendable {
 
 extension RelayChannel {
     /// Reads what is there (0 at EOF), waiting on the reactor.
-    func relayRead(into buffer: UnsafeMutableRawBufferPointer) async throws(UnixSocketError) -> Int {
+    package func relayRead(into buffer: UnsafeMutableRawBufferPointer) async throws(UnixSocketError) -> Int {
         var operation = ReadSome(into: buffer)
         return try await core.perform(&operation, timeout: nil)
     }
 
     /// Writes every byte, waiting on the reactor.
-    func relayWrite(all buffer: UnsafeRawBufferPointer) async throws(UnixSocketError) {
+    package func relayWrite(all buffer: UnsafeRawBufferPointer) async throws(UnixSocketError) {
         var operation = WriteAll(buffer)
         try await core.perform(&operation, timeout: nil)
     }
 
     /// Shuts down the write side (the other end reads EOF); errors are ignored (the peer may be gone).
-    func relayShutdownWrite() { try? core.shutdown(.write) }
+    package func relayShutdownWrite() { try? core.shutdown(.write) }
 
-    func relayClose() { core.close() }
+    package func relayClose() { core.close() }
 }
 
 extension UnixStream: RelayChannel {
