@@ -115,36 +115,10 @@ enum BenchRunner {
         switch job.type {
         case .stream:
             let listener = try UnixStreamListener.bind(address, backlog: Int32(CB_LISTEN_BACKLOG))
-            defer { listener.close() }
-            signalReady(job.readyFD)
-            if job.scenario == .accept {
-                for index in 0...job.iterations {
-                    let connection = try listener.accept()
-                    if index == job.iterations { try connection.write(all: ackByte) }
-                    connection.close()
-                }
-                return
-            }
-            let connection = try listener.accept()
-            defer { connection.close() }
-            listener.close()
-            try streamServe(connection, job)
+            try acceptAndServe(listener, job, ack: { try $0.write(all: ackByte) }, serve: streamServe)
         case .seqPacket:
             let listener = try UnixSeqPacketListener.bind(address, backlog: Int32(CB_LISTEN_BACKLOG))
-            defer { listener.close() }
-            signalReady(job.readyFD)
-            if job.scenario == .accept {
-                for index in 0...job.iterations {
-                    let connection = try listener.accept()
-                    if index == job.iterations { try connection.send(ackByte) }
-                    connection.close()
-                }
-                return
-            }
-            let connection = try listener.accept()
-            defer { connection.close() }
-            listener.close()
-            try seqpacketServe(connection, job)
+            try acceptAndServe(listener, job, ack: { try $0.send(ackByte) }, serve: seqpacketServe)
         case .datagram:
             let socket = try UnixDatagram.bind(address)
             defer { socket.close() }
@@ -152,6 +126,30 @@ enum BenchRunner {
             signalReady(job.readyFD)
             try datagramServe(socket, job)
         }
+    }
+
+    /// The accept scenario (accepts `iterations` + 1 connections and acks the last), or one connection served
+    /// by `serve`; the listener is closed either way.
+    private static func acceptAndServe<Connection: UnixConnection>(
+        _ listener: UnixListener<Connection>,
+        _ job: BenchJob,
+        ack: (Connection) throws -> Void,
+        serve: (Connection, BenchJob) throws -> Void
+    ) throws {
+        defer { listener.close() }
+        signalReady(job.readyFD)
+        if job.scenario == .accept {
+            for index in 0...job.iterations {
+                let connection = try listener.accept()
+                if index == job.iterations { try ack(connection) }
+                connection.close()
+            }
+            return
+        }
+        let connection = try listener.accept()
+        defer { connection.close() }
+        listener.close()
+        try serve(connection, job)
     }
 
     private static func streamServe(_ connection: UnixStream, _ job: BenchJob) throws {
@@ -273,11 +271,7 @@ enum BenchRunner {
             for index in 0...job.iterations {
                 if job.type == .seqPacket {
                     let connection = try UnixSeqPacket.connect(to: address)
-                    if index == job.iterations {
-                        var ack: [UInt8] = [0, 0]
-                        let count = try ack.withUnsafeMutableBytes { try connection.receive(into: $0) }
-                        if count != 1 { throw protocolError("ack of \(count) bytes") }
-                    }
+                    if index == job.iterations { try receiveAck(.seqPacket(connection)) }
                     connection.close()
                 } else {
                     let connection = try UnixStream.connect(to: address)
@@ -360,7 +354,6 @@ enum BenchRunner {
 
     private static func swiftThroughputClient(_ job: BenchJob, _ address: UnixAddress) throws -> BenchMeasurement {
         let buffer = [UInt8](repeating: 0x5a, count: job.size)
-        var ack: [UInt8] = [0, 0]
         if job.type == .stream {
             let connection = try UnixStream.connect(to: address)
             defer { connection.close() }
@@ -376,19 +369,28 @@ enum BenchRunner {
                     remaining = 0
                 }
             }
-            try ack.withUnsafeMutableBytes {
-                try connection.read(exactlyInto: UnsafeMutableRawBufferPointer(rebasing: $0[..<1]))
-            }
+            try readAck(connection)
             return .elapsed(BenchSystem.now() - start)
         }
         let client = try MessageClient.open(job, address)
         defer { client.close() }
         let start = BenchSystem.now()
         for _ in 0..<(job.totalBytes / UInt64(job.size)) { try client.send(buffer) }
+        try receiveAck(client)
+        return .elapsed(BenchSystem.now() - start)
+    }
+
+    /// The server's one-byte ack on a stream.
+    private static func readAck(_ connection: UnixStream) throws {
+        var ack: UInt8 = 0
+        try withUnsafeMutableBytes(of: &ack) { try connection.read(exactlyInto: $0) }
+    }
+
+    /// The server's one-byte ack message.
+    private static func receiveAck(_ client: MessageClient) throws {
+        var ack: [UInt8] = [0, 0]
         let count = try ack.withUnsafeMutableBytes { try client.receive(into: $0) }
-        let end = BenchSystem.now()
         if count != 1 { throw protocolError("ack of \(count) bytes") }
-        return .elapsed(end - start)
     }
 
     private static func swiftDescriptorClient(_ job: BenchJob, _ address: UnixAddress) throws -> BenchMeasurement {
@@ -401,25 +403,20 @@ enum BenchRunner {
         defer { try? passed.close() }
         let descriptors = [passed]
         let payload: [UInt8] = [0x46]
-        var ack: [UInt8] = [0, 0]
         if job.type == .stream {
             let connection = try UnixStream.connect(to: address)
             defer { connection.close() }
             let start = BenchSystem.now()
             for _ in 0..<job.iterations { try connection.send(payload, descriptors: descriptors) }
-            try ack.withUnsafeMutableBytes {
-                try connection.read(exactlyInto: UnsafeMutableRawBufferPointer(rebasing: $0[..<1]))
-            }
+            try readAck(connection)
             return .elapsed(BenchSystem.now() - start)
         }
         let client = try MessageClient.open(job, address)
         defer { client.close() }
         let start = BenchSystem.now()
         for _ in 0..<job.iterations { try client.send(payload, descriptors: descriptors) }
-        let count = try ack.withUnsafeMutableBytes { try client.receive(into: $0) }
-        let end = BenchSystem.now()
-        if count != 1 { throw protocolError("ack of \(count) bytes") }
-        return .elapsed(end - start)
+        try receiveAck(client)
+        return .elapsed(BenchSystem.now() - start)
     }
 
     // MARK: Swift, async
@@ -555,46 +552,42 @@ enum BenchRunner {
             let connection = try await UnixSeqPacket.connect(to: address)
             defer { connection.close() }
             if job.sockbuf > 0 { try connection.setBufferSizes(send: job.sockbuf, receive: job.sockbuf) }
-            if job.scenario == .rtt {
-                for index in 0..<total {
-                    let start = BenchSystem.now()
-                    try await connection.send(bytes)
-                    let count = try await connection.receive(into: buffer)
-                    let end = BenchSystem.now()
-                    if count != job.size { throw protocolError("reply of \(count) bytes") }
-                    if index >= job.warmup { samples[index - job.warmup] = end - start }
-                }
-                return .samples(samples)
-            }
-            let start = BenchSystem.now()
-            for _ in 0..<(job.totalBytes / UInt64(job.size)) { try await connection.send(bytes) }
-            let count = try await connection.receive(into: buffer)
-            let end = BenchSystem.now()
-            if count != 1 { throw protocolError("ack of \(count) bytes") }
-            return .elapsed(end - start)
+            return try await messageClient(connection, job, bytes: bytes, reply: buffer)
         case .datagram:
             let socket = try UnixDatagram.bind(try UnixAddress.path(job.clientPath))
             defer { socket.close() }
             if job.sockbuf > 0 { try socket.setBufferSizes(send: job.sockbuf, receive: job.sockbuf) }
             try socket.connect(to: address)
-            if job.scenario == .rtt {
-                for index in 0..<total {
-                    let start = BenchSystem.now()
-                    try await socket.send(bytes)
-                    let count = try await socket.receive(into: buffer)
-                    let end = BenchSystem.now()
-                    if count != job.size { throw protocolError("reply of \(count) bytes") }
-                    if index >= job.warmup { samples[index - job.warmup] = end - start }
-                }
-                return .samples(samples)
-            }
-            let start = BenchSystem.now()
-            for _ in 0..<(job.totalBytes / UInt64(job.size)) { try await socket.send(bytes) }
-            let count = try await socket.receive(into: buffer)
-            let end = BenchSystem.now()
-            if count != 1 { throw protocolError("ack of \(count) bytes") }
-            return .elapsed(end - start)
+            return try await messageClient(socket, job, bytes: bytes, reply: buffer)
         }
+    }
+
+    /// The async client of a connected message socket (seqpacket, or datagram connected to the server):
+    /// timed round trips, or one-way messages then the server's one-byte ack.
+    private static func messageClient(
+        _ socket: some UnixMessageSocket,
+        _ job: BenchJob,
+        bytes: [UInt8],
+        reply buffer: UnsafeMutableRawBufferPointer
+    ) async throws -> BenchMeasurement {
+        if job.scenario == .rtt {
+            var samples = [UInt64](repeating: 0, count: job.iterations)
+            for index in 0..<(job.warmup + job.iterations) {
+                let start = BenchSystem.now()
+                try await socket.send(bytes)
+                let count = try await socket.receive(into: buffer)
+                let end = BenchSystem.now()
+                if count != job.size { throw protocolError("reply of \(count) bytes") }
+                if index >= job.warmup { samples[index - job.warmup] = end - start }
+            }
+            return .samples(samples)
+        }
+        let start = BenchSystem.now()
+        for _ in 0..<(job.totalBytes / UInt64(job.size)) { try await socket.send(bytes) }
+        let count = try await socket.receive(into: buffer)
+        let end = BenchSystem.now()
+        if count != 1 { throw protocolError("ack of \(count) bytes") }
+        return .elapsed(end - start)
     }
 
     // MARK: Many clients (Swift async only)
