@@ -56,13 +56,10 @@ static int make_addr(const char *path, struct sockaddr_un *addr, socklen_t *len)
     return 0;
 }
 
-static int open_socket(int type, int *out) {
-#ifdef SOCK_CLOEXEC
-    int fd = socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
-    if (fd < 0) return neg_errno();
-#else
-    int fd = socket(AF_UNIX, type, 0);
-    if (fd < 0) return neg_errno();
+/* What a new descriptor needs where its creation flags could not say it: CLOEXEC without SOCK_CLOEXEC,
+   SO_NOSIGPIPE without MSG_NOSIGNAL. Closes fd on failure. */
+static int finish_fd(int fd, int *out) {
+#ifndef SOCK_CLOEXEC
     if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
         int rc = neg_errno();
         close(fd);
@@ -81,6 +78,16 @@ static int open_socket(int type, int *out) {
     return 0;
 }
 
+static int open_socket(int type, int *out) {
+#ifdef SOCK_CLOEXEC
+    int fd = socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
+#else
+    int fd = socket(AF_UNIX, type, 0);
+#endif
+    if (fd < 0) return neg_errno();
+    return finish_fd(fd, out);
+}
+
 static int set_bufs(int fd, int bytes) {
     if (bytes <= 0) return 0;
     if (setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof(bytes)) < 0) return neg_errno();
@@ -95,25 +102,7 @@ static int accept_conn(int lfd, int *out) {
 #else
         int fd = accept(lfd, NULL, NULL);
 #endif
-        if (fd >= 0) {
-#ifndef SOCK_CLOEXEC
-            if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
-                int rc = neg_errno();
-                close(fd);
-                return rc;
-            }
-#endif
-#if !defined(MSG_NOSIGNAL) && defined(SO_NOSIGPIPE)
-            int one = 1;
-            if (setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof(one)) < 0) {
-                int rc = neg_errno();
-                close(fd);
-                return rc;
-            }
-#endif
-            *out = fd;
-            return 0;
-        }
+        if (fd >= 0) return finish_fd(fd, out);
         if (errno != EINTR) return neg_errno();
     }
 }
@@ -217,6 +206,14 @@ static int recv_ack(int fd, int type) {
     return recv_msg(fd, buf, sizeof(buf), 1, NULL, NULL);
 }
 
+/* After a timed run (rc 0 so far): waits for the server's ack, then reports the time since t0. */
+static int ack_and_time(int fd, int type, int rc, uint64_t t0, uint64_t *elapsed_ns) {
+    if (rc == 0) rc = recv_ack(fd, type);
+    uint64_t t1 = now_ns();
+    if (rc == 0) *elapsed_ns = t1 - t0;
+    return rc;
+}
+
 static size_t max_size(size_t a, size_t b) {
     return a > b ? a : b;
 }
@@ -265,6 +262,13 @@ static int server_accept(struct server *s, int sockbuf) {
     close(s->lfd);
     s->lfd = -1;
     return set_bufs(s->fd, sockbuf);
+}
+
+/* A server that serves one peer: bound, and for stream/seqpacket with that peer accepted. */
+static int server_open(struct server *s, const char *path, int type, int ready_fd) {
+    int rc = server_start(s, path, type, 0, ready_fd);
+    if (rc == 0 && type != SOCK_DGRAM) rc = server_accept(s, 0);
+    return rc;
 }
 
 static int server_finish(struct server *s, int rc) {
@@ -331,8 +335,7 @@ int cb_pingpong_server(const char *path, int type, size_t size, long total_itera
     memset(buf, 0, size + 1);
 
     struct server s;
-    int rc = server_start(&s, path, type, 0, ready_fd);
-    if (rc == 0 && type != SOCK_DGRAM) rc = server_accept(&s, 0);
+    int rc = server_open(&s, path, type, ready_fd);
     struct sockaddr_un from;
     socklen_t fromlen = 0;
     for (long i = 0; rc == 0 && i < total_iterations; i++) {
@@ -460,9 +463,7 @@ int cb_throughput_client(const char *path, const char *client_path, int type, si
             for (uint64_t i = 0; rc == 0 && i < count; i++)
                 rc = send_msg(c.fd, buf, size, NULL, 0);
         }
-        if (rc == 0) rc = recv_ack(c.fd, type);
-        uint64_t t1 = now_ns();
-        if (rc == 0) *elapsed_ns = t1 - t0;
+        rc = ack_and_time(c.fd, type, rc, t0, elapsed_ns);
     }
     free(buf);
     return client_finish(&c, rc);
@@ -471,27 +472,39 @@ int cb_throughput_client(const char *path, const char *client_path, int type, si
 // ---------------------------------------------------------------------------------------
 // 3. Descriptor passing
 
+/* A one-byte message with room for one descriptor (SCM_RIGHTS), as both sides of the scenario use it. */
+struct fd_message {
+    unsigned char byte;
+    struct iovec iov;
+    struct msghdr msg;
+    union {
+        struct cmsghdr align;
+        unsigned char buf[CMSG_SPACE(sizeof(int))];
+    } control; // last: CMSG_SPACE is no constant expression in ISO C (clang folds it, and warns unless last)
+};
+
+static void fd_message_init(struct fd_message *m, unsigned char byte) {
+    memset(m, 0, sizeof(*m));
+    m->byte = byte;
+    m->iov.iov_base = &m->byte;
+    m->iov.iov_len = 1;
+    m->msg.msg_iov = &m->iov;
+    m->msg.msg_iovlen = 1;
+    m->msg.msg_control = m->control.buf;
+    m->msg.msg_controllen = sizeof(m->control.buf);
+}
+
 int cb_fdpass_server(const char *path, int type, long iterations, int ready_fd) {
     if (!valid_type(type) || iterations < 1) return -EINVAL;
     struct server s;
-    int rc = server_start(&s, path, type, 0, ready_fd);
-    if (rc == 0 && type != SOCK_DGRAM) rc = server_accept(&s, 0);
+    int rc = server_open(&s, path, type, ready_fd);
 
     struct sockaddr_un from;
     socklen_t fromlen = 0;
     for (long i = 0; rc == 0 && i < iterations; i++) {
-        unsigned char byte;
-        struct iovec iov = {.iov_base = &byte, .iov_len = 1};
-        union {
-            struct cmsghdr align;
-            unsigned char buf[CMSG_SPACE(sizeof(int))];
-        } control;
-        struct msghdr msg;
-        memset(&msg, 0, sizeof(msg));
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.buf;
-        msg.msg_controllen = sizeof(control.buf);
+        struct fd_message m;
+        fd_message_init(&m, 0);
+        struct msghdr msg = m.msg; // points into m, which outlives it
         if (type == SOCK_DGRAM && i == 0) { // the ack goes to the first sender
             msg.msg_name = &from;
             msg.msg_namelen = sizeof(from);
@@ -538,19 +551,9 @@ int cb_fdpass_client(const char *path, const char *client_path, int type, long i
     struct client c;
     int rc = client_connect(&c, path, client_path, type, 0);
     if (rc == 0) {
-        unsigned char byte = 'F';
-        struct iovec iov = {.iov_base = &byte, .iov_len = 1};
-        union {
-            struct cmsghdr align;
-            unsigned char buf[CMSG_SPACE(sizeof(int))];
-        } control;
-        memset(&control, 0, sizeof(control));
-        struct msghdr msg;
-        memset(&msg, 0, sizeof(msg));
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.buf;
-        msg.msg_controllen = sizeof(control.buf);
+        struct fd_message m;
+        fd_message_init(&m, 'F');
+        struct msghdr msg = m.msg; // points into m, which outlives it
         struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
         cm->cmsg_level = SOL_SOCKET;
         cm->cmsg_type = SCM_RIGHTS;
@@ -566,9 +569,7 @@ int cb_fdpass_client(const char *path, const char *client_path, int type, long i
             if (r < 0) rc = neg_errno();
             else if (r != 1) rc = -EPROTO;
         }
-        if (rc == 0) rc = recv_ack(c.fd, type);
-        uint64_t t1 = now_ns();
-        if (rc == 0) *elapsed_ns = t1 - t0;
+        rc = ack_and_time(c.fd, type, rc, t0, elapsed_ns);
     }
     close(passed);
     return client_finish(&c, rc);
