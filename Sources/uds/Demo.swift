@@ -123,8 +123,11 @@ struct DemoStory {
     }
 
     func stream(in directory: String) throws {
-        let address = try UnixAddress(directory + "/stream.sock")
-        try say("1. A byte stream (SOCK_STREAM) on a socket file")
+        let address = try section(
+            "1. A byte stream (SOCK_STREAM) on a socket file",
+            socket: "stream.sock",
+            in: directory
+        )
         let listener = try UnixStreamListener.bind(address, mode: [.ownerReadWrite])
         defer { listener.close() }
         try say("   server: bound \(address) with mode 600, listening")
@@ -147,9 +150,18 @@ struct DemoStory {
         try say("")
     }
 
+    /// Prints a section's heading; returns the address of its socket file in `directory`.
+    func section(_ heading: String, socket name: String, in directory: String) throws -> UnixAddress {
+        try say(heading)
+        return try UnixAddress(directory + "/" + name)
+    }
+
     func seqPacket(in directory: String) throws {
-        let address = try UnixAddress(directory + "/seqpacket.sock")
-        try say("2. Ordered messages with boundaries (SOCK_SEQPACKET)")
+        let address = try section(
+            "2. Ordered messages with boundaries (SOCK_SEQPACKET)",
+            socket: "seqpacket.sock",
+            in: directory
+        )
         let listener = try UnixSeqPacketListener.bind(address, mode: [.ownerReadWrite])
         defer { listener.close() }
         let client = try UnixSeqPacket.connect(to: address, timeout: .seconds(5))
@@ -168,8 +180,11 @@ struct DemoStory {
     }
 
     func datagram(in directory: String) throws {
-        let address = try UnixAddress(directory + "/dgram.sock")
-        try say("3. Datagrams (SOCK_DGRAM), answered to the sender's address")
+        let address = try section(
+            "3. Datagrams (SOCK_DGRAM), answered to the sender's address",
+            socket: "dgram.sock",
+            in: directory
+        )
         let server = try UnixDatagram.bind(address, mode: [.ownerReadWrite])
         defer { server.close() }
         let client = try UnixDatagram.bind(.unnamed)

@@ -25,11 +25,11 @@ struct RecvFD: AsyncParsableCommand {
             """
     )
 
-    @Argument(help: "The path or @abstract-name to bind.", transform: parseAddress)
-    var address: UnixAddress
-
     @Option(name: .shortAndLong, help: "Socket type: stream or seqpacket.")
     var type: UnixSocketType = .stream
+
+    @Argument(help: "The path or @abstract-name to bind.", transform: parseAddress)
+    var address: UnixAddress
 
     @Option(help: "Exit after this many descriptors.")
     var count: Int?

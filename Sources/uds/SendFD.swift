@@ -18,14 +18,14 @@ struct SendFD: ParsableCommand {
             """
     )
 
+    @Option(name: .shortAndLong, help: "Socket type: stream or seqpacket.")
+    var type: UnixSocketType = .stream
+
     @Argument(help: "The path or @abstract-name to connect to.", transform: parseAddress)
     var address: UnixAddress
 
     @Argument(help: "The files to pass ('-' for stdin).")
     var files: [String]
-
-    @Option(name: .shortAndLong, help: "Socket type: stream or seqpacket.")
-    var type: UnixSocketType = .stream
 
     func validate() throws {
         if type == .datagram { throw ValidationError("send-fd connects: use -t stream or -t seqpacket") }

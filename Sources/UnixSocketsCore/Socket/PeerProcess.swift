@@ -13,20 +13,14 @@ extension SocketCore {
             ) {
             case .success(let pidfd) where pidfd >= 0: return OwnedDescriptor(pidfd)
             case .success:
-                throw UnixSocketError(
-                    .system,
-                    operation: "getsockopt SO_PEERPIDFD",
-                    address: address,
-                    errno: .noSuchProcess
-                )
+                throw .system("getsockopt SO_PEERPIDFD", .noSuchProcess, address: address)
             case .failure(let errno):
-                throw UnixSocketError(
-                    .system,
-                    operation: "getsockopt SO_PEERPIDFD",
+                let tooOld = "this kernel has no SO_PEERPIDFD (Linux 6.5+); fall back to credentials.pid"
+                throw .system(
+                    "getsockopt SO_PEERPIDFD",
+                    errno,
                     address: address,
-                    errno: errno,
-                    detail: errno == .protocolNotAvailable
-                        ? "this kernel has no SO_PEERPIDFD (Linux 6.5+); fall back to credentials.pid" : nil
+                    detail: errno == .protocolNotAvailable ? tooOld : nil
                 )
             }
         }

@@ -317,11 +317,10 @@ enum SocketFile {
                 detail: "already in use by a running server"
             )
         case .failure(let errno):
-            throw UnixSocketError(
-                .system,
-                operation: "bind",
+            throw .system(
+                "bind",
+                errno,
                 address: address,
-                errno: errno,
                 detail: "cannot prove the existing socket file stale; it was left untouched"
             )
         }
