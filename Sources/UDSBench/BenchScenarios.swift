@@ -30,8 +30,8 @@ enum BenchRunner {
 
     static func runServer(_ job: BenchJob) async throws {
         switch (job.impl, job.api) {
-        case (.c, _): try cServer(job)
-        case (.swift, .blocking): try swiftServer(job)
+        case (.c, _): try await BenchSystem.onOwnThread { try cServer(job) }
+        case (.swift, .blocking): try await BenchSystem.onOwnThread { try swiftServer(job) }
         case (.swift, .async): try await asyncServer(job)
         case (.swift, .asyncReactor):
             try await withTaskExecutorPreference(UnixReactor.shared) { try await asyncServer(job) }
@@ -40,8 +40,8 @@ enum BenchRunner {
 
     static func runClient(_ job: BenchJob) async throws -> BenchMeasurement {
         switch (job.impl, job.api) {
-        case (.c, _): return try cClient(job)
-        case (.swift, .blocking): return try swiftClient(job)
+        case (.c, _): return try await BenchSystem.onOwnThread { try cClient(job) }
+        case (.swift, .blocking): return try await BenchSystem.onOwnThread { try swiftClient(job) }
         case (.swift, .async): return try await asyncClient(job)
         case (.swift, .asyncReactor):
             return try await withTaskExecutorPreference(UnixReactor.shared) { try await asyncClient(job) }

@@ -170,10 +170,10 @@ extension UnixMessageSocket {
 }
 
 extension UnixDatagram {
-    /// Sends one datagram to `address`, whole (a full receiver is retried with back-off).
+    /// Sends one datagram to `address`, whole.
     public func send(
         _ bytes: some Collection<UInt8>,
-        to address: UnixAddress,
+        to address: UnixAddress,  // a full receiver is retried with back-off on the reactor's timers
         descriptors: [FileDescriptor] = [],
         credentials: UnixCredentials? = nil,
         timeout: Duration? = nil
