@@ -214,14 +214,25 @@ extension SocketCore {
     ) async throws(UnixSocketError) {
         let bytes = Array(collection)
         let fds = descriptors.map(\.rawValue)
-        var operation = try MessageSend(
-            bytes,
-            descriptors: fds,
-            credentials: credentials,
-            to: destination,
-            on: self
-        )
-        try await perform(&operation, timeout: timeout)
+        if let destination {
+            var operation = try MessageSend(
+                bytes,
+                descriptors: fds,
+                credentials: credentials,
+                to: Recipient(destination),
+                on: self
+            )
+            try await perform(&operation, timeout: timeout)
+        } else {
+            var operation = try MessageSend(
+                bytes,
+                descriptors: fds,
+                credentials: credentials,
+                to: ConnectedPeer(),
+                on: self
+            )
+            try await perform(&operation, timeout: timeout)
+        }
     }
 }
 

@@ -255,7 +255,8 @@ extension SocketCore {
     @_specialize(exported:true,where Operation == WriteAll<UnsafeRawBufferPointer>)
     @_specialize(exported:true,where Operation == WriteVectored)
     @_specialize(exported:true,where Operation == StreamSend<[UInt8], [CInt]>)
-    @_specialize(exported:true,where Operation == MessageSend<[UInt8], [CInt]>)
+    @_specialize(exported:true,where Operation == MessageSend<[UInt8], [CInt], ConnectedPeer>)
+    @_specialize(exported:true,where Operation == MessageSend<[UInt8], [CInt], Recipient>)
     @_specialize(exported:true,where Operation == Receive)
     @_specialize(exported:true,where Operation == Peek)
     @_specialize(exported:true,where Operation == Accept)
@@ -437,61 +438,93 @@ package struct StreamSend<Bytes: OutgoingBytes, Descriptors: OutgoingDescriptors
 
 /// Sends one whole message (seqpacket, datagram), to the connected peer or to `destination` (unconnected
 /// datagram: a full receiver is retried with back-off). EMSGSIZE names the limit.
-package struct MessageSend<Bytes: OutgoingBytes, Descriptors: OutgoingDescriptors>: SocketOperation {
+package struct MessageSend<Bytes: OutgoingBytes, Descriptors: OutgoingDescriptors, Destination: MessageDestination>:
+    SocketOperation
+{
     let bytes: Bytes
     let descriptors: Descriptors
     /// The kernel's form, a plain value: the operation then has nothing to release.
     let credentials: KernelCredentials.Raw?
-    /// The address and its `sockaddr_un`, for an unconnected send; nil for the connected peer.
-    let destination: (address: UnixAddress, storage: UnixAddress.SockAddr)?
+    let destination: Destination
     package init(
         _ bytes: Bytes,
         descriptors: Descriptors,
         credentials: UnixCredentials?,
-        to destination: UnixAddress?,
+        to destination: Destination,
         on core: SocketCore
     ) throws(UnixSocketError) {
-        let operation = destination == nil ? "send" : "sendto"
         try core.checkMessageSend(
             byteCount: bytes.count,
             descriptorCount: descriptors.count,
-            to: destination,
-            operation: operation
+            to: destination.address,
+            operation: Destination.operation
         )
         self.bytes = bytes
         self.descriptors = descriptors
         self.credentials = credentials?.raw
-        if let destination {
-            self.destination = (destination, try destination.sockAddr(operation: operation))
-        } else {
-            self.destination = nil
-        }
+        self.destination = destination
     }
-    package var name: String { destination == nil ? "send" : "sendto" }
-    /// A connected send waits for room; an unconnected one backs off (poll says writable at once).
-    package var readiness: Readiness { destination == nil ? .output : .backOff }
+    package var name: String { Destination.operation }
+    package var readiness: Readiness { Destination.readiness }
     @inline(__always)
     package mutating func attempt(_ fd: CInt, on core: SocketCore) throws(UnixSocketError) -> Void? {
         let result = try bytes.withBytes { (raw) throws(UnixSocketError) -> Result<IOResult<Int>, Errno> in
             try descriptors.withDescriptors { (fds) throws(UnixSocketError) -> Result<IOResult<Int>, Errno> in
-                guard let destination else {
-                    return system_sendMessage(fd, raw, descriptors: fds, credentials: credentials, destination: nil)
-                }
-                return destination.storage.withSockAddr {
-                    system_sendMessage(fd, raw, descriptors: fds, credentials: credentials, destination: ($0, $1))
+                destination.withName { name in
+                    system_sendMessage(fd, raw, descriptors: fds, credentials: credentials, destination: name)
                 }
             }
         }
-        return try core.outcome(result, name).map { _ in () }
+        return try core.outcome(result, Destination.operation).map { _ in () }
     }
     package func mapFailure(_ error: UnixSocketError, on core: SocketCore) -> UnixSocketError {
         if error.errno == .messageTooLong {
-            return core.messageTooLong(bytes.count, operation: name, address: destination?.address ?? core.address)
+            return core.messageTooLong(bytes.count, operation: name, address: destination.address ?? core.address)
         }
-        if let address = destination?.address, error.code == .system {
+        if let address = destination.address, error.code == .system {
             return UnixSocketError(.system, operation: name, address: address, errno: error.errno)
         }
         return error
+    }
+}
+
+/// Where a message send goes: the connected peer, or an address (a generic parameter, so a connected send
+/// carries no address at all).
+package protocol MessageDestination {
+    /// `send` or `sendto`.
+    static var operation: String { get }
+    /// A connected send waits for room; an unconnected one backs off (poll says writable at once).
+    static var readiness: Readiness { get }
+    var address: UnixAddress? { get }
+    func withName<R>(_ body: ((SocketAddressStorage.Pointer, SocketAddressStorage.Length)?) -> R) -> R
+}
+
+/// The connected peer.
+package struct ConnectedPeer: MessageDestination {
+    package init() {}
+    package static var operation: String { "send" }
+    package static var readiness: Readiness { .output }
+    package var address: UnixAddress? { nil }
+    package func withName<R>(
+        _ body: ((SocketAddressStorage.Pointer, SocketAddressStorage.Length)?) -> R
+    ) -> R {
+        body(nil)
+    }
+}
+
+/// An address, for an unconnected datagram send.
+package struct Recipient: MessageDestination {
+    let recipient: UnixAddress
+    let storage: UnixAddress.SockAddr
+    package init(_ address: UnixAddress) throws(UnixSocketError) {
+        recipient = address
+        storage = try address.sockAddr(operation: Self.operation)
+    }
+    package static var operation: String { "sendto" }
+    package static var readiness: Readiness { .backOff }
+    package var address: UnixAddress? { recipient }
+    package func withName<R>(_ body: ((SocketAddressStorage.Pointer, SocketAddressStorage.Length)?) -> R) -> R {
+        storage.withSockAddr { body(($0, $1)) }
     }
 }
 

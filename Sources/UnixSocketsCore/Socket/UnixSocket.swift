@@ -203,14 +203,28 @@ extension SocketCore {
         to destination: UnixAddress?,
         timeout: Duration?
     ) throws(UnixSocketError) {
-        var operation = try MessageSend(
-            bytes,
-            descriptors: descriptors,
-            credentials: credentials,
-            to: destination,
-            on: self
-        )
-        try perform(&operation, timeout: timeout)
+        // The destination is the operation's type parameter: each branch runs its own specialization.
+        if let destination {
+            try run(
+                MessageSend(
+                    bytes,
+                    descriptors: descriptors,
+                    credentials: credentials,
+                    to: Recipient(destination),
+                    on: self
+                )
+            )
+        } else {
+            try run(
+                MessageSend(bytes, descriptors: descriptors, credentials: credentials, to: ConnectedPeer(), on: self)
+            )
+        }
+        func run<Destination>(
+            _ operation: MessageSend<UnsafeRawBufferPointer, UnsafeBufferPointer<CInt>, Destination>
+        ) throws(UnixSocketError) {
+            var operation = operation
+            try perform(&operation, timeout: timeout)
+        }
     }
 
     /// One message into `buffer`, without descriptors or sender (allocation-free).
