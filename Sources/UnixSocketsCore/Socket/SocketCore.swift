@@ -129,7 +129,7 @@ package protocol SocketAttachment: AnyObject, Sendable {
 /// The one owner of a socket descriptor. Threads borrow the number through `withDescriptor`; `close`
 /// closes it exactly once: at once when nobody is using it, else after the last user returns (in-flight
 /// waiters are woken by a shutdown and see `.closed`), so a reused descriptor number is never touched.
-package final class SocketCore: Sendable {
+@usableFromInline package final class SocketCore: Sendable {
     /// The descriptor; valid until the socket is closed and its last user returned.
     private let fd: CInt
     /// Users and the closed flag in one word: `users << 1 | closed`. A user joins only while the flag is

@@ -53,6 +53,7 @@ public final class UnixDatagram: UnixSocket, UnixMessageSocket, @unchecked Senda
     /// - Throws: ``UnixSocketError``: EMSGSIZE with the limit, ENOENT/ECONNREFUSED if nobody is bound
     ///   there, `.timedOut` if the receiver's queue stays full. The corresponding C function is `sendmsg`.
     @available(*, noasync, message: "this blocking call would stall async code: 'try await' it inside an async func")
+    @inlinable
     public func send(
         _ bytes: some Collection<UInt8>,
         to address: UnixAddress,
