@@ -150,9 +150,6 @@ package protocol SocketAttachment: AnyObject, Sendable {
     /// What an upper layer attached (the reactor registration, made on the first async wait); told
     /// before close or release.
     let attachmentSlot = Lock<(any SocketAttachment)?>(nil)
-    /// The same attachment, published once for readers that must not take a lock on every operation (the
-    /// async driver). Never cleared: after close, an operation fails at `beginUse` before it would use it.
-    private let publishedAttachment = AtomicLazyReference<any AnyObject & Sendable>()
     /// Called after the descriptor is closed (a listener unlinks its socket file here).
     let afterClose = Lock<(@Sendable () -> Void)?>(nil)
     /// An eventfd that `close` makes readable to wake threads blocked in poll on this socket, made on the
@@ -321,9 +318,10 @@ package protocol SocketAttachment: AnyObject, Sendable {
         return fd
     }
 
-    /// The attachment, if one was made, as an object for the attaching layer to cast to its own class:
-    /// one atomic load, no lock and no existential.
-    package var attachedObject: (any AnyObject & Sendable)? { publishedAttachment.load() }
+    /// The attachment, if one was made, as an object for the attaching layer to cast to its own class. (An
+    /// `AtomicLazyReference` here cost a generic-metadata lookup per read, about 170 instructions: the
+    /// Synchronization library does not specialize it for the caller.)
+    package var attachedObject: (any AnyObject & Sendable)? { attachmentSlot.withLock { $0 } }
 
     /// Attaches what `make` returns unless something is attached already; returns what is attached.
     /// `make` runs under the slot's lock while the descriptor is in use, so it cannot race a close.
@@ -336,7 +334,6 @@ package protocol SocketAttachment: AnyObject, Sendable {
                 if let existing = slot { return existing }
                 let made = try make(fd)
                 slot = made
-                _ = publishedAttachment.storeIfNil(made)
                 return made
             }
         }

@@ -353,6 +353,8 @@ package struct WriteAll<Bytes: OutgoingBytes>: WritingOperation {
     let bytes: Bytes
     /// Bytes moved so far (the offset of the next one).
     package fileprivate(set) var progress = 0
+    @_specialize(exported:true,where Bytes == [UInt8])
+    @_specialize(exported:true,where Bytes == UnsafeRawBufferPointer)
     package init(_ bytes: Bytes) { self.bytes = bytes }
     @inline(__always)
     package mutating func attempt(_ fd: CInt, on core: SocketCore) throws(UnixSocketError) -> Void? {
@@ -409,6 +411,7 @@ package struct StreamSend<Bytes: OutgoingBytes, Descriptors: OutgoingDescriptors
     var write: WriteAll<Bytes>
     let descriptors: Descriptors
     var descriptorsSent: Bool
+    @_specialize(exported:true,where Bytes == [UInt8], Descriptors == [CInt])
     package init(_ bytes: Bytes, descriptors: Descriptors, on core: SocketCore) throws(UnixSocketError) {
         try core.checkStreamSend(byteCount: bytes.count, descriptorCount: descriptors.count)
         write = WriteAll(bytes)
@@ -446,6 +449,10 @@ package struct MessageSend<Bytes: OutgoingBytes, Descriptors: OutgoingDescriptor
     /// The kernel's form, a plain value: the operation then has nothing to release.
     let credentials: KernelCredentials.Raw?
     let destination: Destination
+    // The async face (another module) builds this with its owned types: exported specializations spare it a
+    // generic-metadata lookup per send (callgrind: about 700 instructions).
+    @_specialize(exported:true,where Bytes == [UInt8], Descriptors == [CInt], Destination == ConnectedPeer)
+    @_specialize(exported:true,where Bytes == [UInt8], Descriptors == [CInt], Destination == Recipient)
     package init(
         _ bytes: Bytes,
         descriptors: Descriptors,
