@@ -1,4 +1,4 @@
-// The syscall layer's wrappers (with MessageCalls, Poll, Epoll, Netlink, InetAddress and the other files of
+// The syscall layer's wrappers (with MessageCalls, Poll, Epoll, InetAddress and the other files of
 // this target, the only code that calls libc). One `system_*` wrapper per syscall; errno is read in
 // `valueOrErrno` alone; EINTR is retried on every call but `close`; EAGAIN is returned as a value.
 package import CUnixSockets

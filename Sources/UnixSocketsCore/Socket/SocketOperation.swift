@@ -450,7 +450,7 @@ package struct MessageSend<Bytes: OutgoingBytes, Descriptors: OutgoingDescriptor
     let credentials: KernelCredentials.Raw?
     let destination: Destination
     // The async face (another module) builds this with its owned types: exported specializations spare it a
-    // generic-metadata lookup per send (callgrind: about 700 instructions).
+    // generic-metadata lookup per send (callgrind, async send+receive on a socketpair: 6,181 -> 5,564).
     @_specialize(exported:true,where Bytes == [UInt8], Descriptors == [CInt], Destination == ConnectedPeer)
     @_specialize(exported:true,where Bytes == [UInt8], Descriptors == [CInt], Destination == Recipient)
     package init(
@@ -512,6 +512,7 @@ package struct ConnectedPeer: MessageDestination {
     package static var operation: String { "send" }
     package static var readiness: Readiness { .output }
     package var address: UnixAddress? { nil }
+    @inline(__always)
     package func withName<R>(
         _ body: ((SocketAddressStorage.Pointer, SocketAddressStorage.Length)?) -> R
     ) -> R {
