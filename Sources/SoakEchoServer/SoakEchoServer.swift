@@ -1,8 +1,8 @@
-// An echo UnixServer with the default limits, for scripts/soak.sh: every frame goes back with its
-// descriptors. Prints `READY` once listening and a `usage ...` line every second on stdout; logs refusals and
+// An echo UnixServer with the default limits (or `--max-connections N`, for the many-connections check), for
+// scripts/soak.sh and scripts/many-connections.sh: every frame goes back with its descriptors. Prints `READY` once listening and a `usage ...` line every second on stdout; logs refusals and
 // cut-off clients on stderr. SIGTERM or SIGINT: graceful shutdown, then exit 0.
 //
-//     SoakEchoServer ADDRESS
+//     SoakEchoServer ADDRESS [--max-connections N]
 import SystemPackage
 import UnixSockets
 
@@ -14,13 +14,18 @@ struct SoakEchoServer {
     }
 
     static func main() async {
-        guard CommandLine.arguments.count == 2 else {
-            line("usage: SoakEchoServer ADDRESS", to: .standardError)
+        let arguments = CommandLine.arguments
+        var configuration = UnixServerConfiguration()
+        if arguments.count == 4, arguments[2] == "--max-connections", let cap = Int(arguments[3]) {
+            configuration.maxConnections = cap
+            configuration.maxConnectionsPerUID = cap
+        } else if arguments.count != 2 {
+            line("usage: SoakEchoServer ADDRESS [--max-connections N]", to: .standardError)
             ProcessControl.exit(status: 64)
         }
         let server: UnixServer
         do {
-            server = try UnixServer(address: try UnixAddress(CommandLine.arguments[1]))
+            server = try UnixServer(address: try UnixAddress(arguments[1]), configuration: configuration)
         } catch {
             line("SoakEchoServer: \(error)", to: .standardError)
             ProcessControl.exit(status: 1)
