@@ -1,6 +1,7 @@
 // An echo UnixServer with the default limits (or `--max-connections N`, for the many-connections check), for
-// scripts/soak.sh and scripts/many-connections.sh: every frame goes back with its descriptors. Prints `READY` once listening and a `usage ...` line every second on stdout; logs refusals and
-// cut-off clients on stderr. SIGTERM or SIGINT: graceful shutdown, then exit 0.
+// scripts/soak.sh and scripts/many-connections.sh: every frame goes back with its descriptors. Prints `READY`
+// once listening and a `usage ...` line every second on stdout; logs refusals and cut-off clients on stderr.
+// SIGTERM or SIGINT: graceful shutdown, then exit 0.
 //
 //     SoakEchoServer ADDRESS [--max-connections N]
 import SystemPackage
