@@ -184,6 +184,31 @@ func checksum(_ bytes: [UInt8]) -> UInt64 {
         #expect(server.connectionCount == 0)
     }
 
+    @Test(.timeLimit(.minutes(1)), arguments: [false, true])
+    func connectionExecutorDecidesWhereHandlersRun(onReactor: Bool) async throws {
+        let address = uniqueAbstract("server-executor")
+        var configuration = UnixServerConfiguration()
+        if onReactor { configuration.connectionExecutor = UnixReactor.shared }
+        let server = try UnixServer(address: address, configuration: configuration)
+        let serving = Task {
+            try await server.run { connection in
+                while let frame = try await connection.receive() {
+                    // Echo, plus 1 if the handler runs on the reactor thread.
+                    try connection.send(frame.bytes + [UnixReactor.shared.isReactorThread ? 1 : 0])
+                }
+            }
+        }
+        let framed = FramedStream(try await UnixStream.connect(to: address, timeout: .seconds(10)))
+        defer { framed.stream.close() }
+        for index in 0..<50 {
+            try await framed.send([UInt8(index)])
+            let reply = try #require(try await framed.receive(timeout: .seconds(10)))
+            #expect(reply.bytes == [UInt8(index), onReactor ? 1 : 0])
+        }
+        server.shutdown()
+        try await serving.value
+    }
+
     @Test func slowReaderDoesNotStallOthersAndIsDisconnected() async throws {
         let address = uniqueAbstract("server-slow")
         var configuration = UnixServerConfiguration()

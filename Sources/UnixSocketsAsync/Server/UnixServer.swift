@@ -68,6 +68,11 @@ public struct UnixServerConfiguration: Sendable {
     public var shutdownGracePeriod: Duration = .seconds(5)
     /// The socket file's exact mode (paths only).
     public var mode: FilePermissions?
+    /// Where each connection's handler (and its writer) runs: `nil`, the default, is the global concurrent
+    /// executor, so a slow handler delays only its own client. ``UnixReactor/shared`` runs them on the reactor
+    /// thread, as an event loop does: a ready socket resumes its handler without a thread hop, but a handler
+    /// that computes or blocks stalls every connection's I/O.
+    public var connectionExecutor: (any TaskExecutor)?
 
     /// The defaults: 4,096 connections and 1,024 per uid; 60 s idle, 30 s per frame and 30 s to take a reply;
     /// 16 MiB frames; per connection 256 queued frames, 32 MiB and 64 descriptors queued; 128 MiB queued and
@@ -684,7 +689,7 @@ public final class UnixServer: Sendable {
         try await withThrowingDiscardingTaskGroup { group in
             for try await stream in listener.connections {
                 guard let connection = admit(stream) else { continue }
-                group.addTask { [logger] in
+                group.addTask(executorPreference: configuration.connectionExecutor) { [logger] in
                     await withDiscardingTaskGroup { inner in
                         inner.addTask { await connection.runWriter() }
                         do {
