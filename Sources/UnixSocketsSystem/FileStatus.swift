@@ -52,3 +52,42 @@ package struct FileStatus: Equatable, Sendable {
         return system_fstatatNoFollow(directory, name, &info).map { _ in FileStatus(info) }
     }
 }
+
+/// What an open descriptor refers to, for traces: the text of its `/proc/self/fd` link (`/etc/hostname`,
+/// `socket:[12345]`, `pipe:[678]`), its file type and its access mode.
+package struct DescriptorFacts: Sendable {
+    package enum Access: Sendable { case readOnly, writeOnly, readWrite, path }
+    package let target: String?
+    package let type: FileStatus.FileType?
+    package let access: Access?
+
+    /// Reads readlink(/proc/self/fd/N), fstat and fcntl(F_GETFL) of `fd`; what cannot be read is nil.
+    package static func of(_ fd: CInt) -> DescriptorFacts {
+        var link = [CChar](repeating: 0, count: 4097)
+        let length = "/proc/self/fd/\(fd)".withCString { path in
+            link.withUnsafeMutableBufferPointer { system_readlink(path, $0) }
+        }
+        let target: String? =
+            switch length {
+            case .success(let count):
+                String(decoding: link[..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            case .failure: nil
+            }
+        let type = try? FileStatus.of(fd).get().type
+        let access: Access? =
+            switch system_fcntl(fd, SystemConstants.fcntlGetStatusFlags) {
+            case .success(let flags):
+                if flags & 0o10_000_000 != 0 {  // O_PATH (Linux; not exported by Glibc's Swift module)
+                    .path
+                } else {
+                    switch flags & CInt(O_ACCMODE) {
+                    case CInt(O_RDONLY): .readOnly
+                    case CInt(O_WRONLY): .writeOnly
+                    default: .readWrite
+                    }
+                }
+            case .failure: nil
+            }
+        return DescriptorFacts(target: target, type: type, access: access)
+    }
+}

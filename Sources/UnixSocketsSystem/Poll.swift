@@ -37,3 +37,12 @@ extension SystemConstants {
     package static let pollInvalid = Int16(POLLNVAL)
     package static let fcntlSetStatusFlags = CInt(F_SETFL)
 }
+
+/// Whether the peer of `fd` has shut down its writing side: poll(2) with POLLRDHUP (the same bit as
+/// EPOLLRDHUP; Glibc's Swift module does not export POLLRDHUP) and no wait.
+package func system_peerHasShutDown(_ fd: CInt) -> Bool {
+    let readHangUp = Int16(truncatingIfNeeded: EPOLLRDHUP.rawValue)
+    var entry = PollDescriptor(fd, events: Int16(POLLIN) | readHangUp)
+    guard case .success = entry.poll(timeoutMilliseconds: 0) else { return false }
+    return entry.returnedEvents & (readHangUp | SystemConstants.pollHup) != 0
+}

@@ -332,6 +332,14 @@ package func system_dupCloexec(_ fd: CInt) -> Result<CInt, Errno> {
     valueOrErrno("fcntl") { fcntl(fd, UDS_F_DUPFD_CLOEXEC, 0) }
 }
 
+/// readlink(2) of `path` into `buffer` (not NUL-terminated); the length written.
+package func system_readlink(
+    _ path: UnsafePointer<CChar>,
+    _ buffer: UnsafeMutableBufferPointer<CChar>
+) -> Result<Int, Errno> {
+    valueOrErrno("readlink") { readlink(path, buffer.baseAddress!, buffer.count) }
+}
+
 package func system_fstat(_ fd: CInt, _ info: UnsafeMutablePointer<stat>) -> Result<CInt, Errno> {
     valueOrErrno("fstat") { fstat(fd, info) }
 }

@@ -1,4 +1,4 @@
-import UnixSocketsSystem
+package import UnixSocketsSystem
 
 /// Who a peer is: process id, user id, group id and (where asked) supplementary groups.
 ///
@@ -45,7 +45,7 @@ public struct UnixCredentials: Sendable, Hashable, CustomStringConvertible {
     /// The kernel's default overflow uid/gid (`/proc/sys/kernel/overflowuid`): what it reports for none.
     static let overflowID: UInt32 = 65534
 
-    var raw: KernelCredentials.Raw {
+    package var raw: KernelCredentials.Raw {
         KernelCredentials.make(pid: pid ?? 0, uid: uid ?? UInt32.max, gid: gid ?? UInt32.max)
     }
 

@@ -7,9 +7,9 @@ import UnixSocketsSystem
 package struct RawReceived {
     package init() {}
     var flags: CInt = 0
-    var descriptors: [OwnedDescriptor] = []
-    var credentials: UnixCredentials?
-    var sender: UnixAddress?
+    package var descriptors: [OwnedDescriptor] = []
+    package var credentials: UnixCredentials?
+    package var sender: UnixAddress?
 
     /// What the syscall layer returned besides the descriptors, as Swift values.
     mutating func take(_ header: ReceivedHeader) {
@@ -173,7 +173,7 @@ extension SocketCore {
     }
 
     /// Turns on SO_PASSCRED: every later receive carries the sender's credentials.
-    func enableCredentials() throws(UnixSocketError) {
+    package func enableCredentials() throws(UnixSocketError) {
         try setOption(SystemConstants.solSocket, SystemConstants.soPassCred, 1, operation: "setsockopt SO_PASSCRED")
         passCredentials.store(true, ordering: .relaxed)
     }
