@@ -197,7 +197,12 @@ struct Pump: Sendable {
                 let count = try await source.perform(&receive, timeout: nil)
                 let descriptors = receive.received.descriptors
                 defer { for descriptor in descriptors { descriptor.close() } }
-                if count == 0 && (!message || source.peerHasShutDown()) {
+                // A seqpacket receive of 0 bytes is EOF or a zero-length message. Where the source passes
+                // credentials (the client's side: SO_PASSCRED), a message carries them and EOF does not, which
+                // tells them apart even when the peer shut down right after sending an empty message; without
+                // credentials, POLLRDHUP decides (an empty message then queued behind the shutdown is taken
+                // for EOF).
+                if count == 0 && (!message || (receive.received.credentials == nil && source.peerHasShutDown())) {
                     try? destination.shutdown(.write)
                     return (moved, nil)
                 }
