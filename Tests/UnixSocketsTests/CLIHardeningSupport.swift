@@ -23,6 +23,44 @@ enum ProcessProbe {
         (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1
     }
 
+    /// What the descriptors of `pid` refer to (the links of /proc/PID/fd: a path, `socket:[INODE]`, ...).
+    static func descriptorTargets(_ pid: Int32) -> [String] {
+        let directory = "/proc/\(pid)/fd"
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        return entries.compactMap { try? FileManager.default.destinationOfSymbolicLink(atPath: "\(directory)/\($0)") }
+    }
+
+    /// The socket inodes of `pid`'s descriptors, as /proc/net/unix writes them.
+    static func socketInodes(_ pid: Int32) -> Set<Substring> {
+        Set(
+            descriptorTargets(pid).compactMap { link in
+                link.hasPrefix("socket:[") ? Substring(link.dropFirst(8).dropLast()) : nil
+            }
+        )
+    }
+
+    /// The rows of /proc/net/unix for `pid`'s sockets, split into fields (flags at 3, state at 5).
+    static func unixSocketRows(_ pid: Int32) -> [[Substring]] {
+        let inodes = socketInodes(pid)
+        guard let table = try? String(contentsOfFile: "/proc/net/unix", encoding: .utf8) else { return [] }
+        return table.split(separator: "\n").map { $0.split(separator: " ") }.filter {
+            $0.count >= 7 && inodes.contains($0[6])
+        }
+    }
+
+    /// The descriptor count of `pid` once it is at rest, for a baseline; -1 if it does not come to rest within
+    /// `seconds`. At rest: no connected Unix socket (a client that has gone, but whose EOF the server has not
+    /// yet handled) and no bind lock (SocketFile holds `.NAME.lock` until just after listen(), so a server
+    /// already listens a moment before it closes it). A count taken earlier can be one or more too high, and
+    /// then never comes back.
+    static func restingDescriptorCount(_ pid: Int32, seconds: Double = 60) -> Int {
+        let rested = CLI.waitUntil(seconds: seconds) {
+            !descriptorTargets(pid).contains { $0.hasSuffix(".lock") || $0.hasSuffix(".lock (deleted)") }
+                && !unixSocketRows(pid).contains { $0[5] == "03" }
+        }
+        return rested ? descriptorCount(pid) : -1
+    }
+
     /// The exact names in a directory (readdir: no UTF-8 repair), without "." and "..".
     static func rawNames(in directory: String) -> [[UInt8]] {
         guard let handle = opendir(directory) else { return [] }

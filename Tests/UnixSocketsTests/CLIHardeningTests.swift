@@ -168,7 +168,8 @@ struct CLIHardeningTests {
             print('ok')
             """
         #expect(try CLI.python(roundTrip, [socket, "4"], in: dir).outputText == "ok\n")  // warm up
-        let baseDescriptors = ProcessProbe.descriptorCount(server.pid)
+        let baseDescriptors = ProcessProbe.restingDescriptorCount(server.pid)
+        try #require(baseDescriptors > 0, "the server did not come to rest")
         let baseSize = try #require(ProcessProbe.status(server.pid, "VmSize"))
         let baseResident = try #require(ProcessProbe.status(server.pid, "VmRSS"))
         let clients = 150
@@ -252,8 +253,8 @@ struct CLIHardeningTests {
         // Warm up (the reactor starts, the listeners register), then note each bridge's descriptors.
         #expect(try CLI.python(clients, [front, "1"], in: dir).outputText.hasSuffix("ok\n"))
         let base = [
-            unixSide.pid: ProcessProbe.descriptorCount(unixSide.pid),
-            tcpSide.pid: ProcessProbe.descriptorCount(tcpSide.pid),
+            unixSide.pid: ProcessProbe.restingDescriptorCount(unixSide.pid),
+            tcpSide.pid: ProcessProbe.restingDescriptorCount(tcpSide.pid),
         ]
         let count = 220
         let run = try CLI.python(
