@@ -65,6 +65,8 @@ struct Proxy: AsyncParsableCommand {
         let policy = peers.policy
         let trace = dump ? ProxyTrace(json: json) : nil
         let idle = Duration.milliseconds(Int64(idle * 1000))
+        let admit: (@Sendable (UnixCredentials?) -> Bool)? =
+            policy.restricts ? { @Sendable credentials in policy.admit(credentials) } : nil
         try await Lifecycle.runAsync(endOnSignals: true, onReactor: true) { _ in
             let context = ProxyContext(listen: listen, target: target, policy: policy, trace: trace)
             switch type {
@@ -86,6 +88,7 @@ struct Proxy: AsyncParsableCommand {
                     listener: socket,
                     target: target,
                     idle: idle,
+                    admit: admit,
                     observer: trace?.observer,
                     events: { event in context.datagramEvent(event) }
                 )

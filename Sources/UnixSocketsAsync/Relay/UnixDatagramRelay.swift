@@ -26,11 +26,16 @@ public enum UnixDatagramRelayEvent: Sendable {
 /// its own association, and a reply it has not taken within `replyTimeout` is dropped (with an event).
 public enum UnixDatagramRelay {
     /// Serves until `listener` is closed (e.g. by a signal handler), then closes every association.
+    ///
+    /// `admit`, when given, sees each datagram's credentials (SO_PASSCRED is on: the kernel attaches the
+    /// sender's) before anything else happens to it: a datagram it refuses is dropped, its descriptors
+    /// closed, and no association is opened for its sender.
     public static func serve(
         listener: UnixDatagram,
         target: UnixAddress,
         idle: Duration = .seconds(60),
         replyTimeout: Duration = .seconds(2),
+        admit: (@Sendable (UnixCredentials?) -> Bool)? = nil,
         observer: UnixRelay.Observer? = nil,
         events: (@Sendable (UnixDatagramRelayEvent) -> Void)? = nil
     ) async {
@@ -71,6 +76,7 @@ public enum UnixDatagramRelay {
                     break
                 }
                 defer { for descriptor in received.descriptors { descriptor.close() } }
+                if let admit, !admit(received.credentials) { continue }
                 let sender = received.sender.flatMap { $0.isUnnamed ? nil : $0 }
                 var association = table.find(sender)
                 if association == nil {
