@@ -439,8 +439,8 @@ struct ProxyTests {
         )
         let proxy = try Self.startProxy(["-t", type.lowercased()], listen, dir.file("t.sock"), in: dir)
         defer { Self.reap([proxy, target]) }
-        let baseline = ProcessProbe.descriptorCount(proxy.pid)
-        #expect(baseline > 0)
+        let baseline = ProcessProbe.restingDescriptorCount(proxy.pid)
+        try #require(baseline > 0, "the proxy did not come to rest: \(ProcessProbe.descriptorTargets(proxy.pid))")
         let client = try CLI.python(
             Self.peer(
                 """
@@ -479,7 +479,8 @@ struct ProxyTests {
         let target = try Self.startTarget(Self.echoServer, type: "STREAM", at: dir.file("t.sock"), in: dir)
         let proxy = try Self.startProxy([], listen, dir.file("t.sock"), in: dir)
         defer { Self.reap([proxy, target]) }
-        let baseline = ProcessProbe.descriptorCount(proxy.pid)
+        let baseline = ProcessProbe.restingDescriptorCount(proxy.pid)
+        try #require(baseline > 0, "the proxy did not come to rest: \(ProcessProbe.descriptorTargets(proxy.pid))")
         let count = 50
         let clients = try CLI.python(
             Self.peer(
@@ -630,7 +631,8 @@ struct ProxyTests {
             in: dir
         )
         let proxy = try Self.startProxy([], listen, dir.file("t.sock"), in: dir)
-        let baseline = ProcessProbe.descriptorCount(proxy.pid)
+        let baseline = ProcessProbe.restingDescriptorCount(proxy.pid)
+        try #require(baseline > 0, "the proxy did not come to rest: \(ProcessProbe.descriptorTargets(proxy.pid))")
         let victim = try CLI.spawnPython(
             Self.peer(
                 """
@@ -846,6 +848,65 @@ struct ProxyTests {
         #expect(root.outputText == "served\n", "\(root.error)")
         #expect(target.wait(seconds: 60) == 0)
         #expect(target.outputText == "listening\naccepted from uid 0\n")  // nobody's client never got there
+        #expect(proxy.errorText.contains("uds: refused peer"), "\(proxy.errorText)")
+        #expect(proxy.errorText.contains("uid=65534"), "\(proxy.errorText)")
+        Self.stop(proxy)
+    }
+
+    @Test(
+        "dgram --allow-uid: a datagram from nobody is dropped before the target sees it; root's gets a reply",
+        .timeLimit(.minutes(3))
+    )
+    func allowUIDFiltersDatagrams() throws {
+        guard CLI.isRoot, let setpriv = CLI.which("setpriv") else {
+            print("skipped: --allow-uid against another user needs root and setpriv")
+            return
+        }
+        let dir = try TempDirectory(worldReadable: true)
+        let listen = dir.file("l.sock")
+        let target = try Self.startTarget(
+            """
+            s.settimeout(60)
+            m, a = s.recvfrom(100); print('got', m.decode(), flush=True); s.sendto(b'served', a)
+            """,
+            type: "DGRAM",
+            at: dir.file("t.sock"),
+            in: dir
+        )
+        let proxy = try Self.startProxy(
+            ["-t", "dgram", "-v", "--allow-uid", "0", "--mode", "666"],
+            listen,
+            dir.file("t.sock"),
+            in: dir
+        )
+        defer { Self.reap([proxy, target]) }
+        let sender = Self.peer(
+            """
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.bind(''); s.settimeout(float(sys.argv[2]))  # autobind
+            s.sendto(b'from uid %d' % os.getuid(), sys.argv[1])
+            try:
+                print(s.recv(100).decode())
+            except socket.timeout:
+                print('no reply')
+            """
+        )
+        let nobody = try CLI.runProcess(
+            [
+                setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", CLI.python, "-c", sender, listen,
+                "1",
+            ],
+            in: dir,
+            seconds: 60
+        )
+        #expect(nobody.outputText == "no reply\n", "\(nobody.error)")
+        let root = try CLI.runProcess(
+            [CLI.python, "-c", sender, listen, "60"],
+            in: dir,
+            seconds: 60
+        )
+        #expect(root.outputText == "served\n", "\(root.error)")
+        #expect(target.wait(seconds: 60) == 0)
+        #expect(target.outputText == "listening\ngot from uid 0\n")  // nobody's datagram never got there
         #expect(proxy.errorText.contains("uds: refused peer"), "\(proxy.errorText)")
         #expect(proxy.errorText.contains("uid=65534"), "\(proxy.errorText)")
         Self.stop(proxy)
@@ -1233,8 +1294,18 @@ extension ProxyTests {
         let ready =
             arguments.contains("dgram")
             ? CLI.waitForSocket(listen, seconds: 60) : waitForListening(listen, pid: proxy.pid)
-        if !ready { reap([proxy]) }
-        try #require(ready, "the proxy did not start: \(proxy.errorText)")
+        if !ready {
+            var info = stat()
+            let file = lstat(listen, &info) == 0 ? String(info.st_mode & S_IFMT, radix: 8) : "errno \(errno)"
+            let state =
+                "pid \(proxy.pid) running \(proxy.process.isRunning), \(listen): \(file), status "
+                + "\((try? String(contentsOfFile: "/proc/\(proxy.pid)/stat", encoding: .utf8)) ?? "?") threads "
+                + "\(ProcessProbe.status(proxy.pid, "Threads").map { "\($0)" } ?? "?"), descriptors "
+                + "\(ProcessProbe.descriptorTargets(proxy.pid)), sockets \(ProcessProbe.unixSocketRows(proxy.pid)), "
+                + "wchan \((try? String(contentsOfFile: "/proc/\(proxy.pid)/wchan", encoding: .utf8)) ?? "?")"
+            reap([proxy])
+            try #require(ready, "the proxy did not start: \(state); stderr: \(proxy.errorText)")
+        }
         return proxy
     }
 
@@ -1245,25 +1316,8 @@ extension ProxyTests {
     static func waitForListening(_ path: String, pid: Int32, seconds: Double = 60) -> Bool {
         CLI.waitUntil(seconds: seconds) {
             var info = stat()
-            guard lstat(path, &info) == 0, info.st_mode & S_IFMT == S_IFSOCK,
-                let table = try? String(contentsOfFile: "/proc/net/unix", encoding: .utf8),
-                let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")
-            else { return false }
-            let inodes = Set(
-                entries.compactMap { entry -> Substring? in
-                    guard
-                        let link = try? FileManager.default.destinationOfSymbolicLink(
-                            atPath: "/proc/\(pid)/fd/\(entry)"
-                        ),
-                        link.hasPrefix("socket:[")
-                    else { return nil }
-                    return Substring(link.dropFirst(8).dropLast())
-                }
-            )
-            return table.split(separator: "\n").contains { line in
-                let fields = line.split(separator: " ")
-                return fields.count >= 7 && fields[3] == "00010000" && inodes.contains(fields[6])
-            }
+            guard lstat(path, &info) == 0, info.st_mode & S_IFMT == S_IFSOCK else { return false }
+            return ProcessProbe.unixSocketRows(pid).contains { $0[3] == "00010000" }
         }
     }
 
