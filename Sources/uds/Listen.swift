@@ -26,8 +26,11 @@ struct Listen: AsyncParsableCommand {
             """
     )
 
-    @Argument(help: "The path or @abstract-name to bind.", transform: parseAddress)
-    var address: UnixAddress
+    @Argument(
+        help: "The path or @abstract-name to bind (optional when a socket was activated: LISTEN_FDS).",
+        transform: parseAddress
+    )
+    var address: UnixAddress?
 
     @Option(name: .shortAndLong, help: "Socket type: stream, seqpacket or dgram.")
     var type: UnixSocketType = .stream
@@ -58,12 +61,15 @@ struct Listen: AsyncParsableCommand {
         if maxConnections < 1 || maxPerUID < 1 {
             throw ValidationError("--max-connections and --max-per-uid must be at least 1")
         }
-        try permissions.check(address, hint: " (check peers with --allow-uid)")
+        if let address { try permissions.check(address, hint: " (check peers with --allow-uid)") }
+        _ = try Activated.pick(address)
     }
 
     func run() async throws {
+        let activated = try Activated.pick(address)
         let settings = ListenSettings(
             address: address,
+            activated: activated,
             type: type,
             keepOpen: keepOpen,
             echo: echo,
@@ -72,7 +78,7 @@ struct Listen: AsyncParsableCommand {
             policy: peers.policy,
             limits: ConnectionLimits(total: maxConnections, perUID: maxPerUID)
         )
-        if keepOpen && type != .datagram {
+        if keepOpen && type != .datagram && !Activated.isConnection(activated) {
             // -k: accepts and serves on the async API until SIGINT/SIGTERM; no thread is parked.
             try await Lifecycle.runAsync(endOnSignals: true) { _ in
                 if settings.type == .stream {
@@ -95,7 +101,9 @@ struct Listen: AsyncParsableCommand {
 
 /// The parsed `listen` settings, as plain values for threads and tasks.
 struct ListenSettings: Sendable {
-    let address: UnixAddress
+    let address: UnixAddress?
+    /// The socket systemd passed, if any: served instead of binding `address` (never unlinked).
+    let activated: ActivatedSocket?
     let type: UnixSocketType
     let keepOpen: Bool
     let echo: Bool
@@ -104,11 +112,33 @@ struct ListenSettings: Sendable {
     let policy: PeerPolicy
     let limits: ConnectionLimits
 
+    /// The listener: the activated one, or `address` bound with the safe socket-file rules; READY=1 then.
+    func listener<Connection: UnixConnection>(_ type: Connection.Type) throws -> UnixListener<Connection> {
+        let listener = try closingOnExit({ () throws in
+            if let activated { return try activated.listener(Connection.self) }
+            return try UnixListener<Connection>.bind(address!, mode: mode)
+        }) { $0.close() }
+        Notification.ready("listening on \(listener.address)")
+        return listener
+    }
+
+    /// The one peer: an activated connection (Accept=yes, inetd style), or the first admitted client.
+    func onePeer<Connection: UnixConnection>(_ type: Connection.Type) throws -> Connection {
+        if let activated, Activated.isConnection(activated) {
+            let connection = try closingOnExit({ try activated.connection(Connection.self) }) { $0.close() }
+            Notification.ready("serving one connection")
+            return connection
+        }
+        let policy = policy
+        return try acceptAdmitted(listener(Connection.self)) { connection in
+            !policy.needsCredentials || policy.admit(try? connection.credentials)
+        }
+    }
+
     // MARK: stream
 
     func serveStream(_ outcome: CommandOutcome) throws {
-        let listener = try closingOnExit({ try UnixStreamListener.bind(address, mode: mode) }) { $0.close() }
-        let connection = try acceptAdmitted(listener) { policy.admit($0) }
+        let connection: UnixStream = try onePeer(UnixStream.self)
         if echo {
             do throws(UnixSocketError) {
                 try Self.echoStream(connection)
@@ -122,7 +152,7 @@ struct ListenSettings: Sendable {
 
     /// `-k` on a stream socket: each client echoed or copied to the shared stdout.
     func serveStreamClients() async throws {
-        let listener = try closingOnExit({ try UnixStreamListener.bind(address, mode: mode) }) { $0.close() }
+        let listener = try listener(UnixStream.self)
         let policy = policy
         let echo = echo
         await serveConcurrently(listener, admit: { policy.admit($0) }, uid: { try? $0.credentials.uid }) { connection in
@@ -163,7 +193,7 @@ struct ListenSettings: Sendable {
 
     /// `-k` on a seqpacket socket.
     func serveSeqPacketClients() async throws {
-        let listener = try closingOnExit({ try UnixSeqPacketListener.bind(address, mode: mode) }) { $0.close() }
+        let listener = try listener(UnixSeqPacket.self)
         let policy = policy
         let echo = echo
         let lines = lines
@@ -173,8 +203,7 @@ struct ListenSettings: Sendable {
     }
 
     func serveSeqPacket(_ outcome: CommandOutcome) throws {
-        let listener = try closingOnExit({ try UnixSeqPacketListener.bind(address, mode: mode) }) { $0.close() }
-        let connection = try acceptAdmitted(listener) { policy.admit($0) }
+        let connection: UnixSeqPacket = try onePeer(UnixSeqPacket.self)
         if echo {
             do throws(UnixSocketError) {
                 while true {
@@ -231,7 +260,11 @@ struct ListenSettings: Sendable {
     // MARK: datagram
 
     func serveDatagrams() throws {
-        let socket = try closingOnExit({ try UnixDatagram.bind(address, mode: mode) }) { $0.close() }
+        let socket = try closingOnExit({ () throws in
+            if let activated { return try activated.datagram() }
+            return try UnixDatagram.bind(address!, mode: mode)
+        }) { $0.close() }
+        Notification.ready("receiving on \((try? socket.local).map { "\($0)" } ?? "an activated socket")")
         if policy.needsCredentials { try socket.enableCredentialPassing() }
         while true {
             let message: UnixMessage
