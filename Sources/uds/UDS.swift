@@ -24,7 +24,8 @@ struct UDS: AsyncParsableCommand {
             """,
         version: udsVersion,
         subcommands: [
-            Listen.self, Connect.self, Send.self, Recv.self, SendFD.self, RecvFD.self, Bridge.self, Proxy.self, Ls.self,
+            Listen.self, Connect.self, Activate.self, Send.self, Recv.self, SendFD.self, RecvFD.self, Bridge.self,
+            Proxy.self, Ls.self,
             Demo.self, Bench.self, DemoChild.self,
         ]
     )

@@ -27,6 +27,8 @@
 #include <unistd.h>
 #include <string.h>
 #include <time.h>
+#include <stdlib.h>
+#include <sys/wait.h>
 
 #ifdef __linux__
 #include <linux/netlink.h>
@@ -69,6 +71,19 @@ int uds_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags);
 int uds_unshare(int flags);
 int uds_pipe2(int fds[2], int flags);
 ssize_t uds_splice(int fd_in, int fd_out, size_t len, unsigned int flags);
+
+/// fork + execve for `uds activate`, written in C because nothing but async-signal-safe calls may run
+/// between fork and exec in a multithreaded process. The child: every signal back to its default
+/// disposition and an empty signal mask; descriptors `fds[i]` moved to 3 + i (CLOEXEC cleared there, every
+/// other descriptor as it was); the decimal pid of the child written at `pid_slot` (a buffer of at least 21
+/// bytes inside one of `envp`'s strings: `LISTEN_PID=` is the child's own pid); then execve(path, argv, envp).
+/// Returns the child's pid. On failure returns -1 with errno set: `*exec_failed` is 0 when fork or pipe2
+/// failed (nothing started), 1 when execve failed in the child (which has been reaped).
+pid_t uds_spawn(const char *path, char *const argv[], char *const envp[], char *pid_slot, const int *fds, int nfds,
+                int *exec_failed);
+
+/// The process environment (`environ`, declared by unistd.h only under _GNU_SOURCE).
+char **uds_environ(void);
 
 /// errno of the calling thread (read in exactly one Swift helper).
 int uds_errno(void);

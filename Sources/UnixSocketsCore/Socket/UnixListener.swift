@@ -41,6 +41,21 @@ public final class UnixListener<Connection: UnixConnection>: Sendable, CustomStr
     )
         throws(UnixSocketError) -> UnixListener<Connection>
     {
+        try bind(address, mode: mode, backlog: backlog, recordingFullPath: false)
+    }
+
+    /// The same, for a socket handed to another process (`uds activate`): with `recordingFullPath`, the
+    /// kernel records the full path as the socket's address (what the other process's getsockname sees,
+    /// as with systemd's sockets), bound like a datagram socket's: a bind that did not land in the checked
+    /// directory is detected and fails.
+    package static func bind(
+        _ address: UnixAddress,
+        mode: FilePermissions?,
+        backlog: Int32,
+        recordingFullPath: Bool
+    )
+        throws(UnixSocketError) -> UnixListener<Connection>
+    {
         let core = try SocketCore.make(Connection.socketType, address: address, operation: "bind")
         switch address.kind {
         case .path(let path):
@@ -49,7 +64,7 @@ public final class UnixListener<Connection: UnixConnection>: Sendable, CustomStr
                 to: address,
                 path: path,
                 mode: mode?.rawValue,
-                byName: true,
+                byName: !recordingFullPath,
                 listenBacklog: backlog
             )
             return UnixListener(core: core, address: address, claim: claim)
