@@ -1,4 +1,5 @@
 import ArgumentParser
+import SystemPackage
 import UnixSockets
 
 /// The sockets systemd (or `uds activate`, or `systemd-socket-activate`) passed to this process, read once,
@@ -35,6 +36,61 @@ enum Activated {
             throw ValidationError("\(what) \(address) is not the activated socket's address: \(list)")
         }
         return match
+    }
+
+    /// The socket type a command uses: the one given with -t, else the activated socket's, else `fallback`.
+    static func type(given: UnixSocketType?, activated: ActivatedSocket?, fallback: UnixSocketType) -> UnixSocketType {
+        if let given { return given }
+        switch activated?.kind {
+        case .listener(let type), .connection(let type): return type
+        case .datagram: return .datagram
+        case .other, nil: return fallback
+        }
+    }
+
+    /// The listener a command serves on: the activated one (never unlinked), or `address` bound with the
+    /// safe socket-file rules; closed at exit either way, READY=1 once it is there.
+    static func listener<Connection: UnixConnection>(
+        _ type: Connection.Type,
+        activated: ActivatedSocket?,
+        address: UnixAddress?,
+        mode: FilePermissions?
+    ) throws -> UnixListener<Connection> {
+        let listener = try closingOnExit({ () throws in
+            if let activated { return try activated.listener(Connection.self) }
+            return try UnixListener<Connection>.bind(address!, mode: mode)
+        }) { $0.close() }
+        Notification.ready("listening on \(listener.address)")
+        return listener
+    }
+
+    /// The same for a bound datagram socket.
+    static func datagram(
+        activated: ActivatedSocket?,
+        address: UnixAddress?,
+        mode: FilePermissions?
+    ) throws
+        -> UnixDatagram
+    {
+        let socket = try closingOnExit({ () throws in
+            if let activated { return try activated.datagram() }
+            return try UnixDatagram.bind(address!, mode: mode)
+        }) { $0.close() }
+        Notification.ready("receiving on \((activated?.address ?? address).map { "\($0)" } ?? "an activated socket")")
+        return socket
+    }
+
+    /// The activated Accept=yes connection, when that is what was passed: the command's one peer.
+    static func connection<Connection: UnixConnection>(
+        _ type: Connection.Type,
+        activated: ActivatedSocket?
+    ) throws
+        -> Connection?
+    {
+        guard let activated, isConnection(activated) else { return nil }
+        let connection = try closingOnExit({ try activated.connection(Connection.self) }) { $0.close() }
+        Notification.ready("serving one connection")
+        return connection
     }
 
     /// Whether `socket` is an accepted connection (Accept=yes), served as the one peer.

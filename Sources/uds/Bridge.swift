@@ -17,16 +17,40 @@ struct Bridge: AsyncParsableCommand {
     )
 
     @Argument(
-        help: "Where to accept: unix:ADDRESS, ADDRESS or tcp:HOST:PORT.",
+        help: ArgumentHelp(
+            "Where to accept: unix:ADDRESS, ADDRESS or tcp:HOST:PORT (omitted when a Unix socket was activated).",
+            valueName: "listen"
+        ),
         transform: BridgeEndpoint.init(parsing:)
     )
-    var listen: BridgeEndpoint
+    var first: BridgeEndpoint?
 
     @Argument(
-        help: "Where to connect for each client: unix:ADDRESS, ADDRESS or tcp:HOST:PORT.",
+        help: ArgumentHelp(
+            "Where to connect for each client: unix:ADDRESS, ADDRESS or tcp:HOST:PORT.",
+            valueName: "target"
+        ),
         transform: BridgeEndpoint.init(parsing:)
     )
-    var target: BridgeEndpoint
+    var second: BridgeEndpoint?
+
+    /// LISTEN (nil: the activated Unix socket) and TARGET: a single endpoint is the TARGET.
+    private var endpoints: (listen: BridgeEndpoint?, target: BridgeEndpoint) {
+        get throws {
+            guard let first else { throw ValidationError("missing TARGET") }
+            guard let second else { return (nil, first) }
+            return (first, second)
+        }
+    }
+
+    /// The activated Unix listener, when LISTEN is a Unix address or omitted.
+    private func activated(_ listen: BridgeEndpoint?) throws -> ActivatedSocket? {
+        switch listen {
+        case .tcp: nil
+        case .unix(let address): try Activated.pick(address, what: "LISTEN")
+        case nil: try Activated.pick(nil, what: "LISTEN")
+        }
+    }
 
     @OptionGroup var permissions: ModeOption
 
@@ -34,6 +58,8 @@ struct Bridge: AsyncParsableCommand {
     var verbose = false
 
     func validate() throws {
+        let (listen, _) = try endpoints
+        _ = try activated(listen)
         if permissions.mode != nil {
             guard case .unix(let address) = listen, address.isPath else {
                 throw ValidationError("--mode applies to a Unix socket path to listen on")
@@ -42,16 +68,21 @@ struct Bridge: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let listen = listen
-        let target = target
+        let (listen, target) = try endpoints
+        let activated = try activated(listen)
         let mode = permissions.mode
         let verbose = verbose
         try await Lifecycle.runAsync(endOnSignals: true, onReactor: true) { _ in
             let acceptor: BridgeAcceptor
             switch listen {
             case .unix(let address):
-                let listener = try closingOnExit({ try UnixStreamListener.bind(address, mode: mode) }) { $0.close() }
-                acceptor = .unix(listener)
+                acceptor = .unix(
+                    try Activated.listener(UnixStream.self, activated: activated, address: address, mode: mode)
+                )
+            case nil:
+                acceptor = .unix(
+                    try Activated.listener(UnixStream.self, activated: activated, address: nil, mode: mode)
+                )
             case .tcp(let endpoint):
                 let listener = try closingOnExit({ try TCPSocket.listen(on: endpoint) }) { $0.close() }
                 if endpoint.port == 0, let port = listener.localPort {

@@ -32,8 +32,11 @@ struct Listen: AsyncParsableCommand {
     )
     var address: UnixAddress?
 
-    @Option(name: .shortAndLong, help: "Socket type: stream, seqpacket or dgram.")
-    var type: UnixSocketType = .stream
+    @Option(
+        name: .shortAndLong,
+        help: "Socket type: stream, seqpacket or dgram (default: the activated socket's type, else stream)."
+    )
+    var type: UnixSocketType?
 
     @Flag(name: .shortAndLong, help: "Serve clients concurrently until SIGINT/SIGTERM.")
     var keepOpen = false
@@ -67,6 +70,7 @@ struct Listen: AsyncParsableCommand {
 
     func run() async throws {
         let activated = try Activated.pick(address)
+        let type = Activated.type(given: type, activated: activated, fallback: .stream)
         let settings = ListenSettings(
             address: address,
             activated: activated,
@@ -114,23 +118,13 @@ struct ListenSettings: Sendable {
 
     /// The listener: the activated one, or `address` bound with the safe socket-file rules; READY=1 then.
     func listener<Connection: UnixConnection>(_ type: Connection.Type) throws -> UnixListener<Connection> {
-        let listener = try closingOnExit({ () throws in
-            if let activated { return try activated.listener(Connection.self) }
-            return try UnixListener<Connection>.bind(address!, mode: mode)
-        }) { $0.close() }
-        Notification.ready("listening on \(listener.address)")
-        return listener
+        try Activated.listener(Connection.self, activated: activated, address: address, mode: mode)
     }
 
     /// The one peer: an activated connection (Accept=yes, inetd style), or the first admitted client.
     func onePeer<Connection: UnixConnection>(_ type: Connection.Type) throws -> Connection {
-        if let activated, Activated.isConnection(activated) {
-            let connection = try closingOnExit({ try activated.connection(Connection.self) }) { $0.close() }
-            Notification.ready("serving one connection")
-            return connection
-        }
         let policy = policy
-        return try acceptAdmitted(listener(Connection.self)) { connection in
+        return try servedPeer(Connection.self, activated: activated, address: address, mode: mode) { connection in
             !policy.needsCredentials || policy.admit(try? connection.credentials)
         }
     }
@@ -260,11 +254,7 @@ struct ListenSettings: Sendable {
     // MARK: datagram
 
     func serveDatagrams() throws {
-        let socket = try closingOnExit({ () throws in
-            if let activated { return try activated.datagram() }
-            return try UnixDatagram.bind(address!, mode: mode)
-        }) { $0.close() }
-        Notification.ready("receiving on \((try? socket.local).map { "\($0)" } ?? "an activated socket")")
+        let socket = try Activated.datagram(activated: activated, address: address, mode: mode)
         if policy.needsCredentials { try socket.enableCredentialPassing() }
         while true {
             let message: UnixMessage

@@ -28,14 +28,35 @@ struct Proxy: AsyncParsableCommand {
             """
     )
 
-    @Argument(help: "The path or @abstract-name to listen on.", transform: parseAddress)
-    var listen: UnixAddress
+    @Argument(
+        help: ArgumentHelp(
+            "The path or @abstract-name to listen on (omitted when a socket was activated: LISTEN_FDS).",
+            valueName: "listen"
+        ),
+        transform: parseAddress
+    )
+    var first: UnixAddress?
 
-    @Argument(help: "The path or @abstract-name to connect to for each client.", transform: parseAddress)
-    var target: UnixAddress
+    @Argument(
+        help: ArgumentHelp("The path or @abstract-name to connect to for each client.", valueName: "target"),
+        transform: parseAddress
+    )
+    var second: UnixAddress?
 
-    @Option(name: .shortAndLong, help: "Socket type: stream, seqpacket or dgram (both sides).")
-    var type: UnixSocketType = .stream
+    /// LISTEN (nil: the activated socket) and TARGET: a single address is the TARGET.
+    private var endpoints: (listen: UnixAddress?, target: UnixAddress) {
+        get throws {
+            guard let first else { throw ValidationError("missing TARGET") }
+            guard let second else { return (nil, first) }
+            return (first, second)
+        }
+    }
+
+    @Option(
+        name: .shortAndLong,
+        help: "Socket type: stream, seqpacket or dgram, both sides (default: the activated socket's, else stream)."
+    )
+    var type: UnixSocketType?
 
     @Flag(help: "Trace every transfer on stderr (hex dump, descriptors, credentials).")
     var dump = false
@@ -51,16 +72,18 @@ struct Proxy: AsyncParsableCommand {
     @OptionGroup var peers: PeerOptions
 
     func validate() throws {
-        try permissions.check(listen)
+        let (listen, target) = try endpoints
+        _ = try Activated.pick(listen, what: "LISTEN")
+        if let listen { try permissions.check(listen) }
         if json && !dump { throw ValidationError("--json applies to --dump's trace: add --dump") }
         if !(idle > 0) || idle > 1e9 { throw ValidationError("--idle takes a number of seconds above 0") }
         if listen == target { throw ValidationError("LISTEN and TARGET are the same address") }
     }
 
     func run() async throws {
-        let listen = listen
-        let target = target
-        let type = type
+        let (address, target) = try endpoints
+        let activated = try Activated.pick(address, what: "LISTEN")
+        let type = Activated.type(given: type, activated: activated, fallback: .stream)
         let mode = permissions.mode
         let policy = peers.policy
         let trace = dump ? ProxyTrace(json: json) : nil
@@ -68,22 +91,33 @@ struct Proxy: AsyncParsableCommand {
         let admit: (@Sendable (UnixCredentials?) -> Bool)? =
             policy.restricts ? { @Sendable credentials in policy.admit(credentials) } : nil
         try await Lifecycle.runAsync(endOnSignals: true, onReactor: true) { _ in
+            let listen = activated?.address ?? address ?? .unnamed
             let context = ProxyContext(listen: listen, target: target, policy: policy, trace: trace)
             switch type {
             case .stream:
-                let listener = try closingOnExit({ try UnixStreamListener.bind(listen, mode: mode) }) { $0.close() }
+                let listener = try Activated.listener(
+                    UnixStream.self,
+                    activated: activated,
+                    address: address,
+                    mode: mode
+                )
                 try UnixRelay.passCredentials(on: listener)
                 await context.serve(listener) {
                     await UnixRelay.relay(client: $0, target: $1, connection: $2, observer: $3)
                 }
             case .seqPacket:
-                let listener = try closingOnExit({ try UnixSeqPacketListener.bind(listen, mode: mode) }) { $0.close() }
+                let listener = try Activated.listener(
+                    UnixSeqPacket.self,
+                    activated: activated,
+                    address: address,
+                    mode: mode
+                )
                 try UnixRelay.passCredentials(on: listener)
                 await context.serve(listener) {
                     await UnixRelay.relay(client: $0, target: $1, connection: $2, observer: $3)
                 }
             case .datagram:
-                let socket = try closingOnExit({ try UnixDatagram.bind(listen, mode: mode) }) { $0.close() }
+                let socket = try Activated.datagram(activated: activated, address: address, mode: mode)
                 await UnixDatagramRelay.serve(
                     listener: socket,
                     target: target,

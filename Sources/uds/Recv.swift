@@ -17,11 +17,17 @@ struct Recv: AsyncParsableCommand {
             """
     )
 
-    @Argument(help: "The path or @abstract-name to bind.", transform: parseAddress)
-    var address: UnixAddress
+    @Argument(
+        help: "The path or @abstract-name to bind (optional when a socket was activated: LISTEN_FDS).",
+        transform: parseAddress
+    )
+    var address: UnixAddress?
 
-    @Option(name: .shortAndLong, help: "Socket type: dgram or seqpacket.")
-    var type: UnixSocketType = .datagram
+    @Option(
+        name: .shortAndLong,
+        help: "Socket type: dgram or seqpacket (default: the activated socket's type, else dgram)."
+    )
+    var type: UnixSocketType?
 
     @Option(help: "Stop after this many messages.")
     var count: Int?
@@ -32,16 +38,18 @@ struct Recv: AsyncParsableCommand {
     var verbose = false
 
     func validate() throws {
-        if type == .stream {
+        let activated = try Activated.pick(address)
+        if Activated.type(given: type, activated: activated, fallback: .datagram) == .stream {
             throw ValidationError("recv receives messages: use -t dgram or -t seqpacket (for a stream, use listen)")
         }
         if let count, count < 1 { throw ValidationError("--count must be at least 1") }
-        try permissions.check(address)
+        if let address { try permissions.check(address) }
     }
 
     func run() async throws {
         let address = address
-        let type = type
+        let activated = try Activated.pick(address)
+        let type = Activated.type(given: type, activated: activated, fallback: .datagram)
         let limit = count ?? Int.max
         let mode = permissions.mode
         let verbose = verbose
@@ -54,7 +62,7 @@ struct Recv: AsyncParsableCommand {
                 return received >= limit
             }
             if type == .datagram {
-                let socket = try closingOnExit({ try UnixDatagram.bind(address, mode: mode) }) { $0.close() }
+                let socket = try Activated.datagram(activated: activated, address: address, mode: mode)
                 while true {
                     let bytes: [UInt8]
                     do throws(UnixSocketError) {
@@ -68,14 +76,22 @@ struct Recv: AsyncParsableCommand {
                     if try deliver(bytes) { return }
                 }
             }
-            let listener = try closingOnExit({ try UnixSeqPacketListener.bind(address, mode: mode) }) { $0.close() }
+            // An activated Accept=yes connection is the one peer; else peers one after another.
+            let one = try Activated.connection(UnixSeqPacket.self, activated: activated)
+            let listener =
+                one == nil
+                ? try Activated.listener(UnixSeqPacket.self, activated: activated, address: address, mode: mode) : nil
             while true {
                 let connection: UnixSeqPacket
-                do throws(UnixSocketError) {
-                    connection = try listener.accept()
-                } catch {
-                    guard error.code == .closed else { throw error }
-                    return
+                if let one {
+                    connection = one
+                } else {
+                    do throws(UnixSocketError) {
+                        connection = try listener!.accept()
+                    } catch {
+                        guard error.code == .closed else { throw error }
+                        return
+                    }
                 }
                 defer { connection.close() }
                 while true {
@@ -91,6 +107,7 @@ struct Recv: AsyncParsableCommand {
                     }
                     if try deliver(bytes) { return }
                 }
+                if one != nil { return }  // its peer is done: so are we
             }
         }
     }

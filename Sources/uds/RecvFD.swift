@@ -25,11 +25,17 @@ struct RecvFD: AsyncParsableCommand {
             """
     )
 
-    @Option(name: .shortAndLong, help: "Socket type: stream or seqpacket.")
-    var type: UnixSocketType = .stream
+    @Option(
+        name: .shortAndLong,
+        help: "Socket type: stream or seqpacket (default: the activated socket's type, else stream)."
+    )
+    var type: UnixSocketType?
 
-    @Argument(help: "The path or @abstract-name to bind.", transform: parseAddress)
-    var address: UnixAddress
+    @Argument(
+        help: "The path or @abstract-name to bind (optional when a socket was activated: LISTEN_FDS).",
+        transform: parseAddress
+    )
+    var address: UnixAddress?
 
     @Option(help: "Exit after this many descriptors.")
     var count: Int?
@@ -53,16 +59,20 @@ struct RecvFD: AsyncParsableCommand {
     @OptionGroup var peers: PeerOptions
 
     func validate() throws {
-        if type == .datagram { throw ValidationError("recv-fd accepts a connection: use -t stream or -t seqpacket") }
+        let activated = try Activated.pick(address)
+        if Activated.type(given: type, activated: activated, fallback: .stream) == .datagram {
+            throw ValidationError("recv-fd accepts a connection: use -t stream or -t seqpacket")
+        }
         if let count, count < 1 { throw ValidationError("--count must be at least 1") }
-        try permissions.check(address)
+        if let address { try permissions.check(address) }
         if maxBytes < 1 { throw ValidationError("--max-bytes must be at least 1") }
         if !(timeout > 0 && timeout < 1e9) { throw ValidationError("--timeout takes a number of seconds > 0") }
     }
 
     func run() async throws {
         let address = address
-        let type = type
+        let activated = try Activated.pick(address)
+        let type = Activated.type(given: type, activated: activated, fallback: .stream)
         let limit = count ?? Int.max
         let mode = permissions.mode
         let policy = peers.policy
@@ -77,15 +87,18 @@ struct RecvFD: AsyncParsableCommand {
             )
             let receive: () throws(UnixSocketError) -> UnixMessage?
             if type == .seqPacket {
-                let listener = try closingOnExit({ try UnixSeqPacketListener.bind(address, mode: mode) }) { $0.close() }
-                let connection = try acceptAdmitted(listener) { policy.admit($0) }
+                let connection = try servedPeer(UnixSeqPacket.self, activated: activated, address: address, mode: mode)
+                {
+                    policy.admit($0)
+                }
                 receive = { () throws(UnixSocketError) -> UnixMessage? in
                     let message = try connection.receive(maxBytes: 65536, maxDescriptors: 253)
                     return message.bytes.isEmpty && message.descriptors.isEmpty ? nil : message
                 }
             } else {
-                let listener = try closingOnExit({ try UnixStreamListener.bind(address, mode: mode) }) { $0.close() }
-                let connection = try acceptAdmitted(listener) { policy.admit($0) }
+                let connection = try servedPeer(UnixStream.self, activated: activated, address: address, mode: mode) {
+                    policy.admit($0)
+                }
                 receive = { () throws(UnixSocketError) -> UnixMessage? in
                     let message = try connection.receive(maxBytes: 65536, maxDescriptors: 253)
                     return message.bytes.isEmpty && message.descriptors.isEmpty ? nil : message
@@ -187,6 +200,27 @@ final class DescriptorCopy {
 
 /// Accepts until a peer is admitted; SIGINT/SIGTERM (which closes the listener) ends the command with 0
 /// (``CommandEnd``).
+/// The one peer of a command: an activated Accept=yes connection (refused unless admitted), or the first
+/// admitted client of the activated or bound listener.
+func servedPeer<C: UnixConnection>(
+    _ type: C.Type,
+    activated: ActivatedSocket?,
+    address: UnixAddress?,
+    mode: FilePermissions?,
+    admit: (C) -> Bool
+) throws -> C {
+    if let connection = try Activated.connection(C.self, activated: activated) {
+        guard admit(connection) else {
+            throw CLIError("the activated connection's peer is not allowed (--allow-uid, --allow-gid)")
+        }
+        return connection
+    }
+    return try acceptAdmitted(
+        Activated.listener(C.self, activated: activated, address: address, mode: mode),
+        admit: admit
+    )
+}
+
 func acceptAdmitted<C>(_ listener: UnixListener<C>, admit: (C) -> Bool) throws -> C {
     while true {
         let connection: C

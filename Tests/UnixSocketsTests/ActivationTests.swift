@@ -200,7 +200,10 @@ struct ActivationTests {
     @Test(
         "a passed descriptor of another kind is an error naming it, what it is and what was asked",
         arguments: [
-            ("dgram", ["listen"], "descriptor 3 \"unknown\" (a datagram socket on ", "is not a stream listener"),
+            (
+                "dgram", ["listen", "-t", "stream"], "descriptor 3 \"unknown\" (a datagram socket on ",
+                "is not a stream listener"
+            ),
             ("inet", ["listen"], "descriptor 3 \"unknown\" (an AF_INET stream socket)", "is not a stream listener"),
             (
                 "file", ["listen", "-t", "dgram"], "descriptor 3 \"unknown\" (a regular file)",

@@ -1,4 +1,5 @@
 public import Logging
+public import ServiceLifecycle
 import Synchronization
 public import SystemPackage
 public import UnixSocketsCore
@@ -73,6 +74,14 @@ public struct UnixServerConfiguration: Sendable {
     /// thread, as an event loop does: a ready socket resumes its handler without a thread hop, but a handler
     /// that computes or blocks stalls every connection's I/O.
     public var connectionExecutor: (any TaskExecutor)?
+    /// The service manager to tell about the server's state (sd_notify): `READY=1` once ``UnixServer/run(_:)``
+    /// accepts, `STOPPING=1` when ``UnixServer/shutdown()`` begins. `nil`, the default, tells no one; under
+    /// systemd use ``ServiceNotifier/fromEnvironment()`` (itself nil when `NOTIFY_SOCKET` is unset). A
+    /// notification that cannot be sent is logged; the server goes on.
+    public var serviceNotifier: ServiceNotifier?
+    /// With a ``serviceNotifier``: send `WATCHDOG=1` at half the interval the manager asked for
+    /// (``ServiceNotifier/watchdogInterval``, from `WATCHDOG_USEC`) while the server runs. Default false.
+    public var pingsWatchdog = false
 
     /// The defaults: 4,096 connections and 1,024 per uid; 60 s idle, 30 s per frame and 30 s to take a reply;
     /// 16 MiB frames; per connection 256 queued frames, 32 MiB and 64 descriptors queued; 128 MiB queued and
@@ -641,27 +650,57 @@ public struct UnixServerUsage: Sendable, Hashable {
 ///     }
 /// }
 /// ```
-public final class UnixServer: Sendable {
+///
+/// As a systemd service: serve the activated socket (``init(listener:configuration:logger:handler:)`` with
+/// ``ActivatedSocket/listener(_:)``), set ``UnixServerConfiguration/serviceNotifier``, and run the server
+/// in a swift-service-lifecycle `ServiceGroup`: it is a `Service`, and SIGTERM's graceful shutdown is
+/// ``shutdown()``.
+public final class UnixServer: Sendable, Service {
     /// The listening socket.
     public let listener: UnixStreamListener
     /// The limits in force.
     public let configuration: UnixServerConfiguration
     let logger: Logger
     let resources: ServerResources
+    /// The handler ``run()`` (the `Service` requirement) runs for each connection.
+    let handler: (@Sendable (UnixServerConnection) async throws -> Void)?
 
     /// Binds `address` (safe socket-file rules, ``UnixServerConfiguration/mode``) and listens.
-    /// - Parameter logger: where connection events go (the library never bootstraps logging).
+    /// - Parameters:
+    ///   - logger: where connection events go (the library never bootstraps logging).
+    ///   - handler: what ``run()`` runs for each connection (``run(_:)`` takes its own instead).
     /// - Throws: ``UnixSocketError`` `.invalidArgument` for limits that cannot work, or what binding throws.
-    public init(
+    public convenience init(
         address: UnixAddress,
         configuration: UnixServerConfiguration = UnixServerConfiguration(),
-        logger: Logger = Logger(label: "UnixSockets.UnixServer")
+        logger: Logger = Logger(label: "UnixSockets.UnixServer"),
+        handler: (@Sendable (UnixServerConnection) async throws -> Void)? = nil
     ) throws {
         try configuration.validate()
-        self.listener = try UnixStreamListener.bind(address, mode: configuration.mode)
+        try self.init(
+            listener: UnixStreamListener.bind(address, mode: configuration.mode),
+            configuration: configuration,
+            logger: logger,
+            handler: handler
+        )
+    }
+
+    /// Serves on a listener made elsewhere: typically systemd's, from ``ActivatedSocket/listener(_:)``
+    /// (which never removes the socket file: the manager owns it). The server owns the listener from now on
+    /// and closes it on ``shutdown()``. ``UnixServerConfiguration/mode`` does not apply.
+    /// - Throws: ``UnixSocketError`` `.invalidArgument` for limits that cannot work.
+    public init(
+        listener: UnixStreamListener,
+        configuration: UnixServerConfiguration = UnixServerConfiguration(),
+        logger: Logger = Logger(label: "UnixSockets.UnixServer"),
+        handler: (@Sendable (UnixServerConnection) async throws -> Void)? = nil
+    ) throws {
+        try configuration.validate()
+        self.listener = listener
         self.configuration = configuration
         self.logger = logger
         self.resources = ServerResources(configuration: configuration, logger: logger)
+        self.handler = handler
     }
 
     /// The number of connections being served.
@@ -683,9 +722,60 @@ public final class UnixServer: Sendable {
     /// Bytes of outbound frames queued now, and the most ever queued (all connections together).
     var outboundBytes: (now: Int, peak: Int) { (resources.outbound.used, resources.outbound.peak) }
 
-    /// Accepts connections and runs `handler` for each in a child task until ``shutdown()``; returns when
-    /// every connection has finished. Queued outbound frames are flushed before each connection closes.
+    /// The `Service` entry point: ``run(_:)`` with the handler given at init.
+    /// - Throws: ``UnixSocketError`` `.invalidArgument` when the server was made without a handler.
+    public func run() async throws {
+        guard let handler else {
+            throw UnixSocketError(
+                .invalidArgument,
+                operation: "run server",
+                address: listener.address,
+                detail: "no handler: pass one to the initializer, or call run(_:)"
+            )
+        }
+        try await run(handler)
+    }
+
+    /// Accepts connections and runs `handler` for each in a child task until ``shutdown()`` (or a
+    /// swift-service-lifecycle graceful shutdown, which calls it); returns when every connection has
+    /// finished. Queued outbound frames are flushed before each connection closes. With a
+    /// ``UnixServerConfiguration/serviceNotifier``, `READY=1` is sent once it accepts (and watchdog pings
+    /// while it runs, with ``UnixServerConfiguration/pingsWatchdog``).
     public func run(_ handler: @escaping @Sendable (UnixServerConnection) async throws -> Void) async throws {
+        try await withGracefulShutdownHandler {
+            try await withThrowingTaskGroup(of: Void.self) { outer in
+                if configuration.pingsWatchdog, configuration.serviceNotifier != nil,
+                    let interval = ServiceNotifier.watchdogInterval
+                {
+                    outer.addTask { [self] in
+                        while !Task.isCancelled {
+                            try? await Task.sleep(for: interval / 2)
+                            if Task.isCancelled { break }
+                            notify(.watchdog)
+                        }
+                    }
+                }
+                // The listener is listening already: connections queue from here on.
+                notify(.ready, .status("accepting on \(listener.address)"))
+                try await serve(handler)
+                outer.cancelAll()
+            }
+        } onGracefulShutdown: {
+            self.shutdown()
+        }
+    }
+
+    /// Sends to the service manager, if there is one; a failure is logged, never thrown.
+    private func notify(_ states: ServiceState...) {
+        guard let notifier = configuration.serviceNotifier else { return }
+        do {
+            try notifier.notify(states)
+        } catch {
+            logger.warning("sd_notify \(states): \(error)")
+        }
+    }
+
+    private func serve(_ handler: @escaping @Sendable (UnixServerConnection) async throws -> Void) async throws {
         try await withThrowingDiscardingTaskGroup { group in
             for try await stream in listener.connections {
                 guard let connection = admit(stream) else { continue }
@@ -758,10 +848,11 @@ public final class UnixServer: Sendable {
     /// already sent and flush its queue, and after the grace period closes whatever is left.
     /// ``run(_:)`` returns once all connections have finished.
     public func shutdown() {
-        let connections = resources.state.withLock { state -> [UnixServerConnection] in
-            state.shuttingDown = true
-            return Array(state.connections.values)
+        let (connections, first) = resources.state.withLock { state -> ([UnixServerConnection], Bool) in
+            defer { state.shuttingDown = true }
+            return (Array(state.connections.values), !state.shuttingDown)
         }
+        if first { notify(.stopping) }
         listener.close()
         for connection in connections { connection.stopReading() }
         let grace = configuration.shutdownGracePeriod
