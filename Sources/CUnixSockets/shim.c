@@ -8,6 +8,7 @@
 #include <unistd.h>
 #include <signal.h>
 #include <sys/wait.h>
+#include <sys/syscall.h>
 
 _Static_assert(sizeof(struct ucred) == sizeof(uds_ucred), "uds_ucred mirrors struct ucred");
 _Static_assert(offsetof(struct ucred, uid) == offsetof(uds_ucred, uid), "uds_ucred.uid");
@@ -71,12 +72,17 @@ static void uds_spawn_child(const char *path, char *const argv[], char *const en
         if (dup2(high[i], 3 + i) < 0) { error = errno; goto fail; }  // dup2 leaves the copy without CLOEXEC
         close(high[i]);
     }
-    // Default dispositions (an ignored signal would stay ignored across exec) and an empty mask.
-    struct sigaction fallback;
-    memset(&fallback, 0, sizeof fallback);
-    fallback.sa_handler = SIG_DFL;
-    for (int signal = 1; signal < NSIG; signal++) {
-        if (signal != SIGKILL && signal != SIGSTOP) (void)sigaction(signal, &fallback, NULL);
+    // Default dispositions (an ignored signal would stay ignored across exec) and an empty mask. The raw
+    // rt_sigaction, because glibc's sigaction refuses the two real-time signals it keeps for itself (32 and
+    // 33), and one of them arrives here ignored. The kernel's struct: handler, flags, restorer, mask.
+    struct {
+        void *handler;
+        unsigned long flags;
+        void *restorer;
+        uint64_t mask;
+    } fallback = {(void *)SIG_DFL, 0, NULL, 0};
+    for (int signal = 1; signal <= 64; signal++) {
+        if (signal != SIGKILL && signal != SIGSTOP) (void)syscall(SYS_rt_sigaction, signal, &fallback, NULL, 8);
     }
     if (pid_slot) {
         char digits[24];

@@ -109,6 +109,7 @@ struct Activate: AsyncParsableCommand {
     }
 
     func run() async throws {
+        defer { Lifecycle.end() }  // every path: the socket files this process made go
         let executable = try locate()
         let sockets = try bindAll()
         if verbose {
@@ -122,7 +123,6 @@ struct Activate: AsyncParsableCommand {
         } else {
             status = try await runOnce(executable, sockets)
         }
-        Lifecycle.end()
         if status != 0 { throw ExitCode(status) }
     }
 

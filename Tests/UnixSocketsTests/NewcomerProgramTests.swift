@@ -58,6 +58,9 @@ struct NewcomerToolchain {
         let targets = [
             "UnixSockets", "UnixSocketsAsync", "UnixSocketsCore", "UnixSocketsSystem", "SystemPackage", "CSystem",
             "Logging", "CUnixSockets",
+            // swift-service-lifecycle (UnixServer is a Service) and what it is built on.
+            "ServiceLifecycle", "UnixSignals", "ConcurrencyHelpers", "AsyncAlgorithms", "DequeModule",
+            "OrderedCollections", "InternalCollectionsUtilities", "ContainersPreview",
         ]
         for target in targets {
             arguments += Self.objects(of: build.appendingPathComponent("\(target).build"))
